@@ -1,0 +1,144 @@
+"""MNIST and Fashion-MNIST as float32 images in [0, 1] (Szegedy et al. §4.2).
+
+Data comes from, in order:
+  1. a folder holding the four official IDX files (``data_dir`` argument, or the
+     environment variable ``ADVJAX_DATA_DIR``); Debian's ``dataset-fashion-mnist``
+     folder ``/usr/share/datasets/fashion-mnist`` is such a folder;
+  2. otherwise tensorflow-datasets (``mnist``, ``fashion_mnist``).
+
+A folder that is given but broken is an error, never a silent fallback to TFDS.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from typing import NamedTuple
+
+import numpy as np
+
+ENV_VAR = "ADVJAX_DATA_DIR"
+DATASETS = ("mnist", "fashion_mnist")
+SPLITS = ("train", "test")
+_PREFIX = {"train": "train", "test": "t10k"}
+_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
+
+
+class DataError(ValueError):
+  """A data file is missing, truncated or corrupt."""
+
+
+class Dataset(NamedTuple):
+  """Images (N, 28, 28, 1) float32 in [0, 1] and labels (N,) int32."""
+  x: np.ndarray
+  y: np.ndarray
+
+
+def _open(path: str) -> bytes:
+  """Reads an IDX file, gzipped or not, naming the file on failure."""
+  for p in (path, path + ".gz"):
+    if os.path.exists(p):
+      try:
+        with (gzip.open(p, "rb") if p.endswith(".gz") else open(p, "rb")) as f:
+          return f.read()
+      except (OSError, EOFError) as e:
+        raise DataError(f"{p}: cannot be read ({e}); the file is truncated or "
+                        "not gzip. Download it again.") from e
+  raise DataError(f"{path}(.gz) not found. Put the four official IDX files in "
+                  f"that folder, or unset {ENV_VAR} / pass data_dir=None to use "
+                  "tensorflow-datasets.")
+
+
+def parse_idx(buf: bytes, kind: str, name: str = "<bytes>") -> np.ndarray:
+  """Parses an IDX buffer of `kind` 'images' (N, R, C) or 'labels' (N,) as uint8."""
+  ndim = 3 if kind == "images" else 1
+  head = 4 + 4 * ndim
+  if len(buf) < head:
+    raise DataError(f"{name}: {len(buf)} bytes is shorter than the IDX header.")
+  magic = struct.unpack(">I", buf[:4])[0]
+  if magic != _MAGIC[kind]:
+    raise DataError(f"{name}: magic number {magic:#010x}, expected "
+                    f"{_MAGIC[kind]:#010x} for IDX {kind}; wrong or corrupt file.")
+  dims = struct.unpack(">" + "I" * ndim, buf[4:head])
+  n = int(np.prod(dims))
+  if len(buf) - head != n:
+    raise DataError(f"{name}: header says {dims} ({n} bytes) but the file holds "
+                    f"{len(buf) - head}; the file is truncated or corrupt.")
+  return np.frombuffer(buf, np.uint8, offset=head).reshape(dims)
+
+
+def _load_idx(folder: str, split: str) -> Dataset:
+  """Loads one split from a folder of official IDX files."""
+  base = os.path.join(folder, _PREFIX[split])
+  paths = {k: f"{base}-{k}-idx{3 if k == 'images' else 1}-ubyte"
+           for k in ("images", "labels")}
+  im = parse_idx(_open(paths["images"]), "images", paths["images"])
+  lb = parse_idx(_open(paths["labels"]), "labels", paths["labels"])
+  if len(im) != len(lb):
+    raise DataError(f"{folder}: {len(im)} {split} images but {len(lb)} labels; "
+                    "the files do not belong together.")
+  if lb.size and lb.max() > 9:
+    raise DataError(f"{paths['labels']}: label {lb.max()} outside 0..9.")
+  return Dataset((im[..., None] / np.float32(255)).astype(np.float32),
+                 lb.astype(np.int32))
+
+
+def _load_tfds(name: str, split: str) -> Dataset:
+  """Loads one split through tensorflow-datasets (needs the network once)."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise DataError(f"No data folder given (argument or {ENV_VAR}) and "
+                    "tensorflow-datasets is not installed.") from e
+  try:
+    ds = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1))
+  except Exception as e:  # TFDS raises many types; all mean the same here.
+    raise DataError(f"tensorflow-datasets could not load {name}/{split} ({e}). "
+                    f"Set {ENV_VAR} to a folder of the four IDX files.") from e
+  return Dataset((ds["image"] / np.float32(255)).astype(np.float32),
+                 ds["label"].astype(np.int32))
+
+
+def load(name: str = "mnist", split: str = "train",
+         data_dir: str | None = None) -> Dataset:
+  """Loads MNIST or Fashion-MNIST (the paper's §4.2 data).
+
+  Args:
+    name: 'mnist' or 'fashion_mnist'.
+    split: 'train' or 'test'.
+    data_dir: folder of the four IDX files; defaults to $ADVJAX_DATA_DIR, then
+      tensorflow-datasets.
+
+  Returns:
+    Dataset(x float32 (N, 28, 28, 1) in [0, 1], y int32 (N,)); N from the headers.
+  """
+  if name not in DATASETS:
+    raise ValueError(f"dataset {name!r}: expected one of {DATASETS}.")
+  if split not in SPLITS:
+    raise ValueError(f"split {split!r}: expected one of {SPLITS}.")
+  folder = data_dir or os.environ.get(ENV_VAR)
+  if folder:
+    if not os.path.isdir(folder):
+      raise DataError(f"data folder {folder!r} does not exist.")
+    return _load_idx(folder, split)
+  return _load_tfds(name, split)
+
+
+def halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Deterministic disjoint halves P1, P2 of range(n) (Tables 3-4)."""
+  perm = np.random.default_rng(seed).permutation(n)
+  return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+
+
+def subset(ds: Dataset, idx: np.ndarray) -> Dataset:
+  """Rows `idx` of a dataset."""
+  return Dataset(ds.x[idx], ds.y[idx])
+
+
+def write_idx(path: str, arr: np.ndarray) -> None:
+  """Writes uint8 `arr` (N,) or (N, R, C) as a gzipped IDX file (tests, tools)."""
+  magic = _MAGIC["images" if arr.ndim == 3 else "labels"]
+  head = struct.pack(">I" + "I" * arr.ndim, magic, *arr.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(head + np.ascontiguousarray(arr, np.uint8).tobytes())

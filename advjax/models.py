@@ -1,0 +1,240 @@
+"""The paper's networks as flat sequences of layers (Szegedy et al. §4.2, §4.3).
+
+Every model is a tuple of `Layer` specs run by one generic Flax module, so that
+  * `Model.apply(params, x)` is a pure function returning logits,
+  * `Model.features(params, x, layer)` returns φ(x) of any named layer (§3),
+  * `Model.layers` is the sequence the Lipschitz analysis walks (§4.3).
+
+Names follow the paper: 'FC10(1e-4)', 'FC100-100-10', 'FC200-200-10',
+'FC123-456-10', 'AE400-10', plus 'conv' (a small MNIST conv net), 'alexnet'
+(the paper's AlexNet: 96-256-384-384-256 channels, LRN, 227×227 input) and
+'alexnet-torchvision' (torchvision's 64-192-384-256-256 variant, 224×224).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Params = Any
+KINDS = ("dense", "conv", "sigmoid", "relu", "maxpool", "lrn", "flatten",
+         "dropout")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+  """One layer. `decay` is the weight decay λ on its kernel (Table 1).
+
+  Attributes:
+    name: unique name; also the Flax submodule name for 'dense' and 'conv'.
+    kind: one of KINDS.
+    features: output units (dense) or channels (conv).
+    kernel: conv kernel (h, w); pooling window for 'maxpool'.
+    stride: conv or pooling stride.
+    padding: 'SAME', 'VALID' or explicit ((top, bottom), (left, right)).
+    decay: λ for this layer's kernel in the loss λ·Σw².
+    rate: dropout rate; LRN uses (size, alpha, beta, k) from `lrn`.
+  """
+  name: str
+  kind: str
+  features: int = 0
+  kernel: tuple[int, int] = (1, 1)
+  stride: int = 1
+  padding: Any = "SAME"
+  decay: float = 0.0
+  rate: float = 0.0
+  lrn: tuple[float, float, float, float] = (5, 1e-4, 0.75, 2.0)
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"layer {self.name!r}: kind {self.kind!r} not in {KINDS}")
+
+
+def lrn(x: jax.Array, size: float, alpha: float, beta: float, k: float):
+  """AlexNet's local response normalisation across channels (NHWC)."""
+  n = int(size)
+  sq = jnp.pad(x * x, [(0, 0)] * (x.ndim - 1) + [(n // 2, (n - 1) // 2)])
+  s = sum(sq[..., i:i + x.shape[-1]] for i in range(n))
+  return x / (k + alpha / n * s) ** beta
+
+
+class Net(nn.Module):
+  """Runs a tuple of `Layer`s; stops after layer `upto` when given."""
+  layers: tuple[Layer, ...]
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, upto: str | None = None):
+    for L in self.layers:
+      x = self._layer(L, x, train)
+      if L.name == upto:
+        return x
+    if upto is not None:
+      raise KeyError(f"no layer named {upto!r}; layers: "
+                     f"{[l.name for l in self.layers]}")
+    return x
+
+  def _layer(self, L: Layer, x, train: bool):
+    """Applies one layer."""
+    if L.kind == "dense":
+      return nn.Dense(L.features, name=L.name)(x)
+    if L.kind == "conv":
+      return nn.Conv(L.features, L.kernel, strides=L.stride, padding=L.padding,
+                     name=L.name)(x)
+    if L.kind == "sigmoid":
+      return nn.sigmoid(x)
+    if L.kind == "relu":
+      return nn.relu(x)
+    if L.kind == "maxpool":
+      return nn.max_pool(x, L.kernel, strides=(L.stride, L.stride),
+                         padding=L.padding)
+    if L.kind == "lrn":
+      return lrn(x, *L.lrn)
+    if L.kind == "flatten":
+      return x.reshape(x.shape[0], -1)
+    return nn.Dropout(L.rate, deterministic=not train)(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """A named network: its layers, input shape and class count (hashable)."""
+  name: str
+  layers: tuple[Layer, ...]
+  input_shape: tuple[int, ...]
+  num_classes: int
+
+  @property
+  def module(self) -> Net:
+    return Net(self.layers)
+
+  def init(self, key: jax.Array) -> Params:
+    """Fresh parameters from a PRNG key (same key, same parameters)."""
+    x = jnp.zeros((1,) + self.input_shape, jnp.float32)
+    return self.module.init({"params": key}, x)["params"]
+
+  def apply(self, params: Params, x: jax.Array, train: bool = False,
+            rng: jax.Array | None = None) -> jax.Array:
+    """Logits (B, K) of inputs (B, *input_shape); `rng` feeds dropout."""
+    rngs = {"dropout": rng} if rng is not None else None
+    return self.module.apply({"params": params}, x, train, rngs=rngs)
+
+  def features(self, params: Params, x: jax.Array, layer: str) -> jax.Array:
+    """φ(x): the output of the named layer (§3), shape (B, ...)."""
+    return self.module.apply({"params": params}, x, False, layer)
+
+  def layer_names(self) -> list[str]:
+    return [L.name for L in self.layers]
+
+  def param_layers(self) -> list[Layer]:
+    """The layers that hold weights ('dense', 'conv')."""
+    return [L for L in self.layers if L.kind in ("dense", "conv")]
+
+  def weight_penalty(self, params: Params) -> jax.Array:
+    """Σ_k λ_k Σ W_k² over kernels (biases are not decayed)."""
+    return sum((L.decay * jnp.sum(params[L.name]["kernel"] ** 2)
+                for L in self.param_layers() if L.decay), jnp.float32(0))
+
+
+def _mlp(name: str, hidden: Sequence[int], decays: Sequence[float],
+         act: str = "sigmoid", dropout: float = 0.0) -> Model:
+  """Flatten, then sigmoid hidden layers, then 10 logits."""
+  layers = [Layer("flatten", "flatten")]
+  for i, (h, lam) in enumerate(zip(hidden, decays), 1):
+    if dropout:
+      layers.append(Layer(f"dropout{i}", "dropout", rate=dropout))
+    layers += [Layer(f"fc{i}", "dense", h, decay=lam), Layer(f"{act}{i}", act)]
+  if dropout and hidden:
+    layers.append(Layer("dropout_out", "dropout", rate=dropout))
+  layers.append(Layer("logits", "dense", 10, decay=decays[len(hidden)]))
+  return Model(name, tuple(layers), (28, 28, 1), 10)
+
+
+def _ae(lam: float) -> Model:
+  """AE400-10: a sigmoid autoencoder's 400-unit code ('code'), softmax on top."""
+  layers = (Layer("flatten", "flatten"), Layer("code", "dense", 400, decay=lam),
+            Layer("sigmoid1", "sigmoid"), Layer("logits", "dense", 10, decay=lam))
+  return Model("AE400-10", layers, (28, 28, 1), 10)
+
+
+def _conv(lam: float = 1e-5) -> Model:
+  """A small MNIST conv net: 2 × (5×5 conv, ReLU, 2×2 max-pool), FC128, FC10."""
+  L = Layer
+  layers = (L("conv1", "conv", 32, (5, 5), decay=lam), L("relu1", "relu"),
+            L("pool1", "maxpool", kernel=(2, 2), stride=2, padding="VALID"),
+            L("conv2", "conv", 64, (5, 5), decay=lam), L("relu2", "relu"),
+            L("pool2", "maxpool", kernel=(2, 2), stride=2, padding="VALID"),
+            L("flatten", "flatten"), L("fc1", "dense", 128, decay=lam),
+            L("relu3", "relu"), L("logits", "dense", 10, decay=lam))
+  return Model("conv", layers, (28, 28, 1), 10)
+
+
+def _alexnet(torchvision: bool = False, num_classes: int = 1000) -> Model:
+  """AlexNet (Krizhevsky et al. 2012); weights come only from a file."""
+  L = Layer
+  ch = (64, 192, 384, 256, 256) if torchvision else (96, 256, 384, 384, 256)
+  pool = dict(kernel=(3, 3), stride=2, padding="VALID")
+  pad1 = ((2, 2), (2, 2)) if torchvision else "VALID"
+  layers = [L("conv1", "conv", ch[0], (11, 11), 4, pad1), L("relu1", "relu")]
+  layers += [] if torchvision else [L("lrn1", "lrn")]
+  layers += [L("pool1", "maxpool", **pool),
+             L("conv2", "conv", ch[1], (5, 5), 1, ((2, 2), (2, 2))),
+             L("relu2", "relu")]
+  layers += [] if torchvision else [L("lrn2", "lrn")]
+  layers += [L("pool2", "maxpool", **pool)]
+  for i, c in enumerate(ch[2:], 3):
+    layers += [L(f"conv{i}", "conv", c, (3, 3), 1, ((1, 1), (1, 1))),
+               L(f"relu{i}", "relu")]
+  layers += [L("pool5", "maxpool", **pool), L("flatten", "flatten"),
+             L("dropout1", "dropout", rate=0.5), L("fc1", "dense", 4096),
+             L("relu6", "relu"), L("dropout2", "dropout", rate=0.5),
+             L("fc2", "dense", 4096), L("relu7", "relu"),
+             L("fc3", "dense", num_classes)]
+  size = 224 if torchvision else 227
+  name = "alexnet-torchvision" if torchvision else "alexnet"
+  return Model(name, tuple(layers), (size, size, 3), num_classes)
+
+
+NAMES = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)", "FC100-100-10", "FC200-200-10",
+         "FC123-456-10", "AE400-10", "conv", "alexnet", "alexnet-torchvision")
+
+
+def get_model(name: str, dropout: float = 0.0) -> Model:
+  """A model by the paper's name (Table 1), e.g. 'FC10(1e-2)', 'FC100-100-10'.
+
+  Args:
+    name: 'FC10(λ)' for any λ, 'FC<h1>-<h2>-10' (sigmoid hidden layers, λ = 1e-5,
+      1e-5, 1e-6 as in §4.2), 'AE400-10', 'conv', 'alexnet',
+      'alexnet-torchvision'. A trailing "'" (the P2 model of Table 3) is allowed.
+    dropout: dropout rate before each dense layer of an FC net (0 = none).
+
+  Returns:
+    The `Model`.
+  """
+  base = name.rstrip("'")
+  m = re.fullmatch(r"FC10\(([0-9.eE+-]+)\)", base)
+  if m:
+    return _rename(_mlp(base, (), (float(m.group(1)),)), name)
+  m = re.fullmatch(r"FC(\d+)-(\d+)-10", base)
+  if m:
+    hidden = (int(m.group(1)), int(m.group(2)))
+    return _rename(_mlp(base, hidden, (1e-5, 1e-5, 1e-6), dropout=dropout), name)
+  builders = {"AE400-10": lambda: _ae(1e-6), "conv": _conv,
+              "alexnet": _alexnet,
+              "alexnet-torchvision": lambda: _alexnet(torchvision=True)}
+  if base not in builders:
+    raise ValueError(f"unknown model {name!r}; known: {NAMES} "
+                     "(FC10(λ) takes any λ).")
+  return _rename(builders[base](), name)
+
+
+def _rename(model: Model, name: str) -> Model:
+  return dataclasses.replace(model, name=name)
+
+
+def num_params(params: Params) -> int:
+  """Number of scalars in a parameter tree."""
+  return sum(x.size for x in jax.tree_util.tree_leaves(params))

@@ -38,7 +38,7 @@ def code_version() -> str:
   return f"{__version__}+{sha}" if sha else __version__
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes) -> None:
   """Writes via a temporary file and rename, so an interrupt never leaves half."""
   tmp = path + ".tmp"
   with open(tmp, "wb") as f:
@@ -52,9 +52,9 @@ def save(folder: str, model: models.Model, params: Any,
   os.makedirs(folder, exist_ok=True)
   meta = dict(meta or {}, model=model.name, dropout=dropout,
               num_params=models.num_params(params), code_version=code_version())
-  _atomic_write(os.path.join(folder, PARAMS),
+  atomic_write(os.path.join(folder, PARAMS),
                 serialization.to_bytes(jax.device_get(params)))
-  _atomic_write(os.path.join(folder, META),
+  atomic_write(os.path.join(folder, META),
                 json.dumps(meta, indent=2, default=float).encode())
 
 

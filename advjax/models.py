@@ -37,7 +37,7 @@ class Layer:
     kernel: conv kernel (h, w); pooling window for 'maxpool'.
     stride: conv or pooling stride.
     padding: 'SAME', 'VALID' or explicit ((top, bottom), (left, right)).
-    decay: λ for this layer's kernel in the loss λ·Σw².
+    decay: λ for this layer's kernel in the loss ½·λ·Σw².
     rate: dropout rate; LRN uses (size, alpha, beta, k) from `lrn`.
   """
   name: str
@@ -64,18 +64,21 @@ def lrn(x: jax.Array, size: float, alpha: float, beta: float, k: float):
 
 
 class Net(nn.Module):
-  """Runs a tuple of `Layer`s; stops after layer `upto` when given."""
+  """Runs a tuple of `Layer`s: those after `after` (if given) up to `upto`."""
   layers: tuple[Layer, ...]
 
   @nn.compact
-  def __call__(self, x, train: bool = False, upto: str | None = None):
-    for L in self.layers:
+  def __call__(self, x, train: bool = False, upto: str | None = None,
+               after: str | None = None):
+    names = [L.name for L in self.layers]
+    for n in (upto, after):
+      if n is not None and n not in names:
+        raise KeyError(f"no layer named {n!r}; layers: {names}")
+    start = names.index(after) + 1 if after is not None else 0
+    for L in self.layers[start:]:
       x = self._layer(L, x, train)
       if L.name == upto:
-        return x
-    if upto is not None:
-      raise KeyError(f"no layer named {upto!r}; layers: "
-                     f"{[l.name for l in self.layers]}")
+        break
     return x
 
   def _layer(self, L: Layer, x, train: bool):
@@ -126,6 +129,12 @@ class Model:
     """φ(x): the output of the named layer (§3), shape (B, ...)."""
     return self.module.apply({"params": params}, x, False, layer)
 
+  def apply_from(self, params: Params, h: jax.Array, after: str,
+                 train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+    """Logits computed from φ(x) = h of layer `after` (the layers above it)."""
+    rngs = {"dropout": rng} if rng is not None else None
+    return self.module.apply({"params": params}, h, train, None, after, rngs=rngs)
+
   def layer_names(self) -> list[str]:
     return [L.name for L in self.layers]
 
@@ -134,8 +143,8 @@ class Model:
     return [L for L in self.layers if L.kind in ("dense", "conv")]
 
   def weight_penalty(self, params: Params) -> jax.Array:
-    """Σ_k λ_k Σ W_k² over kernels (biases are not decayed)."""
-    return sum((L.decay * jnp.sum(params[L.name]["kernel"] ** 2)
+    """½ Σ_k λ_k Σ W_k² over kernels (biases are not decayed; see train.py)."""
+    return sum((0.5 * L.decay * jnp.sum(params[L.name]["kernel"] ** 2)
                 for L in self.param_layers() if L.decay), jnp.float32(0))
 
 

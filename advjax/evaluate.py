@@ -1,0 +1,70 @@
+"""Measures of §4.2: distortion, noise baselines, amplified perturbations, transfer.
+
+Pure functions on arrays; the experiment scripts in `experiments/` compose them
+into Tables 1–4.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def distortion(r) -> np.ndarray:
+  """The paper's per-pixel RMS sqrt(Σ r² / n) per example (Tables 1–4)."""
+  r = np.asarray(r, np.float64).reshape(len(r), -1)
+  return np.sqrt(np.mean(r * r, axis=1))
+
+
+def gaussian_noise(key: jax.Array, x, sigma: float) -> np.ndarray:
+  """x + σ·N(0, I), clipped to the box [0,1] (Table 2's noise rows)."""
+  if sigma < 0:
+    raise ValueError(f"sigma must be >= 0, got {sigma}.")
+  x = np.asarray(x, np.float32)
+  z = np.asarray(jax.random.normal(key, x.shape, jnp.float32))
+  return np.clip(x + sigma * z, 0.0, 1.0)
+
+
+def amplify(x, r, rms: float) -> np.ndarray:
+  """x + r rescaled to per-pixel RMS `rms`, clipped to [0,1] (Table 4).
+
+  Examples with r = 0 stay unchanged (there is no direction to amplify).
+  """
+  x, r = np.asarray(x, np.float32), np.asarray(r, np.float32)
+  d = distortion(r).reshape((-1,) + (1,) * (r.ndim - 1))
+  scale = np.where(d > 0, rms / np.maximum(d, 1e-12), 0.0)
+  return np.clip(x + r * scale, 0.0, 1.0).astype(np.float32)
+
+
+def error_rate(predict: Callable[[np.ndarray], np.ndarray], x, y) -> float:
+  """Share of `x` that `predict` (inputs → labels) gets wrong against labels y."""
+  if len(x) == 0:
+    return float("nan")
+  return float(np.mean(np.asarray(predict(x)) != np.asarray(y)))
+
+
+def error_matrix(predictors: dict[str, Callable], sets: dict[str, tuple]
+                 ) -> dict[str, dict[str, float]]:
+  """Error of every column predictor on every row set (x, y): Tables 2 and 4."""
+  return {row: {col: error_rate(p, x, y) for col, p in predictors.items()}
+          for row, (x, y) in sets.items()}
+
+
+def markdown_matrix(matrix: dict[str, dict[str, float]],
+                    paper: dict[str, dict[str, float]] | None = None,
+                    extra: dict[str, str] | None = None) -> str:
+  """A Markdown table of error rates (%), 'ours (paper)' where the paper has one."""
+  cols = list(next(iter(matrix.values())).keys())
+  head = "| examples ↓ / model → | " + " | ".join(cols) + (" | av. distortion |" if extra else " |")
+  lines = [head, "| --- " * (len(cols) + 1 + bool(extra)) + "|"]
+  for row, vals in matrix.items():
+    cells = []
+    for c in cols:
+      p = (paper or {}).get(row, {}).get(c)
+      cells.append(f"{100 * vals[c]:.1f}%" + (f" ({p}%)" if p is not None else ""))
+    tail = f" | {extra[row]}" if extra else ""
+    lines.append(f"| {row} | " + " | ".join(cells) + tail + " |")
+  return "\n".join(lines) + "\n"

@@ -1,0 +1,43 @@
+"""Config: Tables 3–4 — cross-training-set generalisation (§4.2).
+
+Paper: Table 3 (FC100-100-10 and FC123-456-10 trained on P1, FC100-100-10' on
+P2: errors on P1, P2, test and average minimum distortion) and Table 4 (the
+error each model makes on the others' adversarial examples, made on test
+images; the same perturbations amplified to per-pixel RMS 0.1; Gaussian noise
+σ = 0.06 and 0.1 on test images every model classifies correctly).
+
+Command (full):  python experiments/table34.py         (after train_models.py)
+Command (quick): python experiments/table34.py --quick --models-dir /tmp/models
+Runtime: full ≈ 3 min on 2 CPU cores (1,000 test images × 3 models); quick ≈ 15 s.
+Expected: adversarial examples transfer across training sets well above the
+noise rows; amplified ones transfer much more (paper: 22–98%).
+"""
+
+MODELS = ("P1-FC100-100-10", "P1-FC123-456-10", "P2-FC100-100-10")
+LABELS = {"P1-FC100-100-10": "FC100-100-10", "P1-FC123-456-10": "FC123-456-10",
+          "P2-FC100-100-10": "FC100-100-10'"}
+SIGMAS = (0.06, 0.1)
+AMPLIFY = 0.1
+
+# Paper's Table 3: err P1, err P2, err test (%), min av. distortion.
+PAPER3 = {"P1-FC100-100-10": (0, 2.4, 2, 0.062),
+          "P1-FC123-456-10": (0, 2.5, 2.1, 0.059),
+          "P2-FC100-100-10": (2.3, 0, 2.1, 0.058)}
+_P4 = {
+    "P1-FC100-100-10": [100, 26.2, 5.9], "P1-FC123-456-10": [6.25, 100, 5.1],
+    "P2-FC100-100-10": [8.2, 8.2, 100], "Gaussian noise σ=0.06": [2.2, 2.6, 2.4],
+    "P1-FC100-100-10 amplified": [100, 98, 43],
+    "P1-FC123-456-10 amplified": [96, 100, 22],
+    "P2-FC100-100-10 amplified": [27, 50, 100],
+    "Gaussian noise σ=0.1": [2.6, 2.8, 2.7],
+}
+PAPER4 = {r: dict(zip(MODELS, v)) for r, v in _P4.items()}
+
+
+def get_config(quick: bool = False) -> dict:
+  """Models, test images per model, seeds, attack options."""
+  return {"models": MODELS, "n_images": 24 if quick else 1000, "seed": 0,
+          "n_noise": 100 if quick else 1000, "sigmas": SIGMAS,
+          "amplify": AMPLIFY, "batch_size": 24 if quick else 250,
+          "attack": {"bisect_steps": 3 if quick else 10,
+                     "maxiter": 30 if quick else 100}}

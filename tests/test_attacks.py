@@ -1,0 +1,163 @@
+"""Tests of the §4.1 box-constrained L-BFGS attack on a tiny random MLP."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from advjax import attacks
+
+K = 5
+SHAPE = (6, 6, 1)  # 36 "pixels"
+
+
+def _tiny_params(seed=0):
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  n = int(np.prod(SHAPE))
+  return (jax.random.normal(k1, (n, 16)) / np.sqrt(n) * 3,
+          jax.random.normal(k2, (16, K)) * 1.5, jax.random.normal(k3, (K,)) * 0.1)
+
+
+PARAMS = _tiny_params()
+
+
+def logits_fn(x):
+  """A tiny sigmoid MLP on (B, 6, 6, 1) or (B, 36) inputs."""
+  W1, W2, b = PARAMS
+  h = jax.nn.sigmoid(x.reshape(x.shape[0], -1) @ W1 - 1.5)
+  return h @ W2 + b
+
+
+def _data(B, seed=1):
+  x = jax.random.uniform(jax.random.PRNGKey(seed), (B,) + SHAPE)
+  pred = jnp.argmax(logits_fn(x), -1)
+  return np.asarray(x), np.asarray(pred)
+
+
+@pytest.fixture(scope="module")
+def batch():
+  x, pred = _data(4)
+  t = np.asarray(attacks.random_targets(jax.random.PRNGKey(2), pred, K))
+  return x, pred, t, attacks.lbfgs(logits_fn, x, t)
+
+
+def test_matches_scipy_reference(batch):
+  x, _, t, res = batch
+  ref = attacks.lbfgs_reference(logits_fn, x, t)
+  assert np.all(ref.success) and np.all(np.asarray(res.success))
+  d, dr = np.asarray(res.distortion), ref.distortion
+  assert d.mean() <= 1.02 * dr.mean(), (d, dr)
+  np.testing.assert_allclose(d, dr, rtol=0.05)
+
+
+def test_box_success_and_fields(batch):
+  x, _, t, res = batch
+  xa = np.asarray(res.x_adv)
+  assert xa.shape == x.shape and xa.min() >= 0 and xa.max() <= 1
+  np.testing.assert_allclose(np.asarray(res.r), xa - x, atol=1e-6)
+  pred = np.asarray(jnp.argmax(logits_fn(res.x_adv), -1))
+  np.testing.assert_array_equal(pred[np.asarray(res.success)], t[np.asarray(res.success)])
+  r = np.asarray(res.r).reshape(len(x), -1)
+  np.testing.assert_allclose(res.l2, np.linalg.norm(r, axis=1), rtol=1e-5)
+  np.testing.assert_allclose(res.distortion, np.sqrt((r ** 2).mean(1)), rtol=1e-5)
+  assert np.all(np.asarray(res.solves) >= 11)  # bracket + 10 bisections
+
+
+def test_batched_equals_loop(batch):
+  x, _, t, res = batch
+  for i in range(2):
+    one = attacks.lbfgs(logits_fn, x[i:i + 1], t[i:i + 1])
+    assert bool(one.success[0]) == bool(res.success[i])
+    np.testing.assert_allclose(one.distortion[0], res.distortion[i], rtol=2e-3)
+
+
+def test_flat_inputs_give_same_result(batch):
+  x, _, t, res = batch
+  flat = attacks.lbfgs(logits_fn, x.reshape(4, -1), t)
+  assert flat.x_adv.shape == (4, int(np.prod(SHAPE)))
+  np.testing.assert_allclose(flat.distortion, res.distortion, rtol=2e-3)
+
+
+def test_already_target_returns_zero():
+  x, pred = _data(4)
+  t = pred.copy()
+  t[0] = (pred[0] + 1) % K  # one lane really attacked, three already there
+  res = attacks.lbfgs(logits_fn, x, t)
+  assert np.all(np.asarray(res.success))
+  np.testing.assert_array_equal(np.asarray(res.r[1:]), 0.)
+  np.testing.assert_array_equal(np.asarray(res.solves[1:]), 0)
+  assert float(res.l2[0]) > 0 and int(res.solves[0]) > 0
+
+
+def test_no_retracing_on_same_shape():
+  traces = []
+  def fn(x):
+    traces.append(1)  # runs only while tracing
+    return logits_fn(x)
+  x, pred = _data(4, seed=5)
+  t = (pred + 1) % K
+  attacks.lbfgs(fn, x, t)
+  n = len(traces)
+  x2, pred2 = _data(4, seed=6)
+  attacks.lbfgs(fn, x2, (pred2 + 2) % K)
+  assert len(traces) == n, "second call of the same shape retraced"
+
+
+def test_untargeted_all_is_min_over_targets():
+  x, pred = _data(4, seed=7)
+  res = attacks.lbfgs(logits_fn, x)
+  assert np.all(np.asarray(res.success))
+  per = [attacks.lbfgs(logits_fn, x, (pred + k) % K) for k in range(1, K)]
+  l2 = np.stack([np.where(p.success, p.l2, np.inf) for p in per])
+  np.testing.assert_allclose(res.l2, l2.min(0), rtol=1e-6)
+  assert np.all(np.asarray(res.target) != pred)
+  lg = attacks.lbfgs(logits_fn, x, untargeted="logits")
+  assert np.all(np.asarray(lg.target) != pred)
+  assert np.all(np.asarray(lg.l2) >= np.asarray(res.l2) - 1e-6)
+  rnd = attacks.lbfgs(logits_fn, x, untargeted="random", key=jax.random.PRNGKey(0))
+  assert np.all(np.asarray(rnd.target) != pred)
+
+
+def test_random_targets_never_the_label():
+  labels = jnp.arange(1000) % 10
+  t = np.asarray(attacks.random_targets(jax.random.PRNGKey(0), labels, 10))
+  assert np.all(t != np.asarray(labels)) and set(t) == set(range(10))
+
+
+def test_jaxopt_solver_option():
+  x, pred = _data(2, seed=8)
+  res = attacks.lbfgs(logits_fn, x, (pred + 1) % K, solver="jaxopt",
+                      bisect_steps=3, maxiter=30)
+  xa = np.asarray(res.x_adv)
+  assert xa.min() >= 0 and xa.max() <= 1
+  pred_adv = np.asarray(jnp.argmax(logits_fn(res.x_adv), -1))
+  np.testing.assert_array_equal(np.asarray(res.success), pred_adv == (pred + 1) % K)
+
+
+@pytest.mark.parametrize("x, t, fn, msg", [
+    (np.full((2,) + SHAPE, 1.5, np.float32), [0, 1], None, r"\[0,1\]"),
+    (np.full((2,) + SHAPE, -0.1, np.float32), [0, 1], None, r"\[0,1\]"),
+    (np.full((2,) + SHAPE, np.nan, np.float32), [0, 1], None, "NaN or inf"),
+    (np.full((2,) + SHAPE, np.inf, np.float32), [0, 1], None, "NaN or inf"),
+    (np.zeros((2,) + SHAPE, np.float32), [0, 1, 2], None, "batch size"),
+    (np.zeros((2,) + SHAPE, np.float32), [[0], [1]], None, "batch size"),
+    (np.zeros((2,) + SHAPE, np.float32), [0, K], None, r"\[0, 5\)"),
+    (np.zeros((2,) + SHAPE, np.float32), [-1, 0], None, r"\[0, 5\)"),
+    (np.zeros((2,) + SHAPE, np.float32), [0.5, 1.0], None, "integers"),
+    (np.zeros((2,) + SHAPE, np.float32), [0, 1], lambda x: logits_fn(x)[0], r"\(B, K\)"),
+    (np.zeros((2,) + SHAPE, np.float32), [0, 1], lambda x: logits_fn(x)[:1], r"\(B, K\)"),
+    (np.zeros(SHAPE[0], np.float32), [0], None, "batch"),
+])
+def test_bad_inputs_raise(x, t, fn, msg):
+  with pytest.raises(ValueError, match=msg):
+    attacks.lbfgs(fn or logits_fn, x, np.asarray(t))
+
+
+def test_bad_options_raise():
+  x, pred = _data(2)
+  with pytest.raises(ValueError, match="solver"):
+    attacks.lbfgs(logits_fn, x, pred, solver="adam")
+  with pytest.raises(ValueError, match="PRNG key"):
+    attacks.lbfgs(logits_fn, x, untargeted="random")
+  with pytest.raises(ValueError, match="untargeted"):
+    attacks.lbfgs(logits_fn, x, untargeted="worst")

@@ -1,0 +1,92 @@
+"""IDX parsing, errors on broken files, the P1/P2 split."""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+
+from advjax import data
+
+
+def test_parse_synthetic_idx(idx_dir):
+  tr = data.load("mnist", "train", str(idx_dir))
+  te = data.load("mnist", "test", str(idx_dir))
+  assert tr.x.shape == (20, 28, 28, 1) and te.x.shape == (10, 28, 28, 1)
+  assert tr.x.dtype == np.float32 and tr.y.dtype == np.int32
+  raw = np.frombuffer(gzip.open(idx_dir / "train-images-idx3-ubyte.gz").read(),
+                      np.uint8, offset=16).reshape(20, 28, 28)
+  np.testing.assert_array_equal(tr.x[..., 0], raw / np.float32(255))
+  assert 0.0 <= tr.x.min() and tr.x.max() <= 1.0
+
+
+def test_counts_come_from_header(tmp_path):
+  data.write_idx(str(tmp_path / "t10k-images-idx3-ubyte.gz"),
+                 np.zeros((3, 28, 28), np.uint8))
+  data.write_idx(str(tmp_path / "t10k-labels-idx1-ubyte.gz"), np.arange(3, dtype=np.uint8))
+  assert len(data.load("mnist", "test", str(tmp_path)).y) == 3
+
+
+def test_truncated_file_names_file(idx_dir):
+  path = idx_dir / "train-images-idx3-ubyte.gz"
+  buf = gzip.open(path).read()
+  with gzip.open(path, "wb") as f:
+    f.write(buf[:-100])
+  with pytest.raises(data.DataError, match="train-images.*truncated"):
+    data.load("mnist", "train", str(idx_dir))
+
+
+def test_not_gzip_is_an_error(idx_dir):
+  (idx_dir / "train-labels-idx1-ubyte.gz").write_bytes(b"garbage, not gzip")
+  with pytest.raises(data.DataError, match="train-labels"):
+    data.load("mnist", "train", str(idx_dir))
+
+
+def test_wrong_magic(idx_dir):
+  os.remove(idx_dir / "t10k-labels-idx1-ubyte.gz")
+  data.write_idx(str(idx_dir / "t10k-labels-idx1-ubyte.gz"),
+                 np.zeros((10, 28, 28), np.uint8))  # an image file in its place
+  with pytest.raises(data.DataError, match="magic number"):
+    data.load("mnist", "test", str(idx_dir))
+
+
+def test_count_mismatch(idx_dir):
+  data.write_idx(str(idx_dir / "t10k-labels-idx1-ubyte.gz"), np.zeros(7, np.uint8))
+  with pytest.raises(data.DataError, match="10 test images but 7 labels"):
+    data.load("mnist", "test", str(idx_dir))
+
+
+def test_missing_file_and_folder(idx_dir, tmp_path):
+  os.remove(idx_dir / "t10k-images-idx3-ubyte.gz")
+  with pytest.raises(data.DataError, match="t10k-images.*not found"):
+    data.load("mnist", "test", str(idx_dir))
+  with pytest.raises(data.DataError, match="does not exist"):
+    data.load("mnist", "test", str(tmp_path / "nope"))
+
+
+def test_env_var_is_used(idx_dir, monkeypatch):
+  monkeypatch.setenv(data.ENV_VAR, str(idx_dir))
+  assert len(data.load("mnist", "train").y) == 20
+
+
+def test_bad_names():
+  with pytest.raises(ValueError, match="dataset"):
+    data.load("cifar", "train", "/tmp")
+  with pytest.raises(ValueError, match="split"):
+    data.load("mnist", "val", "/tmp")
+
+
+def test_halves_disjoint_and_deterministic():
+  p1, p2 = data.halves(101, seed=3)
+  assert len(p1) == 50 and len(p2) == 51
+  assert not set(p1) & set(p2) and set(p1) | set(p2) == set(range(101))
+  q1, _ = data.halves(101, seed=3)
+  np.testing.assert_array_equal(p1, q1)
+  assert not np.array_equal(p1, data.halves(101, seed=4)[0])
+
+
+def test_real_mnist_counts(mnist_dir):
+  tr = data.load("mnist", "train", mnist_dir)
+  assert len(tr.y) == 10000
+  np.testing.assert_array_equal(
+      np.bincount(tr.y), [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978])

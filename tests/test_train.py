@@ -1,0 +1,109 @@
+"""Training: loss decreases, seeds are deterministic, checkpoints round-trip, resume."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from advjax import checkpoint, data, models, train
+
+
+@pytest.fixture(scope="module")
+def toy():
+  """256 images whose label is a linear function of the pixels (learnable)."""
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0, 1, (256, 28, 28, 1)).astype(np.float32)
+  w = rng.normal(size=(784, 10))
+  y = np.argmax(x.reshape(256, -1) @ w, -1).astype(np.int32)
+  return data.Dataset(x, y)
+
+
+CFG = train.TrainConfig(epochs=3, batch_size=32, lr=3e-3)
+
+
+def _same(a, b):
+  return all(np.array_equal(u, v) for u, v in
+             zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def test_loss_decreases_and_error_drops(toy):
+  m = models.get_model("FC10(1e-4)")
+  r = train.train(m, toy, train.TrainConfig(epochs=6, batch_size=32, lr=1e-2),
+                  eval_sets={"train": toy}, progress=False)
+  losses = [h["loss"] for h in r.history]
+  assert losses[-1] < 0.7 * losses[0]
+  assert r.history[-1]["train_err"] < r.history[0]["train_err"]
+
+
+def test_lbfgs_full_batch_converges(toy):
+  m = models.get_model("FC10(1e-2)")
+  r = train.train(m, toy, train.TrainConfig(optimizer="lbfgs", epochs=30), progress=False)
+  assert r.history[-1]["loss"] < 0.5 * r.history[0]["loss"]
+  g = jax.grad(lambda p: train.loss_fn(m, p, toy.x, toy.y))(r.params)
+  gnorm = np.sqrt(sum(float((v ** 2).sum()) for v in jax.tree_util.tree_leaves(g)))
+  assert gnorm < 0.05
+
+
+def test_same_seed_same_params(toy):
+  m = models.get_model("FC100-100-10")
+  a = train.train(m, toy, CFG, progress=False).params
+  b = train.train(m, toy, CFG, progress=False).params
+  c = train.train(m, toy, train.TrainConfig(epochs=3, batch_size=32, lr=3e-3, seed=1),
+                  progress=False).params
+  assert _same(a, b) and not _same(a, c)
+
+
+def test_resume_equals_uninterrupted(toy, tmp_path):
+  m = models.get_model("FC100-100-10")
+  full = train.train(m, toy, CFG, progress=False)
+  ck = str(tmp_path / "run")
+  part = train.train(m, toy, train.TrainConfig(epochs=1, batch_size=32, lr=3e-3),
+                     ckpt_dir=ck, progress=False)  # "interrupted" after epoch 1
+  assert len(part.history) == 1
+  resumed = train.train(m, toy, CFG, ckpt_dir=ck, progress=False)
+  assert len(resumed.history) == 3
+  assert _same(full.params, resumed.params)
+
+
+def test_checkpoint_round_trip_and_wrong_model(toy, tmp_path):
+  m = models.get_model("FC100-100-10")
+  p = m.init(jax.random.PRNGKey(0))
+  checkpoint.save(str(tmp_path), m, p, {"seed": 0, "errors": {"test": 0.1}})
+  m2, p2, meta = checkpoint.load(str(tmp_path))
+  assert m2 == m and _same(p, p2) and meta["errors"]["test"] == 0.1
+  assert meta["num_params"] == 89610 and "code_version" in meta
+  with pytest.raises(checkpoint.CheckpointError, match="wrong checkpoint"):
+    checkpoint.load(str(tmp_path), models.get_model("FC123-456-10"))
+  (tmp_path / checkpoint.PARAMS).write_bytes(b"\x00\x01corrupt")
+  with pytest.raises(checkpoint.CheckpointError):
+    checkpoint.load(str(tmp_path))
+  with pytest.raises(checkpoint.CheckpointError, match="not an advjax checkpoint"):
+    checkpoint.load(str(tmp_path / "missing"))
+
+
+def test_frozen_layer_stays_fixed(toy):
+  m = models.get_model("AE400-10")
+  p0 = m.init(jax.random.PRNGKey(0))
+  cfg = train.TrainConfig(epochs=1, batch_size=64, frozen=("code",))
+  p1 = train.train(m, toy, cfg, params=p0, progress=False).params
+  assert _same(p0["code"], p1["code"]) and not _same(p0["logits"], p1["logits"])
+
+
+def test_autoencoder_pretraining_lowers_loss(toy):
+  r = train.pretrain_autoencoder(toy, train.TrainConfig(epochs=5, batch_size=32),
+                                 hidden=16, progress=False)
+  assert r.encoder["kernel"].shape == (784, 16) and r.decoder["kernel"].shape == (16, 784)
+  assert r.losses[-1] < r.losses[0]
+
+
+def test_bad_training_data(toy):
+  m = models.get_model("FC10(1e-4)")
+  with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+    train.train(m, data.Dataset(toy.x * 255, toy.y), CFG, progress=False)
+  with pytest.raises(ValueError, match="labels must be"):
+    train.train(m, data.Dataset(toy.x, toy.y + 10), CFG, progress=False)
+  with pytest.raises(ValueError, match="expects"):
+    train.train(m, data.Dataset(toy.x[:, :20], toy.y), CFG, progress=False)
+  with pytest.raises(ValueError, match="optimizer"):
+    train.make_optimizer(train.TrainConfig(optimizer="rmsprop"), {})

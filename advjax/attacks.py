@@ -32,6 +32,7 @@ the compiled attack.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -302,14 +303,8 @@ def lbfgs(logits_fn: LogitsFn, x, target=None, *, label=None,
       [0, K), logits_fn output not (B, K), or unknown options.
   """
   K = check_inputs(logits_fn, x, target)
-  if solver not in _lbfgsb.SOLVERS:
-    raise ValueError(f"solver={solver!r}; choose one of {sorted(_lbfgsb.SOLVERS)}.")
-  if c_init <= 0 or c_factor <= 1 or bisect_steps < 0 or max_bracket < 1:
-    raise ValueError("need c_init > 0, c_factor > 1, bisect_steps >= 0, max_bracket >= 1.")
-  opts = AttackOptions(solver, float(c_init), float(c_factor), int(bisect_steps),
-                       int(max_bracket), bool(warm_start),
-                       SolveOptions(int(maxiter), int(history), float(gtol),
-                                    float(ftol), int(maxls), linesearch))
+  opts = _options(solver, c_init, c_factor, bisect_steps, max_bracket, warm_start,
+                  maxiter, history, gtol, ftol, maxls, linesearch)
   x = jnp.asarray(x, jnp.float32)
   if target is not None:
     return _attack_jit(logits_fn, x, jnp.asarray(target, jnp.int32), opts)
@@ -330,6 +325,48 @@ def lbfgs(logits_fn: LogitsFn, x, target=None, *, label=None,
     res = _attack_jit(logits_fn, x, ((label + k) % K).astype(jnp.int32), opts)
     best = res if best is None else _best_of(best, res)
   return best
+
+
+def _options(solver="pqn", c_init=1.0, c_factor=10.0, bisect_steps=10,
+             max_bracket=8, warm_start=True, maxiter=100, history=5, gtol=1e-5,
+             ftol=1e-6, maxls=20, linesearch="backtracking") -> AttackOptions:
+  """Validated, hashable attack options (the defaults are `lbfgs`'s)."""
+  if solver not in _lbfgsb.SOLVERS:
+    raise ValueError(f"solver={solver!r}; choose one of {sorted(_lbfgsb.SOLVERS)}.")
+  if c_init <= 0 or c_factor <= 1 or bisect_steps < 0 or max_bracket < 1:
+    raise ValueError("need c_init > 0, c_factor > 1, bisect_steps >= 0, max_bracket >= 1.")
+  return AttackOptions(solver, float(c_init), float(c_factor), int(bisect_steps),
+                       int(max_bracket), bool(warm_start),
+                       SolveOptions(int(maxiter), int(history), float(gtol),
+                                    float(ftol), int(maxls), linesearch))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _attack_params(apply_fn, params, x, target, opts: AttackOptions) -> AttackResult:
+  """The batched attack with the model's parameters as a traced argument."""
+  return _attack(lambda z: apply_fn(params, z), x, target, opts)
+
+
+def lbfgs_params(apply_fn: Callable, params, x, target, **options) -> AttackResult:
+  """`lbfgs` (targeted) on logits `apply_fn(params, x)`, params traced (§4.1).
+
+  New parameter values reuse the compiled attack, which `lbfgs` with a fresh
+  closure would not: adversarial training (§4.2) attacks the network being
+  trained every epoch. Pass the same `apply_fn` object each call.
+
+  Args:
+    apply_fn: (params, inputs (B, ...)) -> logits (B, K).
+    params: any pytree of arrays.
+    x: inputs (B, ...) in [0,1].
+    target: (B,) int labels in [0, K).
+    **options: the c-search and solver options of `lbfgs`.
+
+  Returns:
+    AttackResult, as `lbfgs`.
+  """
+  check_inputs(lambda z: apply_fn(params, z), x, target)
+  return _attack_params(apply_fn, params, jnp.asarray(x, jnp.float32),
+                        jnp.asarray(target, jnp.int32), _options(**options))
 
 
 def lbfgs_reference(logits_fn: LogitsFn, x, target, *, c_init: float = 1.0,

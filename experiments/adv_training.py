@@ -6,7 +6,6 @@ is rebuilt after an interrupt) and is skipped once its checkpoint exists.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -51,16 +50,8 @@ def min_distortion(model, params, te, cfg: dict) -> dict:
 
 
 def main(argv=None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--out", default="runs/advtrain")
-  p.add_argument("--data-dir", default=None)
-  p.add_argument("--results", default=None)
-  p.add_argument("--quick", action="store_true")
-  p.add_argument("--no-progress", action="store_true")
-  a = p.parse_args(argv)
-  cfg = config.get_config(a.quick)
-  res_dir = a.results or common.results_dir("adv_training", a.quick)
-  common.write_config(res_dir, cfg, argv)
+  a, cfg, res_dir = common.parse(__doc__, "adv_training", config, argv,
+                                 models=False, out="runs/advtrain")
   tr, te = data.load("mnist", "train", a.data_dir), data.load("mnist", "test", a.data_dir)
   if cfg["n_train"]:
     tr = data.subset(tr, np.arange(cfg["n_train"]))

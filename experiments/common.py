@@ -72,38 +72,36 @@ def logits_fn(model, params):
   return jax.jit(lambda x: model.apply(params, x))
 
 
-def attack_images(fn, x, target, cache: str | None, batch_size: int = 256,
-                  progress: bool = True, **options) -> dict[str, np.ndarray]:
-  """Attacks `x` towards `target` in fixed-size batches, saving after each batch.
-
-  A rerun with the same `cache` (.npz) skips the batches already done, so an
-  interrupted run resumes. Returns x_adv, r, success, target, distortion, l2, c.
-  """
-  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-  from advjax import attacks  # pylint: disable=import-outside-toplevel
-  keys = ("x_adv", "r", "success", "target", "distortion", "l2", "c")
-  done = dict(np.load(cache)) if cache and os.path.exists(cache) else {}
-  start = len(done.get("success", ()))
-  parts = {k: [done[k]] if k in done else [] for k in keys}
-  n, bs = len(x), min(batch_size, len(x))
-  for i in tqdm(range(start, n, bs), disable=not progress, desc="attack",
-                initial=start // bs, total=-(-n // bs)):
-    xb, tb = x[i:i + bs], target[i:i + bs]
-    pad = bs - len(xb)  # the last batch is padded so the attack compiles once
-    if pad:
-      xb = np.concatenate([xb, np.repeat(xb[:1], pad, 0)])
-      tb = np.concatenate([tb, np.repeat(tb[:1], pad, 0)])
-    res = attacks.lbfgs(fn, xb, tb, **options)
-    for k in keys:
-      parts[k].append(np.asarray(getattr(res, k))[: bs - pad])
-    if cache:
-      os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
-      tmp = cache + ".tmp.npz"
-      np.savez(tmp, **{k: np.concatenate(v) for k, v in parts.items()})
-      os.replace(tmp, cache)
-  return {k: np.concatenate(v) for k, v in parts.items()}
+def adv_cache(runs: str, table: str, model: str, quick: bool) -> str:
+  """The `advjax.driver` folder caching `model`'s adversarial set for `table`."""
+  return os.path.join(runs, "adv", table + ("_quick" if quick else ""), model)
 
 
 def results_dir(name: str, quick: bool) -> str:
   """experiments/results/<name>, or .../quick/<name> for the quick size."""
   return os.path.join("experiments", "results", *(("quick",) if quick else ()), name)
+
+
+def parse(doc: str, name: str, config, argv, models: bool = True,
+          runs: bool = False, out: str | None = None):
+  """The shared command line of the experiment scripts.
+
+  Returns (args, cfg, results folder) after writing config.json there.
+  """
+  import argparse  # pylint: disable=import-outside-toplevel
+  p = argparse.ArgumentParser(description=doc)
+  if models:
+    p.add_argument("--models-dir", default="runs/models", help="trained checkpoints")
+  if runs:
+    p.add_argument("--runs", default="runs", help="cache of adversarial sets")
+  if out:
+    p.add_argument("--out", default=out, help="checkpoints of this experiment")
+  p.add_argument("--data-dir", default=None, help="IDX folder (or $ADVJAX_DATA_DIR)")
+  p.add_argument("--results", default=None, help="results folder")
+  p.add_argument("--quick", action="store_true", help="seconds-sized run")
+  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  a = p.parse_args(argv)
+  cfg = config.get_config(a.quick)
+  res_dir = a.results or results_dir(name, a.quick)
+  write_config(res_dir, cfg, argv)
+  return a, cfg, res_dir

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -44,15 +43,7 @@ def examples(folder: str, ds, cfg: dict) -> dict:
 
 
 def main(argv=None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--models-dir", default="runs/models")
-  p.add_argument("--data-dir", default=None)
-  p.add_argument("--results", default=None)
-  p.add_argument("--quick", action="store_true")
-  a = p.parse_args(argv)
-  cfg = config.get_config(a.quick)
-  res_dir = a.results or common.results_dir("figures", a.quick)
-  common.write_config(res_dir, cfg, argv)
+  a, cfg, res_dir = common.parse(__doc__, "figures", config, argv)
   te = data.load("mnist", "test", a.data_dir)
   rows, noise_rows, out = {}, {}, {}
   for name in cfg["models"]:

@@ -2,12 +2,11 @@
 
 Writes experiments/results/table1/ (config.json, results.json, results.md,
 distortion histogram PNG) and caches the adversarial sets in
-<runs>/adv/table1/<model>.npz for Table 2 and the figures (resumable).
+<runs>/adv/table1/<model>/ (advjax.driver: resumable) for Table 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -15,7 +14,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from advjax import attacks, checkpoint, data, train  # noqa: E402
+from advjax import attacks, checkpoint, data, driver, train  # noqa: E402
 from experiments import common, plots  # noqa: E402
 from experiments.configs import table1 as config  # noqa: E402
 
@@ -33,9 +32,10 @@ def adversarial_set(folder: str, ds, cfg: dict, cache: str, progress=True) -> di
   idx = base_images(model, params, ds, cfg["n_images"], cfg["seed"])
   key = jax.random.fold_in(jax.random.PRNGKey(cfg["seed"]), len(idx))
   target = np.asarray(attacks.random_targets(key, ds.y[idx], model.num_classes))
-  res = common.attack_images(common.logits_fn(model, params), ds.x[idx], target,
-                             cache, cfg["batch_size"], progress, **cfg["attack"])
-  return dict(res, index=idx, label=ds.y[idx], meta=meta)
+  res = driver.run(common.logits_fn(model, params), ds.x[idx], target, cache,
+                   label=ds.y[idx], index=idx, batch_size=cfg["batch_size"],
+                   progress=progress, **cfg["attack"])
+  return dict(res, meta=meta)
 
 
 def row(name: str, s: dict) -> dict:
@@ -62,22 +62,11 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--models-dir", default="runs/models")
-  p.add_argument("--runs", default="runs", help="cache of adversarial sets")
-  p.add_argument("--data-dir", default=None)
-  p.add_argument("--results", default=None)
-  p.add_argument("--quick", action="store_true")
-  p.add_argument("--no-progress", action="store_true")
-  a = p.parse_args(argv)
-  cfg = config.get_config(a.quick)
-  res_dir = a.results or common.results_dir("table1", a.quick)
-  common.write_config(res_dir, cfg, argv)
+  a, cfg, res_dir = common.parse(__doc__, "table1", config, argv, runs=True)
   ds = data.load("mnist", "train", a.data_dir)
   rows, sets = [], {}
   for name in cfg["models"]:
-    cache = os.path.join(a.runs, "adv", "table1" + ("_quick" if a.quick else ""),
-                         f"{name}.npz")
+    cache = common.adv_cache(a.runs, "table1", name, a.quick)
     sets[name] = adversarial_set(os.path.join(a.models_dir, name), ds, cfg, cache,
                                  not a.no_progress)
     rows.append(row(name, sets[name]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -41,23 +40,12 @@ def noise_rows(preds: dict, ds, cfg: dict) -> tuple[dict, dict]:
 
 
 def main(argv=None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--models-dir", default="runs/models")
-  p.add_argument("--runs", default="runs")
-  p.add_argument("--data-dir", default=None)
-  p.add_argument("--results", default=None)
-  p.add_argument("--quick", action="store_true")
-  p.add_argument("--no-progress", action="store_true")
-  a = p.parse_args(argv)
-  cfg = config.get_config(a.quick)
-  res_dir = a.results or common.results_dir("table2", a.quick)
-  common.write_config(res_dir, cfg, argv)
+  a, cfg, res_dir = common.parse(__doc__, "table2", config, argv, runs=True)
   ds = data.load("mnist", "train", a.data_dir)
   preds = predictors(a.models_dir, cfg["models"])
   sets, dist, clean = {}, {}, {}
   for n in cfg["models"]:
-    cache = os.path.join(a.runs, "adv", "table1" + ("_quick" if a.quick else ""),
-                         f"{n}.npz")
+    cache = common.adv_cache(a.runs, "table1", n, a.quick)
     s = table1.adversarial_set(os.path.join(a.models_dir, n), ds, cfg, cache,
                                not a.no_progress)
     ok = s["success"].astype(bool)

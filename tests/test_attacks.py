@@ -161,3 +161,22 @@ def test_bad_options_raise():
     attacks.lbfgs(logits_fn, x, untargeted="random")
   with pytest.raises(ValueError, match="untargeted"):
     attacks.lbfgs(logits_fn, x, untargeted="worst")
+
+
+def _apply(params, x):
+  """logits_fn with the parameters as an argument (for lbfgs_params)."""
+  W1, W2, b = params
+  return jax.nn.sigmoid(x.reshape(x.shape[0], -1) @ W1 - 1.5) @ W2 + b
+
+
+def test_lbfgs_params_matches_and_does_not_recompile(batch):
+  x, _, t, res = batch
+  got = attacks.lbfgs_params(_apply, PARAMS, x, t)
+  np.testing.assert_allclose(np.asarray(got.distortion), np.asarray(res.distortion),
+                             rtol=1e-4, atol=1e-6)
+  n0 = attacks._attack_params._cache_size()  # pylint: disable=protected-access
+  other = attacks.lbfgs_params(_apply, _tiny_params(seed=3), x, t)
+  assert attacks._attack_params._cache_size() == n0  # new params, no new compile
+  assert np.asarray(other.x_adv).min() >= 0 and np.asarray(other.x_adv).max() <= 1
+  with pytest.raises(ValueError, match="target"):
+    attacks.lbfgs_params(_apply, PARAMS, x, t[:2])

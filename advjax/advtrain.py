@@ -88,10 +88,11 @@ def pool_augment(model: models.Model, cfg: PoolConfig) -> Callable:
     idx = rng.choice(len(ds.x), n, replace=False)
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), epoch)
     z, y = make_examples(model, params, ds.x[idx], ds.y[idx], key, cfg)
-    if state["z"] is None:  # top up to exactly `size` so the step compiles once
-      reps = -(-cfg.size // max(len(z), 1))
-      state["z"], state["y"] = np.tile(z, (reps,) + (1,) * (z.ndim - 1))[:cfg.size], \
-          np.tile(y, reps)[:cfg.size]
+    if not len(z):
+      raise RuntimeError("no adversarial example succeeded; loosen cfg.attack.")
+    if state["z"] is None:  # repeat failures' slots away: a fixed size compiles once
+      fill = np.arange(cfg.size) % len(z)
+      state["z"], state["y"] = z[fill], y[fill]
     else:
       slots = rng.choice(cfg.size, len(z), replace=False)
       state["z"][slots], state["y"][slots] = z, y

@@ -30,7 +30,8 @@ def examples(folder: str, ds, cfg: dict) -> dict:
   """Adversarial examples with random targets on correctly classified test images."""
   model, params, _ = checkpoint.load(folder)
   rng = np.random.default_rng(cfg["seed"])
-  order = rng.permutation(len(ds.x))[: cfg["n_noise"]]
+  n = cfg["n_noise_conv"] if model.name == "conv" else cfg["n_noise"]
+  order = rng.permutation(len(ds.x))[:n]
   order = order[train.predict(model, params, ds.x[order]) == ds.y[order]]
   key = jax.random.PRNGKey(cfg["seed"])
   t = np.asarray(attacks.random_targets(key, ds.y[order], model.num_classes))

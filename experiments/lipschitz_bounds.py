@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> dict:
   ap.add_argument("--no-alexnet", action="store_true")
   ap.add_argument("--data-dir", default=None)
   ap.add_argument("--pairs", default=None, help=".npz with 'x' and 'x_adv' (MNIST)")
-  ap.add_argument("--out", default="experiments/results/lipschitz")
+  ap.add_argument("--results", "--out", dest="out", default=None,
+                  help="results folder (default experiments/results/[quick/]lipschitz)")
   args = ap.parse_args(argv)
+  args.out = args.out or common.results_dir("lipschitz", args.quick)
   cfg = config.get_config(args.quick)
   common.write_config(args.out, dict(cfg, args=vars(args)), argv)
   results, md = {"mnist": {}, "alexnet": {}, "missing": []}, []

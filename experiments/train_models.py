@@ -39,7 +39,8 @@ def load_data(cfg: dict, data_dir: str | None):
           "test": te}
 
 
-def run_job(job: config.Job, sets: dict, out: str, progress: bool) -> dict:
+def run_job(job: config.Job, sets: dict, out: str, progress: bool,
+            dataset: str = "mnist") -> dict:
   """Trains one model (or loads it when finished); returns its error rates."""
   folder = os.path.join(out, job.folder)
   model = models.get_model(job.model)
@@ -60,7 +61,7 @@ def run_job(job: config.Job, sets: dict, out: str, progress: bool) -> dict:
     meta = {"half": job.half, "config": dataclasses.asdict(job.cfg),
             "decay": {L.name: L.decay for L in model.param_layers()},
             "train_seconds": round(time.time() - t0, 1),
-            "data": {k: len(v.x) for k, v in sets.items()}}
+            "data": {"dataset": dataset, **{k: len(v.x) for k, v in sets.items()}}}
   errs = {k: train.error_rate(model, params, v.x, v.y) for k, v in sets.items()
           if k != "all" or job.half == "all"}
   meta.update(errors=errs)
@@ -106,7 +107,7 @@ def main(argv=None) -> dict:
   paper = config.PAPER if a.dataset == "mnist" else {}
   t0, rows = time.time(), []
   for job in jobs:
-    rows.append(run_job(job, sets, a.out, not a.no_progress))
+    rows.append(run_job(job, sets, a.out, not a.no_progress, a.dataset))
     common.write_results(res_dir, {"rows": rows}, table(rows, paper),
                          "Train and test errors (§4.2, Tables 1 and 3)")
   out = {"rows": rows, "wall_seconds": round(time.time() - t0, 1),

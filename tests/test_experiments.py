@@ -62,9 +62,10 @@ def test_table34_quick(quick):
                       str(root / "runs"), "--no-progress",
                       "--results", str(root / "res" / "t34")])
   m = out["table4"]
-  for name in table34.config.MODELS:
-    assert m[name][name] == 1.0 and m[f"{name} amplified"][name] == 1.0
-  assert len(out["table3"]) == 3
+  for name in table34.config.MODELS:  # (quick models' distortions exceed 0.1, so
+    assert m[name][name] == 1.0       # "amplifying" to 0.1 may shrink them)
+  assert all(0.0 <= v <= 1.0 for row in m.values() for v in row.values())
+  assert len(m) == 3 + 3 + 2 and len(out["table3"]) == 3
 
 
 def test_figures_quick(quick):

@@ -7,7 +7,7 @@ model, a histogram of minimum distortions (in table1.py).
 
 Command (full):  python experiments/figures.py          (after table1.py)
 Command (quick): python experiments/figures.py --quick --models-dir /tmp/models
-Runtime: ≈ 1 min (conv-net attacks on a few images); quick ≈ 15 s.
+Runtime: ≈ 3 min on 2 CPU cores (the conv net's 64 attacks dominate); quick ≈ 15 s.
 Expected: perturbations invisible at ×1, structured at ×10; noise digits at the
 same RMS keep their labels (error a few %, measured on `n_noise` images).
 """
@@ -21,5 +21,7 @@ def get_config(quick: bool = False) -> dict:
   # inside the attack's loops slowly (BUILD_NOTES.md), so it costs minutes.
   return {"models": MODELS[:2] if quick else MODELS, "per_model": 2 if quick else 4, "seed": 0,
           "n_noise": 20 if quick else 500,
+          # conv-net attacks run ~40 img/s on this CPU (BUILD_NOTES.md): fewer images
+          "n_noise_conv": 64,
           "attack": {"bisect_steps": 3 if quick else 10,
                      "maxiter": 30 if quick else 100}}

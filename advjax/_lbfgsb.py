@@ -14,7 +14,7 @@ Two solvers; the attack (`advjax.attacks`) picks one with `solver=`:
 * `jaxopt_lbfgsb`: `jaxopt.LBFGSB` (jaxopt 0.8.5, unmaintained) for one example,
   vmapped by the attack. Kept as an option and for comparison: vmapped, its
   while loops run to the slowest lane and its line search computes both
-  branches of every `cond`; see docs/notes/attack.md for measurements.
+  branches of every `cond`; see BUILD_NOTES.md §2 for measurements.
 
 This is the only module that imports jaxopt.
 """

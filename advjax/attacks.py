@@ -3,7 +3,7 @@
 The paper's problem is D(x, l) = argmin ‖r‖₂ s.t. f(x+r) = l, x+r ∈ [0,1]^m,
 approximated by minimising c·|r| + loss_f(x+r, l) over the box and searching c.
 
-Formulation used here (documented in docs/notes/attack.md):
+Formulation used here (documented in BUILD_NOTES.md §2):
 
     minimise over z = x + r ∈ [0,1]^m:   c·‖z − x‖₂² + CE(logits(z), l)
 
@@ -265,7 +265,7 @@ def lbfgs(logits_fn: LogitsFn, x, target=None, *, label=None,
           untargeted: str = "all", key: jax.Array | None = None,
           solver: str = "pqn", c_init: float = 1.0, c_factor: float = 10.0,
           bisect_steps: int = 10, max_bracket: int = 8, warm_start: bool = True,
-          maxiter: int = 100, history: int = 5, gtol: float = 1e-5,
+          maxiter: int = 10, history: int = 5, gtol: float = 1e-5,
           ftol: float = 1e-6, maxls: int = 20,
           linesearch: str = "backtracking") -> AttackResult:
   """The box-constrained L-BFGS attack (Szegedy et al. §4.1) on a batch.
@@ -293,6 +293,9 @@ def lbfgs(logits_fn: LogitsFn, x, target=None, *, label=None,
     warm_start: start each solve from the best point so far rather than x.
     maxiter, history, gtol, ftol, maxls, linesearch: inner solver settings
       (`advjax._lbfgsb.SolveOptions`; `linesearch` only affects jaxopt).
+      maxiter caps each solve: warm starts carry progress across the c search,
+      so 10 loses ≤ 0.4% distortion against 100 and runs 2–7× faster
+      (BUILD_NOTES.md §2).
 
   Returns:
     AttackResult: x_adv (always in the box), r, success (re-checked by the
@@ -328,7 +331,7 @@ def lbfgs(logits_fn: LogitsFn, x, target=None, *, label=None,
 
 
 def _options(solver="pqn", c_init=1.0, c_factor=10.0, bisect_steps=10,
-             max_bracket=8, warm_start=True, maxiter=100, history=5, gtol=1e-5,
+             max_bracket=8, warm_start=True, maxiter=10, history=5, gtol=1e-5,
              ftol=1e-6, maxls=20, linesearch="backtracking") -> AttackOptions:
   """Validated, hashable attack options (the defaults are `lbfgs`'s)."""
   if solver not in _lbfgsb.SOLVERS:

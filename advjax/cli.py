@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
   a.add_argument("--batch-size", type=int, default=256)
   a.add_argument("--solver", default="pqn", choices=("pqn", "jaxopt"))
   a.add_argument("--bisect-steps", type=int, default=10)
-  a.add_argument("--maxiter", type=int, default=100)
+  a.add_argument("--maxiter", type=int, default=10)
   a.add_argument("--stop-after", type=int, default=None, help="stop after k batches")
   a.add_argument("--distributed", action="store_true",
                  help="call jax.distributed.initialize() first (multi-host)")

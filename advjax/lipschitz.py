@@ -14,7 +14,7 @@ module gives, for every layer kind in `advjax.models`:
         pixels is a restriction of a circular conv on N ≥ n + pad pixels,
         whose norm is max_ξ ‖A(ξ)‖ / sqrt(Δ_h Δ_w), A(ξ) stacking the Δ_h·Δ_w
         aliased frequencies of the kernel's DFT. (The paper prints the factor
-        as Δ⁻²; 1/Δ is what matches a dense SVD, see docs/notes/lipschitz.md.)
+        as Δ⁻²; 1/Δ is what matches a dense SVD, see BUILD_NOTES.md §5.)
   * non-linear layers: ReLU 1, sigmoid 1/4, max-pooling sqrt(max number of
     windows holding one pixel) = ⌈k_h/s_h⌉^½·⌈k_w/s_w⌉^½ in the interior (so
     ⌈k/s⌉ for square windows, and *not* 1 when windows overlap), contrast

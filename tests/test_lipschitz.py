@@ -228,7 +228,7 @@ def test_lrn_bound():
   a = rs.randn(3000, 12) * scale * rs.rand(3000, 1) * 3
   worst = float(jn(jnp.asarray(a, jnp.float32)).max())
   # Random search never beats the Jacobian at 0 (k^(−β)); the proven bound is
-  # about 2× above it (see docs/notes/lipschitz.md).
+  # about 2× above it (see BUILD_NOTES.md §5).
   assert k ** -beta * (1 - 1e-5) <= worst <= b
 
 

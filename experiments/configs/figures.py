@@ -7,7 +7,8 @@ model, a histogram of minimum distortions (in table1.py).
 
 Command (full):  python experiments/figures.py          (after table1.py)
 Command (quick): python experiments/figures.py --quick --models-dir /tmp/models
-Runtime: ≈ 3 min on 2 CPU cores (the conv net's 64 attacks dominate); quick ≈ 15 s.
+Runtime: 227 s measured on 2 shared CPU cores (the conv net's 64 attacks
+dominate); quick ≈ 10 s.
 Expected: perturbations invisible at ×1, structured at ×10; noise digits at the
 same RMS keep their labels (error a few %, measured on `n_noise` images).
 """

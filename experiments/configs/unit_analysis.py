@@ -16,13 +16,13 @@ Command (quick): python experiments/unit_analysis.py --quick   (random-init
 Runtime: full ≈ 2.5 min on 2 shared CPU cores (measured 2 min 24 s and
 2 min 32 s end to end, 137.5 s inside the script; top-k itself 0.1–15 s per
 layer, the rest is statistics and figures); quick ≈ 18 s.
-Expected (measured on the runs/models checkpoints of
+Expected (measured on the final runs/models checkpoints of
 experiments/train_models.py, 10k training images; the paper has no number):
-conv/relu3, top-8 label purity units 0.866 vs random directions 0.874
-(permutation p = 0.76): the claim holds there. FC100-100-10 and FC200-200-10
-sigmoid2: units LESS coherent than random directions (purity −0.09 and −0.12,
-p ≤ 0.003); sigmoid1: no label difference; conv/pool2: units slightly more
-coherent (+0.025, p = 1e-4). Null (random
+conv/relu3, top-8 label purity units 0.873 vs random directions 0.845
+(permutation p = 0.25): the claim holds there. FC100-100-10 sigmoid2: units
+LESS coherent than random directions (0.771 vs 0.844, p = 0.017; at k = 32
+−0.10, p = 3e-4); FC200-200-10 sigmoid1 and conv/pool2: units slightly MORE
+coherent (p = 0.0065 and 0.017). Null (random
 8-sets): purity 0.30, pair agreement 0.10, cosines ≈ 0.
 """
 

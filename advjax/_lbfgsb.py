@@ -43,7 +43,7 @@ class SolveOptions(NamedTuple):
     maxls: line-search trials per iteration.
     linesearch: jaxopt only: 'zoom' or 'backtracking'.
   """
-  maxiter: int = 100
+  maxiter: int = 10
   history: int = 5
   gtol: float = 1e-5
   ftol: float = 1e-6

@@ -28,6 +28,7 @@ class PoolConfig(NamedTuple):
   batch_size: int = 250
   seed: int = 0
   attack: dict[str, Any] = {}
+  weight: float = 1.0  # hidden-layer pools: weight of their loss per step
 
 
 def _box_inputs(model: models.Model, params, x, layer: str | None):
@@ -99,5 +100,5 @@ def pool_augment(model: models.Model, cfg: PoolConfig) -> Callable:
     if cfg.layer is None:
       return data_lib.Dataset(np.concatenate([ds.x, state["z"]]),
                               np.concatenate([ds.y, state["y"]]))
-    return ds, train.HiddenPool(cfg.layer, state["z"], state["y"])
+    return ds, train.HiddenPool(cfg.layer, state["z"], state["y"], cfg.weight)
   return augment

@@ -170,7 +170,7 @@ def _search(logits_fn, shape, opts: AttackOptions, x, l, done):
     c, c_ok, c_fail, both = _next_c(s, ok, opts)
     n_bracket = s.n_bracket + (~was).astype(jnp.int32)
     n_bisect = s.n_bisect + was.astype(jnp.int32)
-    fin = (n_bisect >= opts.bisect_steps) | (~both & (n_bracket >= opts.max_bracket))
+    fin = (both & (n_bisect >= opts.bisect_steps)) | (~both & (n_bracket >= opts.max_bracket))
     new = _Search(c, c_ok, c_fail, jnp.where(better[:, None], z, s.best_z),
                   jnp.where(better, l2, s.best_l2), jnp.where(better, s.c, s.best_c),
                   z, n_bracket, n_bisect, s.iters + iters, s.solves + 1, fin)
@@ -400,8 +400,10 @@ def lbfgs_reference(logits_fn: LogitsFn, x, target, *, c_init: float = 1.0,
     if int(jnp.argmax(logits_fn(x[i:i + 1]), -1)[0]) == li:
       best_l2 = 0.
     c, c_ok, c_fail, nbr, nbi = c_init, 0., np.inf, 0, 0
-    while best_l2 > 0 and nbi < bisect_steps and (
-        nbr < max_bracket or (c_ok > 0 and np.isfinite(c_fail))):
+    last = xi
+    while best_l2 > 0 and (
+        (c_ok > 0 and np.isfinite(c_fail) and nbi < bisect_steps) or
+        (not (c_ok > 0 and np.isfinite(c_fail)) and nbr < max_bracket)):
       bracketed = c_ok > 0 and np.isfinite(c_fail)
       res = optimize.minimize(f, xi.astype(np.float64), args=(c,), jac=True,
                               method="L-BFGS-B", bounds=[(0., 1.)] * xi.size,

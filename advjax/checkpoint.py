@@ -7,6 +7,7 @@ says what differs, so a checkpoint of another model is never silently used.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -27,6 +28,7 @@ class CheckpointError(ValueError):
   """A checkpoint is missing, corrupt or belongs to another model."""
 
 
+@functools.lru_cache(maxsize=None)
 def code_version() -> str:
   """Package version plus the git commit of the working tree, when known."""
   try:

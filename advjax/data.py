@@ -1,10 +1,13 @@
 """MNIST and Fashion-MNIST as float32 images in [0, 1] (Szegedy et al. §4.2).
 
 Data comes from, in order:
-  1. a folder holding the four official IDX files (``data_dir`` argument, or the
-     environment variable ``ADVJAX_DATA_DIR``); Debian's ``dataset-fashion-mnist``
-     folder ``/usr/share/datasets/fashion-mnist`` is such a folder;
+  1. a folder holding the four official IDX files: the ``data_dir`` argument, or
+     the dataset's environment variable (``ADVJAX_DATA_DIR`` for MNIST,
+     ``ADVJAX_FASHION_MNIST_DIR`` for Fashion-MNIST, whose default is Debian's
+     ``dataset-fashion-mnist`` folder ``/usr/share/datasets/fashion-mnist``);
   2. otherwise tensorflow-datasets (``mnist``, ``fashion_mnist``).
+IDX files do not say which dataset they hold, so each dataset has its own
+variable: MNIST's folder is never read as Fashion-MNIST.
 
 A folder that is given but broken is an error, never a silent fallback to TFDS.
 """
@@ -19,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 
 ENV_VAR = "ADVJAX_DATA_DIR"
+ENV_VARS = {"mnist": ENV_VAR, "fashion_mnist": "ADVJAX_FASHION_MNIST_DIR"}
+DEFAULT_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
 DATASETS = ("mnist", "fashion_mnist")
 SPLITS = ("train", "test")
 _PREFIX = {"train": "train", "test": "t10k"}
@@ -107,7 +112,8 @@ def load(name: str = "mnist", split: str = "train",
   Args:
     name: 'mnist' or 'fashion_mnist'.
     split: 'train' or 'test'.
-    data_dir: folder of the four IDX files; defaults to $ADVJAX_DATA_DIR, then
+    data_dir: folder of the four IDX files of `name`; defaults to the dataset's
+      environment variable (ENV_VARS), then DEFAULT_DIRS, then
       tensorflow-datasets.
 
   Returns:
@@ -117,7 +123,9 @@ def load(name: str = "mnist", split: str = "train",
     raise ValueError(f"dataset {name!r}: expected one of {DATASETS}.")
   if split not in SPLITS:
     raise ValueError(f"split {split!r}: expected one of {SPLITS}.")
-  folder = data_dir or os.environ.get(ENV_VAR)
+  default = DEFAULT_DIRS.get(name)
+  folder = data_dir or os.environ.get(ENV_VARS[name]) or (
+      default if default and os.path.isdir(default) else None)
   if folder:
     if not os.path.isdir(folder):
       raise DataError(f"data folder {folder!r} does not exist.")

@@ -134,6 +134,8 @@ def run(logits_fn: Callable[[jax.Array], jax.Array], x, target, out_dir: str, *,
     m = sl.stop - sl.start
     xs = _to_global(_pad(x[sl], batch_size), sharding)
     kw = dict(attack_options)
+    if kw.get("key") is not None:  # a fresh key per batch, not the same targets
+      kw["key"] = jax.random.fold_in(kw["key"], i)
     if label is not None and target is None:
       kw["label"] = _to_global(_pad(np.asarray(label[sl], np.int32), batch_size), sharding)
     ts = None if target is None else _to_global(

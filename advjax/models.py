@@ -231,6 +231,8 @@ def get_model(name: str, dropout: float = 0.0) -> Model:
   if m:
     hidden = (int(m.group(1)), int(m.group(2)))
     return _rename(_mlp(base, hidden, (1e-5, 1e-5, 1e-6), dropout=dropout), name)
+  if dropout:
+    raise ValueError(f"dropout is supported for FC<h1>-<h2>-10 nets only, not {name!r}.")
   builders = {"AE400-10": lambda: _ae(1e-6), "conv": _conv,
               "alexnet": _alexnet,
               "alexnet-torchvision": lambda: _alexnet(torchvision=True)}

@@ -9,7 +9,8 @@ convergence, it puts FC10(1) and FC10(1e-2) nearest the paper's Table 1 errors
 
 Runs are deterministic given `seed` (shuffling keys come from fold_in(seed, epoch)),
 and resumable: with `ckpt_dir`, the full state is written after every epoch and a
-rerun continues from the last finished epoch.
+rerun continues from the last finished epoch. (An `augment` callback's own state,
+such as an adversarial pool, is not saved: a resumed run rebuilds it.)
 """
 
 from __future__ import annotations
@@ -91,11 +92,13 @@ def error_rate(model: models.Model, params, x, y, batch_size: int = 500) -> floa
 def predict(model: models.Model, params, x, batch_size: int = 500) -> np.ndarray:
   """Argmax labels of `x` in fixed-size padded batches (one compile per model)."""
   fn = _predict_fn(model)
-  n = len(x)
-  xp = np.concatenate([x, np.zeros(((-n) % batch_size,) + x.shape[1:], x.dtype)])
-  out = [np.asarray(fn(params, xp[i:i + batch_size]))
-         for i in range(0, len(xp), batch_size)]
-  return np.concatenate(out)[:n]
+  out = []
+  for i in range(0, len(x), batch_size):
+    xb = x[i:i + batch_size]
+    if len(xb) < batch_size:  # pad the last batch only: one compile per model
+      xb = np.concatenate([xb, np.zeros((batch_size - len(xb),) + x.shape[1:], x.dtype)])
+    out.append(np.asarray(fn(params, xb)))
+  return np.concatenate(out)[:len(x)] if out else np.zeros(0, np.int32)
 
 
 _PREDICT_CACHE: dict = {}
@@ -109,10 +112,14 @@ def _predict_fn(model: models.Model) -> Callable:
 
 
 class HiddenPool(NamedTuple):
-  """Examples given at a hidden layer's output: they train only the layers above."""
+  """Examples given at a hidden layer's output: they train only the layers above.
+
+  `weight` scales their mean CE against the clean minibatch's (1: equal).
+  """
   layer: str
   h: np.ndarray
   y: np.ndarray
+  weight: float = 1.0
 
 
 def _hidden_loss(model, params, pool_batch, rng) -> jax.Array:
@@ -133,11 +140,11 @@ def _epoch_fn(model, opt, cfg: TrainConfig, n: int, layer: str | None = None):
   has_dropout = any(L.kind == "dropout" for L in model.layers)
 
   @jax.jit
-  def step(params, opt_state, x, y, key, hb=None, hy=None):
+  def step(params, opt_state, x, y, key, hb=None, hy=None, hw=1.0):
     rng = key if has_dropout else None
     def loss(p):
       out = loss_fn(model, p, x, y, rng)
-      return out if hb is None else out + _hidden_loss(model, p, (layer, hb, hy), rng)
+      return out if hb is None else out + hw * _hidden_loss(model, p, (layer, hb, hy), rng)
     value, g = jax.value_and_grad(loss)(params)
     upd, opt_state = opt.update(g, opt_state, params)
     return optax.apply_updates(params, upd), opt_state, value
@@ -150,7 +157,7 @@ def _epoch_fn(model, opt, cfg: TrainConfig, n: int, layer: str | None = None):
       extra = ()
       if hidden is not None:
         j = hrng.integers(0, len(hidden.y), cfg.batch_size)
-        extra = (hidden.h[j], hidden.y[j])
+        extra = (hidden.h[j], hidden.y[j], jnp.float32(hidden.weight))
       params, opt_state, loss = step(params, opt_state, x[idx], y[idx],
                                      jax.random.fold_in(key, i), *extra)
       losses.append(loss)
@@ -210,17 +217,27 @@ def train(model: models.Model, ds: data_lib.Dataset, cfg: TrainConfig,
   _check_data(model, ds)
   key = jax.random.PRNGKey(cfg.seed)
   params = model.init(key) if params is None else params
+  unknown = set(cfg.frozen) - set(params)
+  if unknown:
+    raise ValueError(f"frozen layers {sorted(unknown)} have no parameters; "
+                     f"layers with parameters: {sorted(params)}.")
   opt = make_optimizer(cfg, params, len(ds.x))
   state = (params, opt.init(params), 0, [])
   state = _restore(ckpt_dir, state) if ckpt_dir else state
   params, opt_state, start, history = state
+  # The first epoch's data fixes the schedule's length: an augmented epoch
+  # (input-space adversarial pool) has more steps than `ds` alone. The
+  # optimiser state's structure does not depend on that length.
+  first = _split(augment(start, params, ds) if augment and start < cfg.epochs
+                 else ds)
+  if len(first[0].x) != len(ds.x):
+    opt = make_optimizer(cfg, params, len(first[0].x))
   fns = {}
   bar = tqdm(range(start, cfg.epochs), disable=not progress, desc=model.name,
              initial=start, total=cfg.epochs)
   for epoch in bar:
-    d = augment(epoch, params, ds) if augment else ds
-    d, hidden = d if isinstance(d, tuple) and len(d) == 2 and isinstance(
-        d[1], HiddenPool) else (d, None)
+    d, hidden = first if epoch == start else _split(
+        augment(epoch, params, ds) if augment else ds)
     n = len(d.x) if cfg.optimizer != "lbfgs" else -1
     sig = (n, hidden.layer if hidden else None)
     if sig not in fns:  # one step function per data size and pool layer
@@ -237,6 +254,13 @@ def train(model: models.Model, ds: data_lib.Dataset, cfg: TrainConfig,
     if ckpt_dir:
       _save_state(ckpt_dir, (params, opt_state, epoch + 1, history))
   return TrainResult(params, history)
+
+
+def _split(d) -> tuple[data_lib.Dataset, HiddenPool | None]:
+  """An epoch's data as (Dataset, HiddenPool or None)."""
+  if isinstance(d, tuple) and len(d) == 2 and isinstance(d[1], HiddenPool):
+    return d
+  return d, None
 
 
 def _save_state(folder: str, state) -> None:

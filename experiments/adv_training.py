@@ -42,7 +42,8 @@ def min_distortion(model, params, te, cfg: dict) -> dict:
   """Success and mean minimum distortion on n_eval correctly classified test images."""
   idx = np.random.default_rng(cfg["seed"]).permutation(len(te.x))[: 2 * cfg["n_eval"]]
   idx = idx[train.predict(model, params, te.x[idx]) == te.y[idx]][: cfg["n_eval"]]
-  t = np.asarray(attacks.random_targets(jax.random.PRNGKey(cfg["seed"]), te.y[idx], 10))
+  t = np.asarray(attacks.random_targets(jax.random.PRNGKey(cfg["seed"]), te.y[idx],
+                                        model.num_classes))
   res = attacks.lbfgs(common.logits_fn(model, params), te.x[idx], t, **cfg["eval_attack"])
   ok = np.asarray(res.success)
   return {"success": float(ok.mean()),

@@ -73,10 +73,14 @@ def timed(f, *a, **k):
 
 def stats(res, idx=slice(None)) -> dict:
   """Success rate and mean/median distortion over the given examples."""
-  d = np.asarray(res.distortion)[idx]
   ok = np.asarray(res.success)[idx]
-  return dict(n=int(d.size), success=float(ok.mean()), mean=float(d.mean()),
-              median=float(np.median(d)), mean_l2=float(np.asarray(res.l2)[idx].mean()))
+  d = np.asarray(res.distortion)[idx][ok]  # distortions of successes only
+  l2 = np.asarray(res.l2)[idx][ok]
+  nan = float("nan")
+  return dict(n=int(ok.size), success=float(ok.mean()),
+              mean=float(d.mean()) if d.size else nan,
+              median=float(np.median(d)) if d.size else nan,
+              mean_l2=float(l2.mean()) if l2.size else nan)
 
 
 def run_advjax(fn, x, t, batch: int) -> tuple[attacks.AttackResult, dict]:

@@ -59,13 +59,6 @@ def write_results(folder: str, results: dict, markdown: str, title: str,
                           f"# {title}\n\n{markdown}".encode())
 
 
-def add_repo_to_path() -> None:
-  """Lets `python experiments/x.py` import the `experiments` package."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  if root not in sys.path:
-    sys.path.insert(0, root)
-
-
 def logits_fn(model, params):
   """A jitted logits function of one model (pass the same object to reuse)."""
   import jax  # pylint: disable=import-outside-toplevel

@@ -36,11 +36,13 @@ def examples(folder: str, ds, cfg: dict) -> dict:
   key = jax.random.PRNGKey(cfg["seed"])
   t = np.asarray(attacks.random_targets(key, ds.y[order], model.num_classes))
   res = attacks.lbfgs(common.logits_fn(model, params), ds.x[order], t, **cfg["attack"])
-  noisy = noise_like(jax.random.fold_in(key, 1), ds.x[order],
-                     np.asarray(res.distortion))
-  return {"model": model, "params": params, "idx": order, "res": res,
-          "noisy": noisy, "noise_err": float(np.mean(
-              train.predict(model, params, noisy) != ds.y[order]))}
+  ok = np.asarray(res.success)  # only successful examples are shown and matched
+  noisy = noise_like(jax.random.fold_in(key, 1), ds.x[order[ok]],
+                     np.asarray(res.distortion)[ok])
+  return {"model": model, "params": params, "idx": order[ok], "res": res,
+          "x_adv": np.asarray(res.x_adv)[ok], "noisy": noisy,
+          "noise_err": float(np.mean(
+              train.predict(model, params, noisy) != ds.y[order[ok]]))}
 
 
 def main(argv=None) -> dict:
@@ -50,10 +52,10 @@ def main(argv=None) -> dict:
   for name in cfg["models"]:
     e = examples(os.path.join(a.models_dir, name), te, cfg)
     res, k = e["res"], cfg["per_model"]
-    adv_pred = train.predict(e["model"], e["params"], np.asarray(res.x_adv[:k]))
+    adv_pred = train.predict(e["model"], e["params"], e["x_adv"][:k])
     noise_pred = train.predict(e["model"], e["params"], e["noisy"][:k])
     idx = e["idx"][:k]
-    rows[name] = [{"x": te.x[i], "x_adv": np.asarray(res.x_adv[j]),
+    rows[name] = [{"x": te.x[i], "x_adv": e["x_adv"][j],
                    "label": int(te.y[i]), "pred": int(adv_pred[j])}
                   for j, i in enumerate(idx)]
     noise_rows[name] = [{"x": te.x[i], "x_adv": e["noisy"][j], "label": int(te.y[i]),

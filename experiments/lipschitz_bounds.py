@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["mnist"][folder] = res
     md.append(table(folder, res, paper=False))
     print(md[-1])
+    save(args.out, results, cfg, md, argv)  # incremental: an interrupt loses one model
   for name in () if args.no_alexnet else cfg["alexnets"]:
     model = models.get_model(name)
     if args.alexnet_weights and name == "alexnet-torchvision":
@@ -137,9 +138,15 @@ def main(argv: list[str] | None = None) -> dict:
     results["alexnet"][name] = res
     md.append(table(name, res, paper=True))
     print(md[-1])
-  common.write_results(args.out, dict(results, config=cfg), "\n\n".join(md),
-                       "Per-layer Lipschitz bounds (§4.3, Table 5)", argv)
+    save(args.out, results, cfg, md, argv)
+  save(args.out, results, cfg, md, argv)
   return results
+
+
+def save(out: str, results: dict, cfg: dict, md: list[str], argv) -> None:
+  """results.json and results.md of everything measured so far."""
+  common.write_results(out, dict(results, config=cfg), "\n\n".join(md),
+                       "Per-layer Lipschitz bounds (§4.3, Table 5)", argv)
 
 
 if __name__ == "__main__":

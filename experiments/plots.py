@@ -58,20 +58,3 @@ def adversarial_rows(rows: dict[str, list[dict]], path: str,
                    va="center", fontsize=8)
   fig.suptitle(f"original | perturbation ×{magnify:g} (RMS) | {third}", fontsize=9)
   _save(fig, path)
-
-
-def image_grid(images: np.ndarray, titles: list[str], path: str, cols: int = 10,
-               suptitle: str = "") -> None:
-  """A grid of grey images with small titles."""
-  n = len(images)
-  rows = -(-n // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 1.05),
-                           squeeze=False)
-  for i, ax in enumerate(axes.flat):
-    ax.axis("off")
-    if i < n:
-      ax.imshow(np.squeeze(images[i]), cmap="gray", vmin=0, vmax=1)
-      ax.set_title(titles[i], fontsize=6)
-  if suptitle:
-    fig.suptitle(suptitle, fontsize=9)
-  _save(fig, path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from advjax import data, evaluate  # noqa: E402
@@ -49,7 +48,8 @@ def main(argv=None) -> dict:
     xa = evaluate.amplify(te.x[s["index"][ok]], s["r"][ok], cfg["amplify"])
     amp[f"{n} amplified"] = (xa, s["label"][ok])
     dist[f"{n} amplified"] = float(evaluate.distortion(xa - te.x[s["index"][ok]]).mean())
-  order = list(rows) + [list(noise)[0]] + list(amp) + [list(noise)[1]]
+  small, *large = list(noise)  # the paper's layout: smallest σ, amplified, the rest
+  order = list(rows) + [small] + list(amp) + large
   allsets = {**rows, **noise, **amp}
   m4 = evaluate.error_matrix(preds, {k: allsets[k] for k in order})
   dist.update(ndist)

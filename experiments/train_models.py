@@ -44,7 +44,8 @@ def run_job(job: config.Job, sets: dict, out: str, progress: bool,
   """Trains one model (or loads it when finished); returns its error rates."""
   folder = os.path.join(out, job.folder)
   model = models.get_model(job.model)
-  if os.path.exists(os.path.join(folder, checkpoint.META)):
+  trained = not os.path.exists(os.path.join(folder, checkpoint.META))
+  if not trained:  # finished earlier: evaluate, but keep its meta (provenance)
     model, params, meta = checkpoint.load(folder)
   else:
     t0 = time.time()
@@ -64,8 +65,8 @@ def run_job(job: config.Job, sets: dict, out: str, progress: bool,
             "data": {"dataset": dataset, **{k: len(v.x) for k, v in sets.items()}}}
   errs = {k: train.error_rate(model, params, v.x, v.y) for k, v in sets.items()
           if k != "all" or job.half == "all"}
-  meta.update(errors=errs)
-  checkpoint.save(folder, model, params, meta)
+  if trained:
+    checkpoint.save(folder, model, params, dict(meta, errors=errs))
   return {"folder": job.folder, "model": model.name, "half": job.half,
           "errors": errs, "train_seconds": meta.get("train_seconds"),
           "num_params": models.num_params(params)}

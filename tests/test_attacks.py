@@ -180,3 +180,12 @@ def test_lbfgs_params_matches_and_does_not_recompile(batch):
   assert np.asarray(other.x_adv).min() >= 0 and np.asarray(other.x_adv).max() <= 1
   with pytest.raises(ValueError, match="target"):
     attacks.lbfgs_params(_apply, PARAMS, x, t[:2])
+
+
+def test_bisect_steps_zero_stops_after_bracketing(batch):
+  x, _, t, res = batch
+  r0 = attacks.lbfgs(logits_fn, x, t, bisect_steps=0)
+  assert np.all(np.asarray(r0.success))  # bracketing alone finds a success
+  assert np.all(np.asarray(r0.distortion) >= np.asarray(res.distortion) - 1e-6)
+  ref = attacks.lbfgs_reference(logits_fn, x[:1], t[:1], bisect_steps=0)
+  assert bool(ref.success[0])

@@ -90,3 +90,10 @@ def test_real_mnist_counts(mnist_dir):
   assert len(tr.y) == 10000
   np.testing.assert_array_equal(
       np.bincount(tr.y), [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978])
+
+
+def test_mnist_folder_is_never_read_as_fashion(idx_dir, monkeypatch, tmp_path):
+  monkeypatch.setenv(data.ENV_VAR, str(idx_dir))
+  monkeypatch.setenv(data.ENV_VARS["fashion_mnist"], str(tmp_path / "fashion"))
+  with pytest.raises(data.DataError, match="fashion"):
+    data.load("fashion_mnist", "train")  # its own variable, not ADVJAX_DATA_DIR

@@ -1,6 +1,5 @@
 """Training: loss decreases, seeds are deterministic, checkpoints round-trip, resume."""
 
-import os
 
 import jax
 import numpy as np

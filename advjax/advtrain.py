@@ -27,7 +27,7 @@ class PoolConfig(NamedTuple):
   refresh: int = 500
   batch_size: int = 250
   seed: int = 0
-  attack: dict[str, Any] = {}
+  attack: dict[str, Any] | None = None  # options of attacks.lbfgs (None: defaults)
   weight: float = 1.0  # hidden-layer pools: weight of their loss per step
 
 
@@ -57,7 +57,7 @@ def make_examples(model: models.Model, params, x, y, key, cfg: PoolConfig):
   out_z, out_y = [], []
   for i in range(0, len(z), cfg.batch_size):
     sl = slice(i, i + cfg.batch_size)
-    res = attacks.lbfgs_params(apply, params, z[sl], t[sl], **cfg.attack)
+    res = attacks.lbfgs_params(apply, params, z[sl], t[sl], **(cfg.attack or {}))
     ok = np.asarray(res.success)
     out_z.append(np.asarray(res.x_adv)[ok])
     out_y.append(np.asarray(y)[sl][ok])

@@ -54,7 +54,8 @@ class AttackResult(NamedTuple):
     r: x_adv − x.
     success: argmax logits_fn(x_adv) == target, re-checked on x_adv.
     target: the label attacked.
-    c: the norm weight of the returned point (inf: x was already the target).
+    c: the norm weight of the returned point (inf: x was already the target;
+      0: no success was found).
     l2: ‖r‖₂.
     distortion: the paper's per-pixel RMS, sqrt(mean(r²)) (Tables 1–4).
     iterations: inner L-BFGS iterations, summed over all solves.

@@ -53,17 +53,14 @@ def attack(args: argparse.Namespace) -> int:
   import jax
   if args.distributed:
     jax.distributed.initialize()
-  import jax.numpy as jnp
-  from advjax import attacks, checkpoint, data, driver
+  from advjax import attacks, checkpoint, data, driver, train
   model, params, _ = checkpoint.load(args.checkpoint)
   ds = data.load(args.dataset, args.split, args.data_dir)
   fn = jax.jit(lambda x: model.apply(params, x))
   stop = len(ds.y) if args.n is None else min(len(ds.y), args.start + args.n)
   index = np.arange(args.start, stop)
   if args.only_correct:
-    pred = np.concatenate([np.asarray(jnp.argmax(fn(ds.x[i:i + 1000]), -1))
-                           for i in range(args.start, stop, 1000)])
-    index = index[pred[:len(index)] == ds.y[index]]
+    index = index[train.predict(model, params, ds.x[index]) == ds.y[index]]
   x, y = ds.x[index], ds.y[index]
   target, opts = None, dict(untargeted=args.targets)
   if args.targets == "random":

@@ -9,7 +9,8 @@ inputs and options skips the finished batches; `collect` merges the parts.
 Multi-host: call `jax.distributed.initialize()` first (the CLI's
 `--distributed`); every process passes the same full inputs, the mesh spans all
 processes' devices, results are gathered to every process and only process 0
-writes files.
+writes files. Every process reads progress.json to resume, so out_dir must be
+on a filesystem all hosts share (untested beyond one process; BUILD_NOTES.md).
 """
 
 from __future__ import annotations

@@ -36,7 +36,9 @@ STATE = "state.msgpack"
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Optimiser and schedule. `optimizer` is 'adam', 'sgd' or 'lbfgs' (full batch)."""
+  """Optimiser and schedule. `optimizer` is 'adam', 'sgd' or 'lbfgs' (full batch:
+  one L-BFGS step with its own line search per epoch; lr, schedule and
+  batch_size do not apply)."""
   optimizer: str = "adam"
   lr: float = 1e-3
   momentum: float = 0.9

@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                  help="random wrong labels (the paper), or untargeted: the closest "
                  "over all labels / the runner-up logit")
   a.add_argument("--seed", type=int, default=0, help="PRNG seed of random targets")
-  a.add_argument("--batch-size", type=int, default=256)
+  a.add_argument("--batch-size", type=int, default=128)
   a.add_argument("--solver", default="pqn", choices=("pqn", "jaxopt"))
   a.add_argument("--bisect-steps", type=int, default=10)
   a.add_argument("--maxiter", type=int, default=10)

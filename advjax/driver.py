@@ -91,7 +91,7 @@ def _check_progress(out_dir: str, fp: str, n: int, batch_size: int) -> set[int]:
 
 
 def run(logits_fn: Callable[[jax.Array], jax.Array], x, target, out_dir: str, *,
-        label=None, index=None, batch_size: int = 256, devices=None,
+        label=None, index=None, batch_size: int = 128, devices=None,
         stop_after: int | None = None, progress: bool = True,
         **attack_options) -> dict[str, np.ndarray]:
   """Attacks x (N, ...) batch by batch, appending results to out_dir (§4.1).
@@ -103,7 +103,9 @@ def run(logits_fn: Callable[[jax.Array], jax.Array], x, target, out_dir: str, *,
     out_dir: where part-XXXXX.npz and progress.json go; reused to resume.
     label: (N,) true labels, saved (and used by untargeted attacks).
     index: (N,) dataset indices saved with the results (default arange(N)).
-    batch_size: fixed batch; must be a multiple of the device count.
+    batch_size: fixed batch; must be a multiple of the device count. 128 is
+      fastest on 2 CPU cores (BUILD_NOTES.md §2): bigger batches wait longer on
+      their slowest example; on a GPU use more.
     devices: devices of the 'batch' mesh axis (default all, every process).
     stop_after: stop after this many newly finished batches (to test resuming).
     progress: show a tqdm progress bar.

@@ -30,14 +30,18 @@ class CheckpointError(ValueError):
 
 @functools.lru_cache(maxsize=None)
 def code_version() -> str:
-  """Package version plus the git commit of the working tree, when known."""
+  """Package version plus the git commit (and '.dirty' for uncommitted code)."""
+  def git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True,
+                          timeout=5, cwd=os.path.dirname(__file__)).stdout.strip()
   try:
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True, timeout=5,
-                         cwd=os.path.dirname(__file__)).stdout.strip()
+    sha = git("rev-parse", "--short", "HEAD")
+    # Uncommitted changes to the code make the commit alone a wrong provenance.
+    changed = git("status", "--porcelain", "--", ":/advjax", ":/experiments").splitlines()
+    dirty = bool(sha) and any(line.endswith(".py") for line in changed)
   except (OSError, subprocess.SubprocessError):
-    sha = ""
-  return f"{__version__}+{sha}" if sha else __version__
+    sha, dirty = "", False
+  return f"{__version__}+{sha}{'.dirty' if dirty else ''}" if sha else __version__
 
 
 def atomic_write(path: str, data: bytes) -> None:

@@ -53,7 +53,7 @@ def run_job(job: config.Job, sets: dict, out: str, progress: bool,
     if job.ae_epochs:
       enc = train.pretrain_autoencoder(
           sets[job.half], dataclasses.replace(job.cfg, epochs=job.ae_epochs),
-          progress=progress)
+          lam=job.ae[0], beta=job.ae[1], rho=job.ae[2], progress=progress)
       params = model.init(jax.random.PRNGKey(job.cfg.seed))
       params = dict(params, code=enc.encoder)
     res = train.train(model, sets[job.half], job.cfg, params=params,

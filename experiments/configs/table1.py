@@ -11,7 +11,7 @@ Runtime: full 99 s measured on 2 shared CPU cores (1,000 images × 6 models);
 quick ≈ 15 s.
 Expected (measured): 100% success for every model; distortion FC10(1e-4)
 0.069, FC10(1e-2) 0.092, FC10(1) 0.136, FC100-100-10 0.066, FC200-200-10
-0.070, AE400-10 0.031 (paper: 0.062, 0.1, 0.14, 0.058, 0.065, 0.086).
+0.070, AE400-10 0.095 (paper: 0.062, 0.1, 0.14, 0.058, 0.065, 0.086).
 """
 
 MODELS = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)", "FC100-100-10",

@@ -9,7 +9,7 @@ with its own bound, the product over the network and an empirical lower bound
 Command (full):  python experiments/lipschitz_bounds.py --models-dir runs/models
                  [--alexnet-weights alexnet-owt-7be5be79.pth]
 Command (quick): python experiments/lipschitz_bounds.py --quick --out /tmp/lip
-Runtime: ≈ 14 min on 2 shared CPU cores, mostly the two random-init AlexNets
+Runtime: 155 s measured on 2 CPU cores, mostly the two random-init AlexNets
 (BUILD_NOTES.md §5); `--no-alexnet` ≈ 1 min; quick ≈ 5-10 s.
 Expected: every conv/FC row has estimate ≤ certified bound with the FFT bound
 within ~1% of the estimate at AlexNet sizes; the paper's values (ImageNet

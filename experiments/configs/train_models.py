@@ -52,7 +52,7 @@ class Job:
 
 def get_config(quick: bool = False) -> dict:
   """Jobs and data sizes; `quick` shrinks everything to seconds."""
-  ep = (lambda n: 2) if quick else (lambda n: n)
+  ep = (lambda n: max(2, n // 10)) if quick else (lambda n: n)
   # FC10: Adam, cosine decay. Full-batch L-BFGS to convergence (optimizer=
   # 'lbfgs', epochs=500) is available but overfits FC10(1e-4) on 10k images
   # (9.5% test error, measured); see BUILD_NOTES.md.

@@ -232,16 +232,21 @@ def check_inputs(logits_fn: LogitsFn, x, target=None) -> int:
                      "[0,1]: rescale inputs to [0,1] first.")
   K = _num_classes(logits_fn, xs)
   if target is not None:
-    t = np.asarray(target)
-    if t.shape != (xs.shape[0],):
-      raise ValueError(f"target has shape {t.shape} but x has batch size "
-                       f"{xs.shape[0]}; target must be (B,) = ({xs.shape[0]},).")
-    if not np.issubdtype(t.dtype, np.integer):
-      raise ValueError(f"target has dtype {t.dtype}; labels must be integers.")
-    if t.size and (t.min() < 0 or t.max() >= K):
-      raise ValueError(f"target has labels in [{t.min()}, {t.max()}] but the "
-                       f"model has K = {K} classes: labels must be in [0, {K}).")
+    _check_labels(target, xs.shape[0], K, "target")
   return K
+
+
+def _check_labels(t, B: int, K: int, name: str) -> None:
+  """Raises unless `t` is (B,) integer labels in [0, K)."""
+  t = np.asarray(t)
+  if t.shape != (B,):
+    raise ValueError(f"{name} has shape {t.shape} but x has batch size "
+                     f"{B}; {name} must be (B,) = ({B},).")
+  if not np.issubdtype(t.dtype, np.integer):
+    raise ValueError(f"{name} has dtype {t.dtype}; labels must be integers.")
+  if t.size and (t.min() < 0 or t.max() >= K):
+    raise ValueError(f"{name} has labels in [{t.min()}, {t.max()}] but the "
+                     f"model has K = {K} classes: labels must be in [0, {K}).")
 
 
 def random_targets(key: jax.Array, labels, num_classes: int) -> jax.Array:
@@ -313,8 +318,9 @@ def lbfgs(logits_fn: LogitsFn, x, target=None, *, label=None,
   if target is not None:
     return _attack_jit(logits_fn, x, jnp.asarray(target, jnp.int32), opts)
   logits = logits_fn(x)
+  if label is not None:  # x was checked above; only the labels are new
+    _check_labels(label, x.shape[0], K, "label")
   label = jnp.argmax(logits, -1) if label is None else jnp.asarray(label, jnp.int32)
-  check_inputs(logits_fn, x, label)
   if untargeted == "random":
     if key is None:
       raise ValueError("untargeted='random' needs a PRNG key: pass key=jax.random.PRNGKey(0).")

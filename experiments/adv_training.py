@@ -20,22 +20,22 @@ from experiments.configs import adv_training as config  # noqa: E402
 
 
 def train_variant(name: str, v: dict, cfg: dict, tr, te, out: str, progress: bool):
-  """Trains (or loads) one variant; returns (model, params, train seconds)."""
+  """Trains (or loads) one variant; returns (model, params, train s, test error)."""
   folder = os.path.join(out, name.replace(" ", "_").replace("(", "").replace(")", ""))
   if os.path.exists(os.path.join(folder, checkpoint.META)):
     m, p, meta = checkpoint.load(folder)
-    return m, p, meta.get("train_seconds")
+    return m, p, meta.get("train_seconds"), meta["errors"]["test"]
   model = models.get_model(cfg["model"], dropout=v["dropout"])
   aug = advtrain.pool_augment(model, v["pool"]) if v["pool"] else None
   t0 = time.time()
   res = train.train(model, tr, cfg["train"], ckpt_dir=folder, augment=aug,
                     progress=progress)
   secs = round(time.time() - t0, 1)
+  err = train.error_rate(model, res.params, te.x, te.y)
   checkpoint.save(folder, model, res.params,
-                  {"variant": name, "train_seconds": secs,
-                   "errors": {"test": train.error_rate(model, res.params, te.x, te.y)}},
+                  {"variant": name, "train_seconds": secs, "errors": {"test": err}},
                   dropout=v["dropout"])
-  return model, res.params, secs
+  return model, res.params, secs, err
 
 
 def min_distortion(model, params, te, cfg: dict) -> dict:
@@ -59,8 +59,9 @@ def main(argv=None) -> dict:
     te = data.subset(te, np.arange(cfg["n_train"]))
   rows = []
   for name, v in cfg["variants"].items():
-    model, params, secs = train_variant(name, v, cfg, tr, te, a.out, not a.no_progress)
-    rows.append(dict(variant=name, test_err=train.error_rate(model, params, te.x, te.y),
+    model, params, secs, err = train_variant(name, v, cfg, tr, te, a.out,
+                                             not a.no_progress)
+    rows.append(dict(variant=name, test_err=err,
                      train_seconds=secs, **min_distortion(model, params, te, cfg)))
     md = ["| FC100-100-10 trained with | test error | av. min distortion | "
           "attack success | train time |", "| --- " * 5 + "|"]

@@ -24,7 +24,6 @@ with Adam on the 10k-image training set (recorded in config.json).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -32,9 +31,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from advjax import _lbfgsb, attacks, checkpoint, data, models
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from advjax import _lbfgsb, attacks, checkpoint, data, models, train  # noqa: E402
+from experiments import common  # noqa: E402
 
 OUT = "experiments/results/bench_attack"
 
@@ -42,26 +42,8 @@ OUT = "experiments/results/bench_attack"
 def train_quick(ds, epochs: int, seed: int = 0):
   """FC100-100-10 trained with Adam (used only when no checkpoint exists)."""
   m = models.get_model("FC100-100-10")
-  p = m.init(jax.random.PRNGKey(seed))
-  opt = optax.adam(1e-3)
-  s = opt.init(p)
-
-  @jax.jit
-  def step(p, s, x, y):
-    def loss(p):
-      lg = m.apply(p, x)
-      return (optax.softmax_cross_entropy_with_integer_labels(lg, y).mean()
-              + m.weight_penalty(p))
-    g = jax.grad(loss)(p)
-    u, s = opt.update(g, s, p)
-    return optax.apply_updates(p, u), s
-
-  rng = np.random.default_rng(seed)
-  for _ in range(epochs):
-    perm = rng.permutation(len(ds.y))
-    for i in range(0, len(perm) - 99, 100):
-      p, s = step(p, s, ds.x[perm[i:i + 100]], ds.y[perm[i:i + 100]])
-  return m, p
+  cfg = train.TrainConfig(lr=1e-3, epochs=epochs, batch_size=100, seed=seed)
+  return m, train.train(m, ds, cfg, progress=False).params
 
 
 def timed(f, *a, **k):
@@ -236,14 +218,12 @@ def main(argv=None):
   if args.profile:
     R["profile"] = profile(fn, x[:64], jnp.asarray(t[:64]), 100)
   R["loadavg_end"] = os.getloadavg()
-  with open(os.path.join(args.out, "config.json"), "w") as f:
-    json.dump(vars(args), f, indent=2)
-  with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump(R, f, indent=2, default=float)
-  with open(os.path.join(args.out, "results.md"), "w") as f:
-    f.write(f"# L-BFGS attack benchmark\n\nModel: {info['source']}, test accuracy "
-            f"{R['test_accuracy']:.2%}. Command: `{R['command']}`. Load average "
-            f"{R['loadavg']} (2 shared CPU cores).\n\n" + table(R))
+  common.dump_json(os.path.join(args.out, "config.json"), vars(args))
+  common.dump_json(os.path.join(args.out, "results.json"), R)
+  checkpoint.atomic_write(os.path.join(args.out, "results.md"), (
+      f"# L-BFGS attack benchmark\n\nModel: {info['source']}, test accuracy "
+      f"{R['test_accuracy']:.2%}. Command: `{R['command']}`. Load average "
+      f"{R['loadavg']} (2 shared CPU cores).\n\n" + table(R)).encode())
   print(table(R))
   return R
 

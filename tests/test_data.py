@@ -86,10 +86,16 @@ def test_halves_disjoint_and_deterministic():
 
 
 def test_real_mnist_counts(mnist_dir):
+  """The full official MNIST: 60,000 + 10,000 images, class counts of its README."""
   tr = data.load("mnist", "train", mnist_dir)
-  assert len(tr.y) == 10000
+  te = data.load("mnist", "test", mnist_dir)
+  assert tr.x.shape == (60000, 28, 28, 1) and te.x.shape == (10000, 28, 28, 1)
   np.testing.assert_array_equal(
-      np.bincount(tr.y), [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978])
+      np.bincount(tr.y), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+  np.testing.assert_array_equal(
+      np.bincount(te.y), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+  p1, p2 = data.halves(len(tr.y))  # Tables 3-4: disjoint 30,000-image halves
+  assert len(p1) == len(p2) == 30000 and not set(p1) & set(p2)
 
 
 def test_mnist_folder_is_never_read_as_fashion(idx_dir, monkeypatch, tmp_path):

@@ -1,27 +1,204 @@
-"""Shared plumbing of the experiment scripts: config.json, results.json, results.md."""
+"""The one experiment harness: config type, flags, overrides, JSON and Markdown.
+
+Every experiment is `run(cfg, workdir) -> results` plus a thin `main`:
+
+    def main(argv=None):
+      return common.main(run, config, argv, markdown=tables.table1)
+
+`main` parses `--quick`, `--config.FIELD=VALUE` (dotted paths into nested
+dataclasses and NamedTuples, coerced to the field's type), `--only NAME...`
+and `--workdir`, then `execute` writes config.json (the config, a command that
+reproduces the run as written, the code version), calls `run`, and writes
+results.json and results.md (a QUICK run says so at the top). Tests and
+`reproduce.py` call `run` or `execute` directly, never argv strings.
+
+Where results go (so that no README command changes a tracked file):
+experiments/results/<name>/ for a full run, experiments/results/quick/<name>/
+for `--quick`, experiments/results/partial/<name>-<only>/ for `--only`
+(quick and partial folders are git-ignored), or `--workdir`.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import json
 import os
+import shlex
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from advjax import checkpoint
 
+RESULTS = os.path.join("experiments", "results")
 
-def _plain(x: Any) -> Any:
-  """Makes configs and results JSON-ready (dataclasses, numpy, tuples)."""
-  if dataclasses.is_dataclass(x) and not isinstance(x, type):
-    return {k: _plain(v) for k, v in dataclasses.asdict(x).items()}
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Fields every experiment config has (each `configs/<name>.py` subclasses it).
+
+  Attributes:
+    quick: the seconds-sized run (tiny slices; results say QUICK).
+    seeds: training seeds; models of seed s live in <runs_dir>/models/seed<s>/.
+    n_train: first n training images used (None: all 60,000).
+    n_test: first n test images used (None: all 10,000).
+    data_dir: MNIST IDX folder (None: $ADVJAX_DATA_DIR, then TFDS).
+    runs_dir: checkpoints and caches (default runs/, quick runs/quick/).
+    progress: show progress bars.
+    only: a partial run of these rows (models, variants, cells); written to
+      experiments/results/partial/, never over the committed table.
+  """
+  quick: bool = False
+  seeds: tuple[int, ...] = (0,)
+  n_train: int | None = None
+  n_test: int | None = None
+  data_dir: str | None = None
+  runs_dir: str = "runs"
+  progress: bool = True
+  only: tuple[str, ...] = ()
+
+  def models_dir(self, seed: int) -> str:
+    """Checkpoint folder of the models trained with seed index `seed`."""
+    return os.path.join(self.runs_dir, "models", f"seed{seed}")
+
+  def selected(self, names) -> tuple:
+    """`names` restricted to `only` (all of them when `only` is empty)."""
+    unknown = set(self.only) - set(names)
+    if unknown:
+      raise ValueError(f"--only {sorted(unknown)}: not rows of this experiment; "
+                       f"known: {list(names)}.")
+    return tuple(n for n in names if not self.only or n in self.only)
+
+
+def base(quick: bool) -> dict:
+  """The ExperimentConfig fields that depend on the size: pass as **kwargs."""
+  return {"quick": quick, "runs_dir": os.path.join("runs", "quick") if quick else "runs"}
+
+
+# ---------------------------------------------------------------- overrides
+
+def _is_record(x: Any) -> bool:
+  """A dataclass instance or a NamedTuple: something with named fields."""
+  return (dataclasses.is_dataclass(x) and not isinstance(x, type)) or (
+      isinstance(x, tuple) and hasattr(x, "_fields"))
+
+
+def _fields(x: Any) -> list[str]:
+  return ([f.name for f in dataclasses.fields(x)] if dataclasses.is_dataclass(x)
+          else list(x._fields))
+
+
+def _replace(x: Any, **kw) -> Any:
+  return dataclasses.replace(x, **kw) if dataclasses.is_dataclass(x) else x._replace(**kw)
+
+
+def _scalar(text: str, like: Any, path: str) -> Any:
+  """`text` as the type of `like` (a guess among int, float, str when None)."""
+  low = text.strip().lower()
+  if low in ("none", "null"):
+    return None
+  try:
+    if isinstance(like, bool):
+      if low not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(text)
+      return low in ("true", "1", "yes")
+    if isinstance(like, int):
+      return int(text)
+    if isinstance(like, float):
+      return float(text)
+  except ValueError:
+    raise ValueError(f"--config.{path}={text!r}: expected a "
+                     f"{type(like).__name__} like {like!r}.") from None
+  if like is None:  # no type to go by: the narrowest reading
+    for t in (int, float):
+      try:
+        return t(text)
+      except ValueError:
+        pass
+  return text
+
+
+def coerce(text: str, like: Any, path: str = "") -> Any:
+  """A command-line value as the type of the field's current value `like`."""
+  if _is_record(like):
+    raise ValueError(f"--config.{path} is a record; set its fields, e.g. "
+                     f"--config.{path}.{_fields(like)[0]}=...")
+  if isinstance(like, tuple):
+    if any(_is_record(v) for v in like):
+      raise ValueError(f"--config.{path} holds records; it cannot be set from "
+                       "the command line (edit the config, or use --only).")
+    elem = like[0] if like else None
+    return tuple(_scalar(t, elem, path) for t in text.split(",") if t != "")
+  return _scalar(text, like, path)
+
+
+def override(cfg: Any, path: str, text: str) -> Any:
+  """`cfg` with the field at dotted `path` set from the string `text`."""
+  head, _, rest = path.partition(".")
+  if not _is_record(cfg) or head not in _fields(cfg):
+    known = _fields(cfg) if _is_record(cfg) else []
+    raise ValueError(f"--config.{path}: no field {head!r}; fields: {known}.")
+  cur = getattr(cfg, head)
+  new = override(cur, rest, text) if rest else coerce(text, cur, path)
+  return _replace(cfg, **{head: new})
+
+
+def format_value(v: Any) -> str:
+  """The command-line spelling of a value (the inverse of `coerce`)."""
+  if v is None:
+    return "none"
+  if isinstance(v, bool):
+    return "true" if v else "false"
+  if isinstance(v, tuple):
+    return ",".join(format_value(e) for e in v) + ("," if len(v) == 1 else "")
+  return str(v)
+
+
+def diff(default: Any, cfg: Any, prefix: str = "") -> list[tuple[str, Any]]:
+  """(dotted path, value) of every leaf where `cfg` differs from `default`."""
+  if _is_record(default) and type(default) is type(cfg):
+    out = []
+    for f in _fields(default):
+      out += diff(getattr(default, f), getattr(cfg, f), prefix + f + ".")
+    return out
+  return [] if default == cfg else [(prefix[:-1], cfg)]
+
+
+def command(name: str, config_module, cfg: ExperimentConfig,
+            workdir: str | None = None) -> str:
+  """A command line that reproduces `cfg` exactly, as written."""
+  env = ""
+  if cfg.data_dir is None and os.environ.get("ADVJAX_DATA_DIR"):
+    env = "ADVJAX_DATA_DIR=" + shlex.quote(os.environ["ADVJAX_DATA_DIR"]) + " "
+  parts = ["python", f"experiments/{name}.py"] + (["--quick"] if cfg.quick else [])
+  for path, v in diff(config_module.get_config(cfg.quick), cfg):
+    if path == "only":
+      parts += ["--only", *map(shlex.quote, v)]
+      continue
+    try:
+      coerce(format_value(v), v, path)
+    except ValueError:  # records in tuples: say so rather than mis-record
+      parts.append(f"'<{path} changed in code>'")
+      continue
+    parts.append(shlex.quote(f"--config.{path}={format_value(v)}"))
+  if workdir and os.path.normpath(workdir) != os.path.normpath(default_workdir(name, cfg)):
+    parts += ["--workdir", shlex.quote(workdir)]
+  return env + " ".join(parts)
+
+
+# ---------------------------------------------------------------- writing
+
+def plain(x: Any) -> Any:
+  """Makes configs and results JSON-ready (dataclasses, NamedTuples, numpy)."""
+  if _is_record(x):
+    return {f: plain(getattr(x, f)) for f in _fields(x)}
   if isinstance(x, dict):
-    return {str(k): _plain(v) for k, v in x.items()}
+    return {str(k): plain(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
-    return [_plain(v) for v in x]
+    return [plain(v) for v in x]
   if isinstance(x, np.generic):
     return x.item()
   if isinstance(x, np.ndarray):
@@ -29,59 +206,148 @@ def _plain(x: Any) -> Any:
   return x
 
 
-def command(argv: list[str] | None) -> str:
-  """The command line that reproduces this run."""
+def dump_json(path: str, obj: Any) -> None:
+  """Writes JSON atomically (an interrupt never leaves a half-written file)."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  checkpoint.atomic_write(path, json.dumps(plain(obj), indent=2).encode())
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def default_workdir(name: str, cfg: ExperimentConfig) -> str:
+  """Where a run's results go unless --workdir says otherwise (module doc)."""
+  if cfg.only:
+    tag = "-".join([*(["quick"] if cfg.quick else []), name, *cfg.only])
+    return os.path.join(RESULTS, "partial", tag.replace("/", "_"))
+  return os.path.join(RESULTS, *(("quick",) if cfg.quick else ()), name)
+
+
+def quick_banner(cfg: ExperimentConfig) -> str:
+  """The warning a quick run's results.md opens with."""
+  if not cfg.quick:
+    return ""
+  return ("> **QUICK run**: tiny sizes (training images: "
+          f"{cfg.n_train or 'all'}, test images: {cfg.n_test or 'all'}, "
+          f"seeds {list(cfg.seeds)}, short training). It checks that the code "
+          "runs; its numbers are NOT comparable with the paper's.\n\n")
+
+
+def save_results(workdir: str, cfg: ExperimentConfig, results: dict,
+                 markdown: Callable[[dict, Any], str], title: str) -> None:
+  """results.json (every cell, code version, date) and results.md."""
+  stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  dump_json(os.path.join(workdir, "results.json"),
+            dict(results, quick=cfg.quick, date=stamp,
+                 code_version=checkpoint.code_version()))
+  text = f"# {title}\n\n{quick_banner(cfg)}{markdown(results, cfg)}"
+  checkpoint.atomic_write(os.path.join(workdir, "results.md"), text.encode())
+
+
+def write_run_config(workdir: str, name: str, config_module, cfg, extra=None) -> None:
+  """config.json: the config, the command that reproduces it, the code version."""
+  dump_json(os.path.join(workdir, "config.json"),
+            dict({"config": cfg, "command": command(name, config_module, cfg, workdir),
+                  "code_version": checkpoint.code_version()}, **(extra or {})))
+
+
+def name_of(config_module) -> str:
+  """An experiment's name: its config module's (configs/table1.py: 'table1')."""
+  return config_module.__name__.rsplit(".", 1)[-1]
+
+
+def execute(run: Callable, config_module, cfg: ExperimentConfig,
+            workdir: str | None = None, *, markdown: Callable) -> dict:
+  """Writes config.json, calls `run(cfg, workdir)`, writes the results."""
+  name = name_of(config_module)
+  workdir = workdir or default_workdir(name, cfg)
+  write_run_config(workdir, name, config_module, cfg)
+  results = run(cfg, workdir)
+  # The training-set size is known once the data is loaded: record it too.
+  write_run_config(workdir, name, config_module, cfg,
+                   {"n_train_used": results.get("n_train_used")})
+  save_results(workdir, cfg, results, markdown, config_module.TITLE)
+  return results
+
+
+def parse_flags(argv: list[str] | None, config_module, doc: str | None = None):
+  """(cfg, workdir) from the shared flags (see the module docstring)."""
+  p = argparse.ArgumentParser(description=doc or config_module.__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--quick", action="store_true", help="seconds-sized run")
+  p.add_argument("--only", nargs="+", default=None, help="a partial run of these rows")
+  p.add_argument("--workdir", default=None, help="results folder")
+  args, rest = p.parse_known_args(argv)
+  cfg = config_module.get_config(args.quick)
+  for a in rest:
+    if not a.startswith("--config.") or "=" not in a:
+      p.error(f"unrecognised argument {a!r}; use --config.FIELD=VALUE "
+              f"(fields: {_fields(cfg)}).")
+    path, text = a[len("--config."):].split("=", 1)
+    try:
+      cfg = override(cfg, path, text)
+    except ValueError as e:
+      p.error(str(e))
+  if args.only:
+    cfg = dataclasses.replace(cfg, only=tuple(args.only))
+  return cfg, args.workdir
+
+
+def main(run: Callable, config_module, argv: list[str] | None = None, *,
+         markdown: Callable) -> dict:
+  """The command line of an experiment script: parse, `execute`, print."""
+  cfg, workdir = parse_flags(sys.argv[1:] if argv is None else argv, config_module)
+  results = execute(run, config_module, cfg, workdir, markdown=markdown)
+  print(quick_banner(cfg) + markdown(results, cfg))
+  return results
+
+
+# ------------------------------------------------ kept for unconverted scripts
+
+def _legacy_command(argv: list[str] | None) -> str:
   script = os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
   return " ".join(["python", script] + list(argv if argv is not None else sys.argv[1:]))
 
 
-def dump_json(path: str, obj: Any) -> None:
-  """Writes JSON atomically (an interrupt never leaves a half-written file)."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  checkpoint.atomic_write(path, json.dumps(_plain(obj), indent=2).encode())
-
-
 def write_config(folder: str, cfg: Any, argv: list[str] | None) -> None:
-  """config.json: the config, the command and the code version."""
+  """Legacy config.json writer (scripts not yet on `main`)."""
   dump_json(os.path.join(folder, "config.json"),
-            {"config": cfg, "command": command(argv),
+            {"config": cfg, "command": _legacy_command(argv),
              "code_version": checkpoint.code_version()})
 
 
 def write_results(folder: str, results: dict, markdown: str, title: str,
                   argv: list[str] | None = None) -> None:
-  """results.json (every cell, command, code version) and results.md."""
+  """Legacy results writer (scripts not yet on `main`)."""
   stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   dump_json(os.path.join(folder, "results.json"),
-            dict(results, command=command(argv), date=stamp,
+            dict(results, command=_legacy_command(argv), date=stamp,
                  code_version=checkpoint.code_version()))
   checkpoint.atomic_write(os.path.join(folder, "results.md"),
                           f"# {title}\n\n{markdown}".encode())
 
 
+def results_dir(name: str, quick: bool) -> str:
+  """Legacy: experiments/results/<name>, or .../quick/<name>."""
+  return os.path.join(RESULTS, *(("quick",) if quick else ()), name)
+
+
 def logits_fn(model, params):
-  """A jitted logits function of one model (pass the same object to reuse)."""
+  """Legacy: a jitted logits function (scripts not yet on advjax.protocol)."""
   import jax  # pylint: disable=import-outside-toplevel
   return jax.jit(lambda x: model.apply(params, x))
 
 
 def adv_cache(runs: str, table: str, model: str, quick: bool) -> str:
-  """The `advjax.driver` folder caching `model`'s adversarial set for `table`."""
+  """Legacy: the driver folder of `model`'s adversarial set for `table`."""
   return os.path.join(runs, "adv", table + ("_quick" if quick else ""), model)
-
-
-def results_dir(name: str, quick: bool) -> str:
-  """experiments/results/<name>, or .../quick/<name> for the quick size."""
-  return os.path.join("experiments", "results", *(("quick",) if quick else ()), name)
 
 
 def parse(doc: str, name: str, config, argv, models: bool = True,
           runs: bool = False, out: str | None = None):
-  """The shared command line of the experiment scripts.
-
-  Returns (args, cfg, results folder) after writing config.json there.
-  """
-  import argparse  # pylint: disable=import-outside-toplevel
+  """Legacy argparse front end (scripts not yet on `main`)."""
   p = argparse.ArgumentParser(description=doc)
   if models:
     p.add_argument("--models-dir", default="runs/models", help="trained checkpoints")

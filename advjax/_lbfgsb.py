@@ -11,12 +11,14 @@ Two solvers; the attack (`advjax.attacks`) picks one with `solver=`:
   search runs along the projection arc clip(z + t d) (projected quasi-Newton,
   as in Kim, Sra & Dhillon 2010). One line-search trial = one batched
   forward+backward pass over all lanes.
-* `jaxopt_lbfgsb`: `jaxopt.LBFGSB` (jaxopt 0.8.5, unmaintained) for one example,
-  vmapped by the attack. Kept as an option and for comparison: vmapped, its
-  while loops run to the slowest lane and its line search computes both
-  branches of every `cond`; see BUILD_NOTES.md §2 for measurements.
+* `jaxopt_lbfgsb`: `jaxopt.LBFGSB` (jaxopt 0.8.5, unmaintained; the optional
+  extra `pip install 'advjax[jaxopt]'`) for one example, vmapped by the
+  attack. Kept as an option and for comparison: vmapped, its while loops run
+  to the slowest lane and its line search computes both branches of every
+  `cond`; see BUILD_NOTES.md §2 for measurements.
 
-This is the only module that imports jaxopt.
+This is the only module that imports jaxopt, and only inside its adapter, so
+the default solver needs no jaxopt.
 """
 
 from __future__ import annotations
@@ -27,28 +29,16 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-with warnings.catch_warnings():  # jaxopt warns on import that it is unmaintained.
-  warnings.simplefilter("ignore", DeprecationWarning)
-  import jaxopt
-
 
 class SolveOptions(NamedTuple):
-  """Inner-solver settings (hashable: they are static under jit).
-
-  Attributes:
-    maxiter: iterations per solve.
-    history: L-BFGS memory m.
-    gtol: stop when the projected gradient's max-norm is below this.
-    ftol: stop when the relative decrease of f is below this.
-    maxls: line-search trials per iteration.
-    linesearch: jaxopt only: 'zoom' or 'backtracking'.
-  """
-  maxiter: int = 10
-  history: int = 5
-  gtol: float = 1e-5
-  ftol: float = 1e-6
-  maxls: int = 20
-  linesearch: str = "backtracking"
+  """Inner-solver settings (hashable: static under jit). No defaults here: they
+  are written once, in `advjax.attacks.AttackOptions`, which builds this."""
+  maxiter: int
+  history: int
+  gtol: float
+  ftol: float
+  maxls: int
+  linesearch: str
 
 
 class SolveResult(NamedTuple):
@@ -149,8 +139,7 @@ def _push(st: _State, s, y, ok):
 
 
 def pqn(vg: Callable[[jax.Array], tuple[jax.Array, jax.Array]], z0: jax.Array,
-        done: jax.Array, lo: Any = 0., hi: Any = 1.,
-        opts: SolveOptions = SolveOptions()) -> SolveResult:
+        done: jax.Array, lo: Any, hi: Any, opts: SolveOptions) -> SolveResult:
   """Batched projected L-BFGS: lanes z0 (B, n), values and gradients vg(z).
 
   vg maps (B, n) to (f (B,), g (B, n)) with lanes independent (a vmapped
@@ -183,13 +172,19 @@ def pqn(vg: Callable[[jax.Array], tuple[jax.Array, jax.Array]], z0: jax.Array,
 
 
 def jaxopt_lbfgsb(fun: Callable[..., jax.Array], z0: jax.Array, done: jax.Array,
-                  args: tuple, lo: Any = 0., hi: Any = 1.,
-                  opts: SolveOptions = SolveOptions()) -> SolveResult:
+                  args: tuple, lo: Any, hi: Any, opts: SolveOptions) -> SolveResult:
   """`jaxopt.LBFGSB` for one example (vmap it). `done` lanes still cost a solve."""
+  try:
+    with warnings.catch_warnings():  # jaxopt warns on import that it is unmaintained
+      warnings.simplefilter("ignore", DeprecationWarning)
+      import jaxopt  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError("solver='jaxopt' needs jaxopt: pip install 'advjax[jaxopt]' "
+                      "(or use the default solver 'pqn').") from e
   solver = jaxopt.LBFGSB(fun=fun, maxiter=opts.maxiter, tol=opts.gtol,
                          history_size=opts.history, maxls=opts.maxls,
                          linesearch=opts.linesearch, implicit_diff=False)
-  bounds = (jnp.full_like(z0, lo), jnp.full_like(z0, hi))
+  bounds = (jnp.broadcast_to(lo, z0.shape), jnp.broadcast_to(hi, z0.shape))
   res = solver.run(z0, bounds, *args)
   z = jnp.where(done, z0, res.params)
   it = jnp.where(done, 0, res.state.iter_num).astype(jnp.int32)

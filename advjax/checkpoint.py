@@ -22,6 +22,7 @@ from advjax import models
 
 PARAMS = "params.msgpack"
 META = "meta.json"
+REQUIRED = ("model", "num_params")  # what load needs from meta.json
 
 
 class CheckpointError(ValueError):
@@ -72,9 +73,14 @@ def read_meta(folder: str) -> dict[str, Any]:
                           "checkpoint (train one with experiments/train_models.py).")
   try:
     with open(path) as f:
-      return json.load(f)
+      meta = json.load(f)
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{path} is corrupt ({e}).") from e
+  missing = [k for k in REQUIRED if not isinstance(meta, dict) or k not in meta]
+  if missing:
+    raise CheckpointError(f"{path} lacks the keys {missing}: it was not written by "
+                          "advjax.checkpoint.save; re-save the checkpoint.")
+  return meta
 
 
 def _check_shapes(template: Any, params: Any, where: str) -> None:
@@ -110,5 +116,10 @@ def load(folder: str, model: models.Model | None = None
   except Exception as e:  # msgpack raises several types for corrupt bytes.
     raise CheckpointError(f"{path} is corrupt ({e}); retrain or re-copy it.") from e
   _check_shapes(template, tree, path)
-  params = serialization.from_state_dict(template, tree)
-  return model, jax.tree_util.tree_map(np.asarray, params), meta
+  params = jax.tree_util.tree_map(np.asarray, serialization.from_state_dict(template, tree))
+  for k, v in jax.tree_util.tree_leaves_with_path(params):
+    if not np.all(np.isfinite(v)):
+      raise CheckpointError(f"{path}: parameter {jax.tree_util.keystr(k)} holds "
+                            f"{int((~np.isfinite(v)).sum())} NaN/inf values; the "
+                            "training diverged or the file is damaged: retrain it.")
+  return model, params, meta

@@ -1,77 +1,168 @@
 """The `advjax` command line: the one thin shell in the package that parses args.
 
-  advjax attack --checkpoint runs/models/FC100-100-10 --split test \\
-      --output runs/attacks/FC100-100-10-test.npz
-
-runs the §4.1 attack (`advjax.attacks.lbfgs`) over a dataset split with
-`advjax.driver.run` (batched, sharded over all devices, resumable: rerun the
-same command after an interruption) and writes one .npz with x_adv, r, success,
-target, label, distortion, l2, c, iterations, solves and index.
+`advjax attack` runs the §4.1 attack (`advjax.attacks.lbfgs`) over a dataset
+split with `advjax.driver.run` (batched, sharded over all devices and
+processes, resumable) and writes one .npz. Every attack option of
+`attacks.AttackOptions` is a flag with the same default. Errors are one line
+on stderr and exit code 2; the whole job is checked before any attack runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 
 import numpy as np
 
+from advjax import __version__
+from advjax.attacks import AttackOptions
+
+EXAMPLE = """example:
+  advjax attack --checkpoint runs/models/seed0/FC100-100-10 --split test \\
+      --n 1000 --only-correct --targets random --output runs/adv-FC100.npz
+  (rerun the same command after an interruption: it resumes from
+  runs/adv-FC100.npz.parts/; with several hosts add --distributed)"""
+
+
+def _option_help() -> dict[str, str]:
+  """Per-field help, read from AttackOptions' docstring (written once there)."""
+  doc = AttackOptions.__doc__.split("Attributes:")[1]
+  out, name = {}, None
+  for line in doc.splitlines():
+    m = re.match(r"\s{4}(\w+): (.*)", line)
+    if m:
+      name, out[m.group(1)] = m.group(1), m.group(2)
+    elif name and line.strip():
+      out[name] += " " + line.strip()
+  return {k: v.replace("%", "%%") for k, v in out.items()}  # argparse formats help
+
+
+def _add_attack_options(a: argparse.ArgumentParser) -> None:
+  """One flag per AttackOptions field, its default and help from the class."""
+  g = a.add_argument_group("attack options (advjax.attacks.AttackOptions)")
+  helps = _option_help()
+  for field, default in zip(AttackOptions._fields, AttackOptions()):
+    flag = "--" + field.replace("_", "-")
+    if isinstance(default, bool):
+      g.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"),
+                     default=default, metavar="BOOL", help=helps[field])
+    else:
+      g.add_argument(flag, type=type(default), default=default, help=helps[field])
+
+
+class _Format(argparse.ArgumentDefaultsHelpFormatter,
+              argparse.RawDescriptionHelpFormatter):
+  """Defaults shown in the help; the example epilog kept as written."""
+
 
 def _parser() -> argparse.ArgumentParser:
   """The argument parser of `advjax`."""
-  ap = argparse.ArgumentParser(prog="advjax", description=__doc__.split("\n")[0])
+  fmt = _Format
+  ap = argparse.ArgumentParser(prog="advjax", description=__doc__.split("\n")[0],
+                               formatter_class=fmt)
+  ap.add_argument("--version", action="version", version=f"advjax {__version__}")
   sub = ap.add_subparsers(dest="command", required=True)
-  a = sub.add_parser("attack", help="box-constrained L-BFGS attack on a dataset split")
-  a.add_argument("--checkpoint", required=True, help="folder from advjax.checkpoint.save")
+  a = sub.add_parser("attack", help="box-constrained L-BFGS attack on a dataset split",
+                     description="The §4.1 attack over a dataset split, resumable.",
+                     epilog=EXAMPLE, formatter_class=lambda prog: fmt(prog, width=100))
+  a.add_argument("--checkpoint", required=True,
+                 help="model folder written by advjax.checkpoint.save")
   a.add_argument("--output", required=True, help=".npz file to write")
   a.add_argument("--work-dir", help="per-batch parts for resuming (default OUTPUT.parts)")
-  a.add_argument("--dataset", default="mnist")
-  a.add_argument("--split", default="test", choices=("train", "test"))
-  a.add_argument("--data-dir", default=None, help="IDX folder (default $ADVJAX_DATA_DIR)")
-  a.add_argument("--start", type=int, default=0, help="first example")
-  a.add_argument("--n", type=int, default=None, help="number of examples (default all)")
+  a.add_argument("--dataset", default="mnist", choices=("mnist", "fashion_mnist"),
+                 help="dataset of the split")
+  a.add_argument("--split", default="test", choices=("train", "test"), help="split")
+  a.add_argument("--data-dir", default=None,
+                 help="IDX folder (default $ADVJAX_DATA_DIR, then TFDS)")
+  a.add_argument("--start", type=int, default=0, help="first example of the split")
+  a.add_argument("--n", type=int, default=None, help="number of examples (default: to the end)")
   a.add_argument("--only-correct", action="store_true",
                  help="attack only examples the model classifies correctly")
   a.add_argument("--targets", default="random", choices=("random", "all", "logits"),
                  help="random wrong labels (the paper), or untargeted: the closest "
                  "over all labels / the runner-up logit")
   a.add_argument("--seed", type=int, default=0, help="PRNG seed of random targets")
-  a.add_argument("--batch-size", type=int, default=128)
-  a.add_argument("--solver", default="pqn", choices=("pqn", "jaxopt"))
-  a.add_argument("--bisect-steps", type=int, default=10)
-  a.add_argument("--maxiter", type=int, default=10)
-  a.add_argument("--stop-after", type=int, default=None, help="stop after k batches")
-  a.add_argument("--distributed", action="store_true",
-                 help="call jax.distributed.initialize() first (multi-host)")
-  a.add_argument("--no-progress", action="store_true")
+  a.add_argument("--bounds", type=float, nargs=2, default=(0.0, 1.0),
+                 metavar=("LO", "HI"), help="the input box")
+  a.add_argument("--batch-size", type=int, default=128,
+                 help="examples per batch (a multiple of the device count)")
+  a.add_argument("--stop-after", type=int, default=None,
+                 help="stop after this many batches (resume later)")
+  a.add_argument("--no-progress", action="store_true", help="no progress bar")
+  _add_attack_options(a)
+  d = a.add_argument_group("multi-host (jax.distributed)")
+  d.add_argument("--distributed", action="store_true",
+                 help="call jax.distributed.initialize() first; without the three "
+                 "flags below jax detects SLURM/TPU/MPI clusters itself")
+  d.add_argument("--coordinator", default=None, help="host:port of process 0")
+  d.add_argument("--num-processes", type=int, default=None, help="number of processes")
+  d.add_argument("--process-id", type=int, default=None, help="this process's id")
   return ap
+
+
+class UsageError(ValueError):
+  """A command-line value that cannot work (reported as one line, exit 2)."""
+
+
+def _check_args(args: argparse.Namespace, n_split: int) -> None:
+  """Refuses a job that cannot run, before any attack."""
+  if args.batch_size < 1:
+    raise UsageError(f"--batch-size {args.batch_size}: must be >= 1.")
+  if args.n is not None and args.n < 1:
+    raise UsageError(f"--n {args.n}: must be >= 1 (omit it for the whole split).")
+  if not 0 <= args.start < n_split:
+    raise UsageError(f"--start {args.start}: the {args.split} split has {n_split} "
+                     f"examples, so --start must be in [0, {n_split}).")
+  out = args.output
+  if not out.endswith(".npz") or os.path.isdir(out):
+    raise UsageError(f"--output {out!r}: must be a .npz file path (not a folder).")
+  parent = os.path.dirname(os.path.abspath(out))
+  try:
+    os.makedirs(parent, exist_ok=True)
+  except OSError as e:
+    raise UsageError(f"--output {out!r}: cannot create {parent} ({e.strerror}).") from e
+  if not os.access(parent, os.W_OK):
+    raise UsageError(f"--output {out!r}: {parent} is not writable.")
+
+
+def _distributed(args: argparse.Namespace) -> None:
+  """jax.distributed.initialize with the explicit flags, or auto-detection."""
+  import jax  # pylint: disable=import-outside-toplevel
+  kw = {k: v for k, v in (("coordinator_address", args.coordinator),
+                          ("num_processes", args.num_processes),
+                          ("process_id", args.process_id)) if v is not None}
+  jax.distributed.initialize(**kw)
 
 
 def attack(args: argparse.Namespace) -> int:
   """`advjax attack`: load, pick examples and targets, run the driver, save."""
-  import jax
   if args.distributed:
-    jax.distributed.initialize()
-  from advjax import attacks, checkpoint, data, driver, train
+    _distributed(args)
+  import jax  # pylint: disable=import-outside-toplevel
+  from advjax import attacks, checkpoint, data, driver, models  # pylint: disable=import-outside-toplevel
+  opts = AttackOptions(**{f: getattr(args, f) for f in AttackOptions._fields}).check()
   model, params, _ = checkpoint.load(args.checkpoint)
   ds = data.load(args.dataset, args.split, args.data_dir)
-  fn = jax.jit(lambda x: model.apply(params, x))
+  _check_args(args, len(ds.y))
   stop = len(ds.y) if args.n is None else min(len(ds.y), args.start + args.n)
   index = np.arange(args.start, stop)
   if args.only_correct:
-    index = index[train.predict(model, params, ds.x[index]) == ds.y[index]]
+    index = index[models.predict(model, params, ds.x[index]) == ds.y[index]]
+    if not len(index):
+      raise UsageError(f"no example in [{args.start}, {stop}) is classified correctly.")
   x, y = ds.x[index], ds.y[index]
-  target, opts = None, dict(untargeted=args.targets)
+  key = jax.random.PRNGKey(args.seed)
+  target = None
   if args.targets == "random":
-    target = np.asarray(attacks.random_targets(jax.random.PRNGKey(args.seed), y,
-                                               model.num_classes))
-    opts = {}
+    target = np.asarray(attacks.random_targets(key, y, model.num_classes))
   work = args.work_dir or args.output + ".parts"
-  res = driver.run(fn, x, target, work, label=y, index=index,
-                   batch_size=args.batch_size, stop_after=args.stop_after,
-                   progress=not args.no_progress, solver=args.solver,
-                   bisect_steps=args.bisect_steps, maxiter=args.maxiter, **opts)
+  res = driver.run((model.apply, params), x, target, work, bounds=tuple(args.bounds),
+                   options=opts, label=y, index=index, batch_size=args.batch_size,
+                   stop_after=args.stop_after, progress=not args.no_progress,
+                   untargeted=args.targets if target is None else "all")
   if not driver.is_complete(work):
     print(f"stopped early: {len(res.get('index', []))} of {len(index)} examples "
           f"done in {work}; rerun the same command to resume.")
@@ -87,9 +178,11 @@ def attack(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
   """Entry point of the `advjax` console script."""
   args = _parser().parse_args(argv)
-  if args.command == "attack":
+  try:
     return attack(args)
-  return 2
+  except (ValueError, OSError) as e:  # UsageError, CheckpointError, DataError too
+    print(f"advjax {args.command}: error: {e}".splitlines()[0], file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,47 +1,73 @@
 """Attack a whole dataset split at scale, resumably (the §4.2 experiments' engine).
 
-`run` cuts the inputs into fixed-size batches (the last one padded, so the
-attack is compiled once), shards each batch over devices along a 'batch' mesh
-axis with `jax.sharding`, and writes every finished batch to
-`out_dir/part-XXXXX.npz` plus `out_dir/progress.json`. Restarting with the same
-inputs and options skips the finished batches; `collect` merges the parts.
+`run` validates the whole job on host arrays first (`advjax.checks`), cuts the
+inputs into fixed-size batches (the last one padded, so the attack compiles
+once), shards each batch over all devices of all processes along a 'batch'
+mesh axis, and writes every finished batch to `out_dir/part-XXXXX.npz` plus
+`out_dir/progress.json`. A rerun of the same job skips the finished batches; a
+different job (another model or weights, inputs, targets, labels, box, options
+or batch size) is refused, naming what differs. `collect` merges exactly the
+parts that progress.json lists.
 
 Multi-host: call `jax.distributed.initialize()` first (the CLI's
-`--distributed`); every process passes the same full inputs, the mesh spans all
-processes' devices, results are gathered to every process and only process 0
-writes files. Every process reads progress.json to resume, so out_dir must be
-on a filesystem all hosts share (untested beyond one process; BUILD_NOTES.md).
+`--distributed`). Every process passes the same full host inputs; results are
+gathered to every process and only process 0 writes. out_dir must be on a
+filesystem every process can read (each reads progress.json to resume).
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from advjax import attacks
+from advjax import adapt, attacks
+from advjax.checks import check_finite, check_labels, prepare
 
 PROGRESS = "progress.json"
-FIELDS = ("x_adv", "r", "success", "target", "c", "l2", "distortion",
-          "iterations", "solves")
+FIELDS = attacks.AttackResult._fields
 
 
-def _fingerprint(x, target, label, batch_size: int, options: dict) -> str:
-  """Identifies a run so that resuming never mixes different jobs."""
+class ResumeError(ValueError):
+  """out_dir holds another job's results, or a corrupt progress or part file."""
+
+
+def _digest(*arrays) -> str:
+  """sha1 of arrays' shapes, dtypes and bytes (None counts as absent)."""
   h = hashlib.sha1()
-  for a in (x, target, label):
-    if a is not None:
-      a = np.ascontiguousarray(a)
-      h.update(str((a.shape, a.dtype)).encode())
-      h.update(a.tobytes())
-  h.update(json.dumps([batch_size, options], sort_keys=True, default=str).encode())
+  for a in arrays:
+    if a is None:
+      h.update(b"none")
+      continue
+    a = np.ascontiguousarray(a)
+    h.update(str((a.shape, a.dtype)).encode())
+    h.update(a.tobytes())
   return h.hexdigest()
+
+
+def job_identity(p, x, target, label, index, batch_size: int, untargeted: str,
+                 key) -> dict[str, Any]:
+  """What identifies a job, part by part (so a refusal can say what differs)."""
+  return {"model": adapt.fingerprint(adapt.Wrapped(p.apply, p.params, p.kind),
+                                     p.input_shape),
+          "inputs": _digest(x), "targets": _digest(target),
+          "labels": _digest(label), "index": _digest(index),
+          "bounds": _digest(p.lo, p.hi), "options": p.options._asdict(),
+          "untargeted": None if target is not None else untargeted,
+          "key": None if key is None else _digest(_key_data(key)),
+          "batch_size": batch_size, "n": int(len(x))}
+
+
+def _key_data(key) -> np.ndarray:
+  """The raw bits of a PRNG key, typed (jax.random.key) or not (PRNGKey)."""
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  return np.asarray(key)
 
 
 def _atomic_savez(path: str, **arrays) -> None:
@@ -58,6 +84,35 @@ def _atomic_json(path: str, obj: Any) -> None:
   os.replace(path + ".tmp", path)
 
 
+def _read_progress(out_dir: str) -> dict | None:
+  """progress.json of out_dir, None if absent; ResumeError if corrupt."""
+  path = os.path.join(out_dir, PROGRESS)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      prog = json.load(f)
+    prog["done"], prog["job"]  # pylint: disable=pointless-statement
+    return prog
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ResumeError(f"{path} is corrupt or from an older advjax ({e}); delete "
+                      "it (and the part files beside it) to start this job over.") from e
+
+
+def _check_progress(out_dir: str, job: dict) -> set[int]:
+  """Finished batch indices of an earlier run of the same job in out_dir."""
+  prog = _read_progress(out_dir)
+  if prog is None:
+    return set()
+  old = prog["job"]
+  diff = [k for k in job if old.get(k) != job[k]]
+  if diff:
+    raise ResumeError(f"{out_dir} holds results of a different job (it differs in: "
+                      f"{', '.join(diff)}); use a new output folder or delete it.")
+  return {i for i in prog["done"]
+          if os.path.exists(os.path.join(out_dir, f"part-{i:05d}.npz"))}
+
+
 def _pad(a: np.ndarray, n: int) -> np.ndarray:
   """Pads the leading axis to n rows by repeating the last row."""
   return a if len(a) == n else np.concatenate([a, np.repeat(a[-1:], n - len(a), 0)])
@@ -71,89 +126,92 @@ def _to_global(a: np.ndarray, sharding: NamedSharding) -> jax.Array:
 def _to_host(a: jax.Array) -> np.ndarray:
   """The full array on the host (gathered across processes when multi-host)."""
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     return np.asarray(multihost_utils.process_allgather(a, tiled=True))
   return np.asarray(a)
 
 
-def _check_progress(out_dir: str, fp: str, n: int, batch_size: int) -> set[int]:
-  """Finished batch indices of an earlier run of the same job in out_dir."""
-  path = os.path.join(out_dir, PROGRESS)
-  if not os.path.exists(path):
-    return set()
-  with open(path) as f:
-    prog = json.load(f)
-  if prog.get("fingerprint") != fp:
-    raise ValueError(f"{out_dir} holds results of a different run (other inputs, "
-                     "targets, batch size or options); use a new out_dir or delete it.")
-  return {i for i in prog["done"]
-          if os.path.exists(os.path.join(out_dir, f"part-{i:05d}.npz"))}
-
-
-def run(logits_fn: Callable[[jax.Array], jax.Array], x, target, out_dir: str, *,
-        label=None, index=None, batch_size: int = 128, devices=None,
-        stop_after: int | None = None, progress: bool = True,
-        **attack_options) -> dict[str, np.ndarray]:
-  """Attacks x (N, ...) batch by batch, appending results to out_dir (§4.1).
-
-  Args:
-    logits_fn: (B, ...) -> (B, K) logits; one object for the whole run.
-    x: inputs (N, ...) in [0,1] (host array, the same on every process).
-    target: (N,) int targets, or None for `attacks.lbfgs`'s untargeted modes.
-    out_dir: where part-XXXXX.npz and progress.json go; reused to resume.
-    label: (N,) true labels, saved (and used by untargeted attacks).
-    index: (N,) dataset indices saved with the results (default arange(N)).
-    batch_size: fixed batch; must be a multiple of the device count. 128 is
-      fastest on 2 CPU cores (BUILD_NOTES.md §2): bigger batches wait longer on
-      their slowest example; on a GPU use more.
-    devices: devices of the 'batch' mesh axis (default all, every process).
-    stop_after: stop after this many newly finished batches (to test resuming).
-    progress: show a tqdm progress bar.
-    **attack_options: passed to `attacks.lbfgs` (solver, bisect_steps, key, ...).
-
-  Returns:
-    The merged results of all finished batches (`collect(out_dir)`).
-  """
-  x = np.asarray(x, np.float32)
-  n = len(x)
-  index = np.arange(n) if index is None else np.asarray(index)
-  devices = list(jax.devices() if devices is None else devices)
+def _validate(model, x, target, label, index, bounds, options, batch_size, devices):
+  """Checks the whole job on host arrays before anything is sharded."""
+  if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    raise ValueError(f"batch_size={batch_size!r}; it must be a positive integer.")
   if batch_size % len(devices):
     raise ValueError(f"batch_size={batch_size} is not a multiple of the "
                      f"{len(devices)} devices; choose a multiple so batches shard evenly.")
-  if target is not None and np.shape(target) != (n,):
-    raise ValueError(f"target has shape {np.shape(target)}; it must be ({n},) like x.")
-  sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), P("batch"))
-  fp = _fingerprint(x, target, label, batch_size, attack_options)
+  x = np.asarray(x, np.float32)
+  if x.ndim < 2 or len(x) == 0:
+    raise ValueError(f"x has shape {x.shape}; the driver needs a non-empty batch (N, ...).")
+  p = prepare(model, x, bounds, options.check(), check_logits=False)
+  n, K = len(x), p.num_classes
+  target = None if target is None else np.asarray(check_labels(target, n, K, "target"))
+  label = None if label is None else np.asarray(check_labels(label, n, K, "label"))
+  index = np.arange(n) if index is None else np.asarray(index)
+  if index.shape != (n,):
+    raise ValueError(f"index has shape {index.shape}; it must be ({n},) like x.")
+  return p, x, target, label, index
+
+
+def run(model: Any, x, target, out_dir: str, *, bounds=(0.0, 1.0),
+        options: attacks.AttackOptions = attacks.AttackOptions(), label=None,
+        index=None, batch_size: int = 128, devices=None,
+        stop_after: int | None = None, progress: bool = True,
+        untargeted: str = "all", key=None) -> dict[str, np.ndarray]:
+  """Attacks x (N, ...) batch by batch, appending results to out_dir (§4.1).
+
+  Args:
+    model: any model of `attacks.lbfgs` (a pair (apply_fn, params) keeps the
+      weights jit arguments).
+    x: inputs (N, ...) inside the box (host array, the same on every process).
+    target: (N,) int targets, or None for the untargeted modes.
+    out_dir: where part-XXXXX.npz and progress.json go; reused to resume.
+    bounds, options, untargeted, key: as `attacks.lbfgs` (a fresh key per
+      batch is folded from `key`).
+    label: (N,) true labels, saved (and used by untargeted attacks).
+    index: (N,) dataset indices saved with the results (default arange(N)).
+    batch_size: fixed batch; a multiple of the device count. 128 is fastest
+      on 2 CPU cores (BUILD_NOTES.md §2); on a GPU use more.
+    devices: devices of the 'batch' mesh axis (default all, every process).
+    stop_after: stop after this many newly finished batches (to test resuming).
+    progress: show a tqdm progress bar (process 0 only).
+
+  Returns:
+    The merged results of all finished batches (`collect(out_dir)`).
+
+  Raises:
+    ValueError: bad inputs (as `attacks.lbfgs`), a broken model (non-finite
+      logits), or `ResumeError`: out_dir holds another job or corrupt files.
+  """
+  attacks.check_untargeted(untargeted, key)
+  devices = list(jax.devices() if devices is None else devices)
+  p, x, target, label, index = _validate(model, x, target, label, index, bounds,
+                                         options, batch_size, devices)
+  job = job_identity(p, x, target, label, index, batch_size, untargeted, key)
   os.makedirs(out_dir, exist_ok=True)
-  done = _check_progress(out_dir, fp, n, batch_size)
-  todo = [i for i in range(-(-n // batch_size)) if i not in done]
+  done = _check_progress(out_dir, job)
+  n, nb = len(x), -(-len(x) // batch_size)
+  todo = [i for i in range(nb) if i not in done]
+  sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), P("batch"))
   writer = jax.process_index() == 0
-  bar = _bar(len(todo) + len(done), len(done), progress and writer)
+  bar = _bar(nb, len(done), progress and writer)
   for k, i in enumerate(todo):
     if stop_after is not None and k >= stop_after:
       break
     sl = slice(i * batch_size, min(n, (i + 1) * batch_size))
-    m = sl.stop - sl.start
-    xs = _to_global(_pad(x[sl], batch_size), sharding)
-    kw = dict(attack_options)
-    if kw.get("key") is not None:  # a fresh key per batch, not the same targets
-      kw["key"] = jax.random.fold_in(kw["key"], i)
-    if label is not None and target is None:
-      kw["label"] = _to_global(_pad(np.asarray(label[sl], np.int32), batch_size), sharding)
-    ts = None if target is None else _to_global(
-        _pad(np.asarray(target[sl], np.int32), batch_size), sharding)
-    res = attacks.lbfgs(logits_fn, xs, ts, **kw)
-    out = {f: _to_host(getattr(res, f))[:m] for f in FIELDS}
+    xb = _pad(x[sl], batch_size)
+    check_finite(p, xb)  # a broken model never yields a "success"
+    glob = lambda a: None if a is None else _to_global(_pad(a[sl], batch_size), sharding)
+    res = attacks.solve_batch(p, glob(x), glob(target), label=glob(label),
+                              untargeted=untargeted,
+                              key=None if key is None else jax.random.fold_in(key, i))
+    out = {f: _to_host(getattr(res, f))[:sl.stop - sl.start] for f in FIELDS}
     out["index"] = index[sl]
     if label is not None:
-      out["label"] = np.asarray(label[sl])
+      out["label"] = label[sl]
     if writer:
       _atomic_savez(os.path.join(out_dir, f"part-{i:05d}.npz"), **out)
       done.add(i)
       _atomic_json(os.path.join(out_dir, PROGRESS),
-                   dict(fingerprint=fp, n=n, batch_size=batch_size,
-                        num_batches=-(-n // batch_size), done=sorted(done)))
+                   dict(job=job, num_batches=nb, done=sorted(done)))
     bar.update(1)
   bar.close()
   return collect(out_dir)
@@ -161,28 +219,32 @@ def run(logits_fn: Callable[[jax.Array], jax.Array], x, target, out_dir: str, *,
 
 def _bar(total: int, initial: int, enabled: bool):
   """A tqdm progress bar over batches (a no-op object when disabled)."""
-  from tqdm.auto import tqdm
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
   return tqdm(total=total, initial=initial, unit="batch", disable=not enabled,
               desc="L-BFGS attack")
 
 
 def collect(out_dir: str) -> dict[str, np.ndarray]:
-  """Merges out_dir's finished part files, in batch order."""
-  parts = sorted(glob.glob(os.path.join(out_dir, "part-*.npz")))
-  if not parts:
+  """Merges exactly the part files progress.json lists, in batch order."""
+  prog = _read_progress(out_dir)
+  if prog is None or not prog["done"]:
     return {}
-  loaded = [dict(np.load(p)) for p in parts]
+  loaded = []
+  for i in sorted(prog["done"]):
+    path = os.path.join(out_dir, f"part-{i:05d}.npz")
+    try:
+      with np.load(path) as z:
+        loaded.append({k: z[k] for k in z.files})
+    except (OSError, ValueError, EOFError) as e:
+      raise ResumeError(f"{path} is missing or corrupt ({e}); delete it and rerun "
+                        "the same command to redo that batch.") from e
   return {k: np.concatenate([d[k] for d in loaded]) for k in loaded[0]}
 
 
 def is_complete(out_dir: str) -> bool:
-  """Whether every batch of the run in out_dir has finished."""
-  path = os.path.join(out_dir, PROGRESS)
-  if not os.path.exists(path):
-    return False
-  with open(path) as f:
-    prog = json.load(f)
-  return len(prog["done"]) == prog["num_batches"]
+  """Whether every batch of the job in out_dir has finished."""
+  prog = _read_progress(out_dir)
+  return prog is not None and len(prog["done"]) == prog["num_batches"]
 
 
 def save(path: str, results: dict[str, np.ndarray]) -> None:

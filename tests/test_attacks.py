@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import attacks
+from advjax import attacks, reference
+
+Opts = attacks.AttackOptions
 
 K = 5
 SHAPE = (6, 6, 1)  # 36 "pixels"
@@ -43,7 +45,7 @@ def batch():
 
 def test_matches_scipy_reference(batch):
   x, _, t, res = batch
-  ref = attacks.lbfgs_reference(logits_fn, x, t)
+  ref = reference.lbfgs_reference(logits_fn, x, t)
   assert np.all(ref.success) and np.all(np.asarray(res.success))
   d, dr = np.asarray(res.distortion), ref.distortion
   assert d.mean() <= 1.02 * dr.mean(), (d, dr)
@@ -89,18 +91,13 @@ def test_already_target_returns_zero():
   assert float(res.l2[0]) > 0 and int(res.solves[0]) > 0
 
 
-def test_no_retracing_on_same_shape():
-  traces = []
-  def fn(x):
-    traces.append(1)  # runs only while tracing
-    return logits_fn(x)
+def test_same_shape_compiles_once():
   x, pred = _data(4, seed=5)
-  t = (pred + 1) % K
-  attacks.lbfgs(fn, x, t)
-  n = len(traces)
+  attacks.lbfgs(logits_fn, x, (pred + 1) % K)
+  n = attacks._attack_jit._cache_size()  # pylint: disable=protected-access
   x2, pred2 = _data(4, seed=6)
-  attacks.lbfgs(fn, x2, (pred2 + 2) % K)
-  assert len(traces) == n, "second call of the same shape retraced"
+  attacks.lbfgs(lambda z: logits_fn(z), x2, (pred2 + 2) % K)  # a new closure
+  assert attacks._attack_jit._cache_size() == n, "a second call of the same shape compiled"
 
 
 def test_untargeted_all_is_min_over_targets():
@@ -126,8 +123,9 @@ def test_random_targets_never_the_label():
 
 def test_jaxopt_solver_option():
   x, pred = _data(2, seed=8)
-  res = attacks.lbfgs(logits_fn, x, (pred + 1) % K, solver="jaxopt",
-                      bisect_steps=3, maxiter=30)
+  pytest.importorskip("jaxopt")
+  res = attacks.lbfgs(logits_fn, x, (pred + 1) % K,
+                      options=Opts(solver="jaxopt", bisect_steps=3, maxiter=30))
   xa = np.asarray(res.x_adv)
   assert xa.min() >= 0 and xa.max() <= 1
   pred_adv = np.asarray(jnp.argmax(logits_fn(res.x_adv), -1))
@@ -135,8 +133,8 @@ def test_jaxopt_solver_option():
 
 
 @pytest.mark.parametrize("x, t, fn, msg", [
-    (np.full((2,) + SHAPE, 1.5, np.float32), [0, 1], None, r"\[0,1\]"),
-    (np.full((2,) + SHAPE, -0.1, np.float32), [0, 1], None, r"\[0,1\]"),
+    (np.full((2,) + SHAPE, 1.5, np.float32), [0, 1], None, r"outside the box bounds=\(0, 1\)"),
+    (np.full((2,) + SHAPE, -0.1, np.float32), [0, 1], None, r"outside the box bounds=\(0, 1\)"),
     (np.full((2,) + SHAPE, np.nan, np.float32), [0, 1], None, "NaN or inf"),
     (np.full((2,) + SHAPE, np.inf, np.float32), [0, 1], None, "NaN or inf"),
     (np.zeros((2,) + SHAPE, np.float32), [0, 1, 2], None, "batch size"),
@@ -145,7 +143,7 @@ def test_jaxopt_solver_option():
     (np.zeros((2,) + SHAPE, np.float32), [-1, 0], None, r"\[0, 5\)"),
     (np.zeros((2,) + SHAPE, np.float32), [0.5, 1.0], None, "integers"),
     (np.zeros((2,) + SHAPE, np.float32), [0, 1], lambda x: logits_fn(x)[0], r"\(B, K\)"),
-    (np.zeros((2,) + SHAPE, np.float32), [0, 1], lambda x: logits_fn(x)[:1], r"\(B, K\)"),
+    (np.zeros((2,) + SHAPE, np.float32), [0, 1], lambda x: logits_fn(x)[:, :, None], r"\(B, K\)"),
     (np.zeros(SHAPE[0], np.float32), [0], None, "batch"),
 ])
 def test_bad_inputs_raise(x, t, fn, msg):
@@ -156,7 +154,9 @@ def test_bad_inputs_raise(x, t, fn, msg):
 def test_bad_options_raise():
   x, pred = _data(2)
   with pytest.raises(ValueError, match="solver"):
-    attacks.lbfgs(logits_fn, x, pred, solver="adam")
+    attacks.lbfgs(logits_fn, x, pred, options=Opts(solver="adam"))
+  with pytest.raises(ValueError, match="c_factor > 1"):
+    attacks.lbfgs(logits_fn, x, pred, options=Opts(c_factor=0.5))
   with pytest.raises(ValueError, match="PRNG key"):
     attacks.lbfgs(logits_fn, x, untargeted="random")
   with pytest.raises(ValueError, match="untargeted"):
@@ -164,28 +164,28 @@ def test_bad_options_raise():
 
 
 def _apply(params, x):
-  """logits_fn with the parameters as an argument (for lbfgs_params)."""
+  """logits_fn with the parameters as an argument (the (apply_fn, params) kind)."""
   W1, W2, b = params
   return jax.nn.sigmoid(x.reshape(x.shape[0], -1) @ W1 - 1.5) @ W2 + b
 
 
-def test_lbfgs_params_matches_and_does_not_recompile(batch):
+def test_pair_matches_function_and_new_weights_do_not_recompile(batch):
   x, _, t, res = batch
-  got = attacks.lbfgs_params(_apply, PARAMS, x, t)
+  got = attacks.lbfgs((_apply, PARAMS), x, t)
   np.testing.assert_allclose(np.asarray(got.distortion), np.asarray(res.distortion),
                              rtol=1e-4, atol=1e-6)
-  n0 = attacks._attack_params._cache_size()  # pylint: disable=protected-access
-  other = attacks.lbfgs_params(_apply, _tiny_params(seed=3), x, t)
-  assert attacks._attack_params._cache_size() == n0  # new params, no new compile
+  n0 = attacks._attack_jit._cache_size()  # pylint: disable=protected-access
+  other = attacks.lbfgs((_apply, _tiny_params(seed=3)), x, t)
+  assert attacks._attack_jit._cache_size() == n0  # new weights, no new compile
   assert np.asarray(other.x_adv).min() >= 0 and np.asarray(other.x_adv).max() <= 1
   with pytest.raises(ValueError, match="target"):
-    attacks.lbfgs_params(_apply, PARAMS, x, t[:2])
+    attacks.lbfgs((_apply, PARAMS), x, t[:2])
 
 
 def test_bisect_steps_zero_stops_after_bracketing(batch):
   x, _, t, res = batch
-  r0 = attacks.lbfgs(logits_fn, x, t, bisect_steps=0)
+  r0 = attacks.lbfgs(logits_fn, x, t, options=Opts(bisect_steps=0))
   assert np.all(np.asarray(r0.success))  # bracketing alone finds a success
   assert np.all(np.asarray(r0.distortion) >= np.asarray(res.distortion) - 1e-6)
-  ref = attacks.lbfgs_reference(logits_fn, x[:1], t[:1], bisect_steps=0)
+  ref = reference.lbfgs_reference(logits_fn, x[:1], t[:1], bisect_steps=0)
   assert bool(ref.success[0])

@@ -186,9 +186,8 @@ def run(model: Any, x, target, out_dir: str, *, bounds=(0.0, 1.0),
   p, x, target, label, index = _validate(model, x, target, label, index, bounds,
                                          options, batch_size, devices)
   job = job_identity(p, x, target, label, index, batch_size, untargeted, key)
-  os.makedirs(out_dir, exist_ok=True)
-  done = _check_progress(out_dir, job)
   n, nb = len(x), -(-len(x) // batch_size)
+  done = _agreed_progress(out_dir, job, nb)
   todo = [i for i in range(nb) if i not in done]
   sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), P("batch"))
   writer = jax.process_index() == 0
@@ -214,7 +213,42 @@ def run(model: Any, x, target, out_dir: str, *, bounds=(0.0, 1.0),
                    dict(job=job, num_batches=nb, done=sorted(done)))
     bar.update(1)
   bar.close()
+  _barrier("advjax.driver.run: parts written")
   return collect(out_dir)
+
+
+def _barrier(name: str) -> None:
+  """Waits for every process (a no-op with one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
+def _agreed_progress(out_dir: str, job: dict, nb: int) -> set[int]:
+  """Process 0 reads out_dir's progress; every process gets its verdict.
+
+  Broadcasting it means every process runs the same batches (a mismatch would
+  hang the collective attack) even where out_dir is not shared.
+  """
+  err, done = None, set()
+  if jax.process_index() == 0:
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+      done = _check_progress(out_dir, job)
+    except ResumeError as e:
+      err = e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    mask = np.zeros(nb + 1, np.int32)
+    mask[sorted(done)] = 1
+    mask[nb] = err is not None
+    mask = np.asarray(multihost_utils.broadcast_one_to_all(mask))
+    done = set(np.flatnonzero(mask[:nb]).tolist())
+    if mask[nb] and err is None:
+      err = ResumeError(f"process 0 refused the job in {out_dir}: see its error.")
+  if err is not None:
+    raise err
+  return done
 
 
 def _bar(total: int, initial: int, enabled: bool):

@@ -8,9 +8,9 @@ convergence, it puts FC10(1) and FC10(1e-2) nearest the paper's Table 1 errors
 (BUILD_NOTES.md has the comparison with λ·Σw²).
 
 Runs are deterministic given `seed` (shuffling keys come from fold_in(seed, epoch)),
-and resumable: with `ckpt_dir`, the full state is written after every epoch and a
-rerun continues from the last finished epoch. (An `augment` callback's own state,
-such as an adversarial pool, is not saved: a resumed run rebuilds it.)
+and resumable: with `ckpt_dir`, the full state (parameters, optimiser state and
+the state of an `ExtraLoss`, such as an adversarial pool) is written after every
+epoch and a rerun continues from the last finished epoch, bit for bit.
 """
 
 from __future__ import annotations
@@ -87,81 +87,62 @@ def make_optimizer(cfg: TrainConfig, params, n: int = 0
 
 
 def error_rate(model: models.Model, params, x, y, batch_size: int = 500) -> float:
-  """Share of misclassified examples, in batches."""
-  return float(np.mean(predict(model, params, x, batch_size) != np.asarray(y)))
+  """Alias of `models.error_rate` (kept for advjax.cli)."""
+  return models.error_rate(model, params, x, y, batch_size)
 
 
 def predict(model: models.Model, params, x, batch_size: int = 500) -> np.ndarray:
-  """Argmax labels of `x` in fixed-size padded batches (one compile per model)."""
-  fn = _predict_fn(model)
-  out = []
-  for i in range(0, len(x), batch_size):
-    xb = x[i:i + batch_size]
-    if len(xb) < batch_size:  # pad the last batch only: one compile per model
-      xb = np.concatenate([xb, np.zeros((batch_size - len(xb),) + x.shape[1:], x.dtype)])
-    out.append(np.asarray(fn(params, xb)))
-  return np.concatenate(out)[:len(x)] if out else np.zeros(0, np.int32)
+  """Alias of `models.predict` (kept for advjax.cli)."""
+  return models.predict(model, params, x, batch_size)
 
 
-_PREDICT_CACHE: dict = {}
+class ExtraLoss(NamedTuple):
+  """A generic extra term of the training loss with its own state (§4.2).
 
+  Adversarial training (`advjax.advtrain`) is one: its state is the pool. The
+  state is any pytree of arrays; it is saved in the per-epoch checkpoint with
+  the parameters, so a resumed run equals an uninterrupted one.
 
-def _predict_fn(model: models.Model) -> Callable:
-  """A jitted argmax per model (cached so repeated calls never retrace)."""
-  if model not in _PREDICT_CACHE:
-    _PREDICT_CACHE[model] = jax.jit(lambda p, x: jnp.argmax(model.apply(p, x), -1))
-  return _PREDICT_CACHE[model]
-
-
-class HiddenPool(NamedTuple):
-  """Examples given at a hidden layer's output: they train only the layers above.
-
-  `weight` scales their mean CE against the clean minibatch's (1: equal).
+  Attributes:
+    init: params -> state (shapes only matter: it is the restore template).
+    refresh: (epoch, params, state) -> state, called on the host before each
+      epoch (it may run attacks); must be a function of its arguments only.
+    loss: (params, state, key, rng) -> scalar, jittable: the term added to
+      every minibatch's loss; `key` is a fresh PRNG key per step (to sample a
+      minibatch of the state), `rng` the dropout key or None.
   """
-  layer: str
-  h: np.ndarray
-  y: np.ndarray
-  weight: float = 1.0
+  init: Callable[[Any], Any]
+  refresh: Callable[[int, Any, Any], Any]
+  loss: Callable[[Any, Any, jax.Array, Any], jax.Array]
 
 
-def _hidden_loss(model, params, pool_batch, rng) -> jax.Array:
-  """Mean CE of the layers above `layer` on hidden-layer examples (§4.2)."""
-  layer, h, y = pool_batch
-  logits = model.apply_from(params, h, layer, train=rng is not None, rng=rng)
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-
-def _epoch_fn(model, opt, cfg: TrainConfig, n: int, layer: str | None = None):
+def _epoch_fn(model, opt, cfg: TrainConfig, n: int, extra: ExtraLoss | None):
   """One epoch of minibatch steps: a Python loop over one jitted step.
 
   Not a `lax.scan`: XLA:CPU runs convolutions inside a while loop ~25× slower
   than at top level (measured: conv net, 3.7 s vs 0.15 s per step of 64).
-  With `layer`, each step adds a minibatch of a `HiddenPool` at that layer.
   """
   steps = n // cfg.batch_size
   has_dropout = any(L.kind == "dropout" for L in model.layers)
 
   @jax.jit
-  def step(params, opt_state, x, y, key, hb=None, hy=None, hw=1.0):
+  def step(params, opt_state, x, y, key, xstate):
     rng = key if has_dropout else None
     def loss(p):
       out = loss_fn(model, p, x, y, rng)
-      return out if hb is None else out + hw * _hidden_loss(model, p, (layer, hb, hy), rng)
+      if extra is None:
+        return out
+      return out + extra.loss(p, xstate, jax.random.fold_in(key, 1), rng)
     value, g = jax.value_and_grad(loss)(params)
     upd, opt_state = opt.update(g, opt_state, params)
     return optax.apply_updates(params, upd), opt_state, value
 
-  def epoch(params, opt_state, x, y, key, hidden: HiddenPool | None = None):
+  def epoch(params, opt_state, x, y, key, xstate=None):
     order = np.asarray(jax.random.permutation(key, n))[: steps * cfg.batch_size]
     x, y, losses = np.asarray(x), np.asarray(y), []
-    hrng = np.random.default_rng(np.asarray(key, np.uint32).ravel())
     for i, idx in enumerate(order.reshape(steps, cfg.batch_size)):
-      extra = ()
-      if hidden is not None:
-        j = hrng.integers(0, len(hidden.y), cfg.batch_size)
-        extra = (hidden.h[j], hidden.y[j], jnp.float32(hidden.weight))
       params, opt_state, loss = step(params, opt_state, x[idx], y[idx],
-                                     jax.random.fold_in(key, i), *extra)
+                                     jax.random.fold_in(key, i), xstate)
       losses.append(loss)
     return params, opt_state, jnp.mean(jnp.stack(losses))
   return epoch
@@ -198,7 +179,7 @@ def _check_data(model: models.Model, ds: data_lib.Dataset) -> None:
 def train(model: models.Model, ds: data_lib.Dataset, cfg: TrainConfig,
           params=None, ckpt_dir: str | None = None,
           eval_sets: dict[str, data_lib.Dataset] | None = None,
-          augment: Callable | None = None, progress: bool = True) -> TrainResult:
+          extra: ExtraLoss | None = None, progress: bool = True) -> TrainResult:
   """Trains `model` on `ds` (§4.2), resuming from `ckpt_dir` when it holds state.
 
   Args:
@@ -208,15 +189,16 @@ def train(model: models.Model, ds: data_lib.Dataset, cfg: TrainConfig,
     params: initial parameters (default: `model.init(PRNGKey(seed))`).
     ckpt_dir: folder for the per-epoch resumable state (and nothing else).
     eval_sets: named datasets whose error is logged after every epoch.
-    augment: optional `augment(epoch, params, ds)` giving the data of an epoch:
-      a Dataset, or (Dataset, HiddenPool) whose hidden-layer examples train the
-      layers above that layer (adversarial training mixes its pools in here).
+    extra: an extra loss term with state (adversarial pools), refreshed
+      before every epoch and checkpointed with the parameters.
     progress: show a tqdm bar over epochs.
 
   Returns:
     TrainResult(params, history): one dict per epoch (loss and errors).
   """
   _check_data(model, ds)
+  if extra is not None and cfg.optimizer == "lbfgs":
+    raise ValueError("an extra loss needs a minibatch optimizer ('adam' or 'sgd').")
   key = jax.random.PRNGKey(cfg.seed)
   params = model.init(key) if params is None else params
   unknown = set(cfg.frozen) - set(params)
@@ -224,53 +206,39 @@ def train(model: models.Model, ds: data_lib.Dataset, cfg: TrainConfig,
     raise ValueError(f"frozen layers {sorted(unknown)} have no parameters; "
                      f"layers with parameters: {sorted(params)}.")
   opt = make_optimizer(cfg, params, len(ds.x))
-  state = (params, opt.init(params), 0, [])
+  xstate = extra.init(params) if extra is not None else None
+  state = (params, opt.init(params), 0, [], xstate)
   state = _restore(ckpt_dir, state) if ckpt_dir else state
-  params, opt_state, start, history = state
-  # The first epoch's data fixes the schedule's length: an augmented epoch
-  # (input-space adversarial pool) has more steps than `ds` alone. The
-  # optimiser state's structure does not depend on that length.
-  first = _split(augment(start, params, ds) if augment and start < cfg.epochs
-                 else ds)
-  if len(first[0].x) != len(ds.x):
-    opt = make_optimizer(cfg, params, len(first[0].x))
-  fns = {}
+  params, opt_state, start, history, xstate = state
+  n = len(ds.x) if cfg.optimizer != "lbfgs" else -1
+  run = _lbfgs_fn(model, opt) if n == -1 else _epoch_fn(model, opt, cfg, n, extra)
   bar = tqdm(range(start, cfg.epochs), disable=not progress, desc=model.name,
              initial=start, total=cfg.epochs)
   for epoch in bar:
-    d, hidden = first if epoch == start else _split(
-        augment(epoch, params, ds) if augment else ds)
-    n = len(d.x) if cfg.optimizer != "lbfgs" else -1
-    sig = (n, hidden.layer if hidden else None)
-    if sig not in fns:  # one step function per data size and pool layer
-      fns[sig] = (_lbfgs_fn(model, opt) if n == -1
-                  else _epoch_fn(model, opt, cfg, n, sig[1]))
-    extra = (hidden,) if hidden is not None else ()
-    params, opt_state, loss = fns[sig](params, opt_state, d.x, d.y,
-                                       jax.random.fold_in(key, epoch), *extra)
+    args = ()
+    if extra is not None:
+      xstate = extra.refresh(epoch, params, xstate)
+      args = (xstate,)
+    params, opt_state, loss = run(params, opt_state, ds.x, ds.y,
+                                  jax.random.fold_in(key, epoch), *args)
     row = {"epoch": epoch + 1, "loss": float(loss)}
     for name, e in (eval_sets or {}).items():
       row[f"{name}_err"] = error_rate(model, params, e.x, e.y)
     history.append(row)
     bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
     if ckpt_dir:
-      _save_state(ckpt_dir, (params, opt_state, epoch + 1, history))
+      _save_state(ckpt_dir, (params, opt_state, epoch + 1, history, xstate))
   return TrainResult(params, history)
-
-
-def _split(d) -> tuple[data_lib.Dataset, HiddenPool | None]:
-  """An epoch's data as (Dataset, HiddenPool or None)."""
-  if isinstance(d, tuple) and len(d) == 2 and isinstance(d[1], HiddenPool):
-    return d
-  return d, None
 
 
 def _save_state(folder: str, state) -> None:
   """Writes the resumable state atomically."""
   os.makedirs(folder, exist_ok=True)
-  params, opt_state, epoch, history = state
-  blob = serialization.to_bytes({"params": params, "opt_state": opt_state,
-                                 "epoch": epoch})
+  params, opt_state, epoch, history, xstate = state
+  tree = {"params": params, "opt_state": opt_state, "epoch": epoch}
+  if xstate is not None:  # absent without an extra loss: older states still load
+    tree["extra"] = xstate
+  blob = serialization.to_bytes(tree)
   checkpoint.atomic_write(os.path.join(folder, STATE), blob)
   checkpoint.atomic_write(os.path.join(folder, "history.json"),
                           json.dumps(history).encode())
@@ -281,8 +249,10 @@ def _restore(folder: str, state):
   path = os.path.join(folder, STATE)
   if not os.path.exists(path):
     return state
-  params, opt_state, _, _ = state
+  params, opt_state, _, _, xstate = state
   template = {"params": params, "opt_state": opt_state, "epoch": 0}
+  if xstate is not None:
+    template["extra"] = xstate
   with open(path, "rb") as f:
     try:
       got = serialization.from_bytes(template, f.read())
@@ -292,57 +262,5 @@ def _restore(folder: str, state):
           "config, or is corrupt. Delete it to start over.") from e
   with open(os.path.join(folder, "history.json")) as f:
     history = json.load(f)
-  return got["params"], got["opt_state"], int(got["epoch"]), history
-
-
-class AEResult(NamedTuple):
-  """The autoencoder's encoder ('code' layer params), decoder and epoch losses."""
-  encoder: dict
-  decoder: dict
-  losses: list[float]
-
-
-def _ae_loss(p, x, lam: float, rho: float, beta: float) -> jax.Array:
-  """Sparse autoencoder loss: BCE reconstruction + β·KL(ρ‖ρ̂) + λ·Σ W²."""
-  x = x.reshape(len(x), -1)
-  h = jax.nn.sigmoid(x @ p["enc"]["kernel"] + p["enc"]["bias"])
-  z = h @ p["dec"]["kernel"] + p["dec"]["bias"]
-  rec = optax.sigmoid_binary_cross_entropy(z, x).sum(-1).mean()
-  q = jnp.clip(h.mean(0), 1e-6, 1 - 1e-6)
-  kl = jnp.sum(rho * jnp.log(rho / q) + (1 - rho) * jnp.log((1 - rho) / (1 - q)))
-  decay = lam * (jnp.sum(p["enc"]["kernel"] ** 2) + jnp.sum(p["dec"]["kernel"] ** 2))
-  return rec + beta * kl + decay
-
-
-def pretrain_autoencoder(ds: data_lib.Dataset, cfg: TrainConfig,
-                         hidden: int = 400, lam: float = 1e-6, rho: float = 0.05,
-                         beta: float = 1.0, progress: bool = True) -> AEResult:
-  """Trains the sparse sigmoid autoencoder of AE400-10 (§4.2).
-
-  The paper does not fine-tune it: the classifier trains a softmax on the code
-  with the encoder frozen (`TrainConfig.frozen=('code',)`).
-  """
-  m = int(np.prod(ds.x.shape[1:]))
-  k1, k2 = jax.random.split(jax.random.PRNGKey(cfg.seed))
-  init = jax.nn.initializers.glorot_uniform()
-  p = {"enc": {"kernel": init(k1, (m, hidden)), "bias": jnp.zeros(hidden)},
-       "dec": {"kernel": init(k2, (hidden, m)), "bias": jnp.zeros(m)}}
-  opt = optax.adam(cfg.lr)
-  steps = len(ds.x) // cfg.batch_size
-  x_all = jnp.asarray(ds.x)
-
-  @jax.jit
-  def epoch(p, s, key):
-    order = jax.random.permutation(key, len(x_all))[: steps * cfg.batch_size]
-    def step(c, idx):
-      l, g = jax.value_and_grad(_ae_loss)(c[0], x_all[idx], lam, rho, beta)
-      u, s2 = opt.update(g, c[1], c[0])
-      return (optax.apply_updates(c[0], u), s2), l
-    (p, s), ls = jax.lax.scan(step, (p, s), order.reshape(steps, -1))
-    return p, s, ls.mean()
-
-  s, losses = opt.init(p), []
-  for e in tqdm(range(cfg.epochs), disable=not progress, desc="autoencoder"):
-    p, s, l = epoch(p, s, jax.random.fold_in(jax.random.PRNGKey(cfg.seed), e))
-    losses.append(float(l))
-  return AEResult(p["enc"], p["dec"], losses)
+  return (got["params"], got["opt_state"], int(got["epoch"]), history,
+          got.get("extra", xstate))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import inspect
 import json
 import os
 import shlex
@@ -167,13 +168,17 @@ def diff(default: Any, cfg: Any, prefix: str = "") -> list[tuple[str, Any]]:
   return [] if default == cfg else [(prefix[:-1], cfg)]
 
 
-def command(name: str, config_module, cfg: ExperimentConfig,
+def command(script: str, config_module, cfg: ExperimentConfig,
             workdir: str | None = None) -> str:
-  """A command line that reproduces `cfg` exactly, as written."""
+  """A command line that reproduces `cfg` exactly, as written.
+
+  `script` is the file under experiments/ (e.g. 'table1'); the results folder
+  name is the config module's.
+  """
   env = ""
   if cfg.data_dir is None and os.environ.get("ADVJAX_DATA_DIR"):
     env = "ADVJAX_DATA_DIR=" + shlex.quote(os.environ["ADVJAX_DATA_DIR"]) + " "
-  parts = ["python", f"experiments/{name}.py"] + (["--quick"] if cfg.quick else [])
+  parts = ["python", f"experiments/{script}.py"] + (["--quick"] if cfg.quick else [])
   for path, v in diff(config_module.get_config(cfg.quick), cfg):
     if path == "only":
       parts += ["--only", *map(shlex.quote, v)]
@@ -184,7 +189,8 @@ def command(name: str, config_module, cfg: ExperimentConfig,
       parts.append(f"'<{path} changed in code>'")
       continue
     parts.append(shlex.quote(f"--config.{path}={format_value(v)}"))
-  if workdir and os.path.normpath(workdir) != os.path.normpath(default_workdir(name, cfg)):
+  default = default_workdir(name_of(config_module), cfg)
+  if workdir and os.path.normpath(workdir) != os.path.normpath(default):
     parts += ["--workdir", shlex.quote(workdir)]
   return env + " ".join(parts)
 
@@ -246,10 +252,10 @@ def save_results(workdir: str, cfg: ExperimentConfig, results: dict,
   checkpoint.atomic_write(os.path.join(workdir, "results.md"), text.encode())
 
 
-def write_run_config(workdir: str, name: str, config_module, cfg, extra=None) -> None:
+def write_run_config(workdir: str, script: str, config_module, cfg, extra=None) -> None:
   """config.json: the config, the command that reproduces it, the code version."""
   dump_json(os.path.join(workdir, "config.json"),
-            dict({"config": cfg, "command": command(name, config_module, cfg, workdir),
+            dict({"config": cfg, "command": command(script, config_module, cfg, workdir),
                   "code_version": checkpoint.code_version()}, **(extra or {})))
 
 
@@ -258,16 +264,33 @@ def name_of(config_module) -> str:
   return config_module.__name__.rsplit(".", 1)[-1]
 
 
+def script_of(run: Callable) -> str:
+  """The experiments/ script that defines `run` (also when run as __main__)."""
+  return os.path.splitext(os.path.basename(inspect.getfile(run)))[0]
+
+
+def is_complete(workdir: str, cfg: ExperimentConfig) -> bool:
+  """Whether `workdir` holds the finished results of exactly `cfg` (resume)."""
+  try:
+    res = read_json(os.path.join(workdir, "results.json"))
+    conf = read_json(os.path.join(workdir, "config.json"))
+  except (OSError, ValueError):
+    return False
+  return bool(res.get("complete")) and conf.get("config") == json.loads(
+      json.dumps(plain(cfg)))
+
+
 def execute(run: Callable, config_module, cfg: ExperimentConfig,
             workdir: str | None = None, *, markdown: Callable) -> dict:
   """Writes config.json, calls `run(cfg, workdir)`, writes the results."""
-  name = name_of(config_module)
-  workdir = workdir or default_workdir(name, cfg)
-  write_run_config(workdir, name, config_module, cfg)
+  script = script_of(run)
+  workdir = workdir or default_workdir(name_of(config_module), cfg)
+  write_run_config(workdir, script, config_module, cfg)
   results = run(cfg, workdir)
   # The training-set size is known once the data is loaded: record it too.
-  write_run_config(workdir, name, config_module, cfg,
+  write_run_config(workdir, script, config_module, cfg,
                    {"n_train_used": results.get("n_train_used")})
+  results = dict(results, complete=True)
   save_results(workdir, cfg, results, markdown, config_module.TITLE)
   return results
 
@@ -304,6 +327,60 @@ def main(run: Callable, config_module, argv: list[str] | None = None, *,
   return results
 
 
+# ---------------------------------------------------------------- data, models, stats
+
+def load_mnist(cfg: ExperimentConfig):
+  """(train, test): the first cfg.n_train / cfg.n_test images (None: all)."""
+  from advjax import data  # pylint: disable=import-outside-toplevel
+  tr = data.load("mnist", "train", cfg.data_dir)
+  te = data.load("mnist", "test", cfg.data_dir)
+  for n, name in ((cfg.n_train, "n_train"), (cfg.n_test, "n_test")):
+    if n is not None and n <= 0:
+      raise ValueError(f"{name} must be positive or None (all), got {n}.")
+  tr = tr if cfg.n_train is None else data.subset(tr, np.arange(min(cfg.n_train, len(tr.x))))
+  te = te if cfg.n_test is None else data.subset(te, np.arange(min(cfg.n_test, len(te.x))))
+  return tr, te
+
+
+def load_model(cfg: ExperimentConfig, seed: int, folder: str):
+  """(model, params, meta) of a checkpoint trained by train_models.py."""
+  path = os.path.join(cfg.models_dir(seed), folder)
+  if not os.path.exists(os.path.join(path, checkpoint.META)):
+    raise checkpoint.CheckpointError(
+        f"{path} holds no trained model; train it first: python "
+        f"experiments/train_models.py{' --quick' if cfg.quick else ''} "
+        f"--config.seeds={format_value(cfg.seeds)}")
+  return checkpoint.load(path)
+
+
+def cache_dir(cfg: ExperimentConfig, table: str, seed: int, model: str) -> str:
+  """The `advjax.driver` folder caching one adversarial set (resumable)."""
+  return os.path.join(cfg.runs_dir, "adv", table, f"seed{seed}", model)
+
+
+def summarize(values) -> dict:
+  """mean, sd (ddof 1; 0 for one value), n and the per-seed values."""
+  v = [float(x) for x in values]
+  if not v:
+    raise ValueError("summarize needs at least one value.")
+  sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+  return {"mean": float(np.mean(v)), "sd": sd, "n": len(v), "values": v}
+
+
+def summarize_rows(rows: list[dict], key: str, fields) -> dict:
+  """{rows[key]: {field: summarize over that key's rows (one per seed)}}."""
+  out: dict = {}
+  for r in rows:
+    out.setdefault(r[key], []).append(r)
+  return {k: {f: summarize([r[f] for r in rs]) for f in fields if rs[0].get(f) is not None}
+          for k, rs in out.items()}
+
+
+def summarize_matrices(ms: list[dict]) -> dict:
+  """Cell-wise `summarize` of per-seed matrices {row: {col: value}}."""
+  return {r: {c: summarize([m[r][c] for m in ms]) for c in ms[0][r]} for r in ms[0]}
+
+
 # ------------------------------------------------ kept for unconverted scripts
 
 def _legacy_command(argv: list[str] | None) -> str:
@@ -333,34 +410,3 @@ def results_dir(name: str, quick: bool) -> str:
   """Legacy: experiments/results/<name>, or .../quick/<name>."""
   return os.path.join(RESULTS, *(("quick",) if quick else ()), name)
 
-
-def logits_fn(model, params):
-  """Legacy: a jitted logits function (scripts not yet on advjax.protocol)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  return jax.jit(lambda x: model.apply(params, x))
-
-
-def adv_cache(runs: str, table: str, model: str, quick: bool) -> str:
-  """Legacy: the driver folder of `model`'s adversarial set for `table`."""
-  return os.path.join(runs, "adv", table + ("_quick" if quick else ""), model)
-
-
-def parse(doc: str, name: str, config, argv, models: bool = True,
-          runs: bool = False, out: str | None = None):
-  """Legacy argparse front end (scripts not yet on `main`)."""
-  p = argparse.ArgumentParser(description=doc)
-  if models:
-    p.add_argument("--models-dir", default="runs/models", help="trained checkpoints")
-  if runs:
-    p.add_argument("--runs", default="runs", help="cache of adversarial sets")
-  if out:
-    p.add_argument("--out", default=out, help="checkpoints of this experiment")
-  p.add_argument("--data-dir", default=None, help="IDX folder (or $ADVJAX_DATA_DIR)")
-  p.add_argument("--results", default=None, help="results folder")
-  p.add_argument("--quick", action="store_true", help="seconds-sized run")
-  p.add_argument("--no-progress", action="store_true", help="no progress bars")
-  a = p.parse_args(argv)
-  cfg = config.get_config(a.quick)
-  res_dir = a.results or results_dir(name, a.quick)
-  write_config(res_dir, cfg, argv)
-  return a, cfg, res_dir

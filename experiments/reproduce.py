@@ -1,66 +1,84 @@
-"""Runs every experiment in order, reusing checkpoints, and prints the tables.
+"""Runs every experiment in one process, in order; see configs/reproduce.py.
 
-Command (full):  python experiments/reproduce.py        (≈ 40 min on 2 CPU cores)
-Command (quick): python experiments/reproduce.py --quick   (tiny sizes, ≈ 3 min)
-Each step writes experiments/results/<name>/ (quick: experiments/results/quick/);
-finished work (checkpoints, adversarial sets) is reused, so a rerun after an
-interrupt continues where it stopped. `--skip` leaves steps out.
+Each step writes its own results folder (experiments/results/<name>/, quick:
+experiments/results/quick/<name>/); this script writes reproduce/ with each
+step's status, wall seconds and peak RSS.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import importlib
 import os
+import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from experiments import (adv_training, figures, lipschitz_bounds, table1,  # noqa: E402
-                         table2, table34, train_models, unit_analysis)
+if __package__ in (None, ""):  # run as a script: make `experiments` importable
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-STEPS = ("train_models", "table1", "table2", "table34", "figures",
-         "adv_training", "unit_analysis", "lipschitz_bounds")
+from experiments import common, tables  # noqa: E402
+from experiments.configs import reproduce as config  # noqa: E402
+
+CONFIGS = {"lipschitz_bounds": "lipschitz"}  # step -> config module, where they differ
 
 
-def step_args(name: str, runs: str, quick: bool, data_dir: str | None) -> list[str]:
-  """Command-line arguments of one step."""
-  models_dir = os.path.join(runs, "models")
-  args = {"train_models": ["--out", models_dir],
-          "adv_training": ["--out", os.path.join(runs, "advtrain")],
-          "table1": ["--models-dir", models_dir, "--runs", runs],
-          "table2": ["--models-dir", models_dir, "--runs", runs],
-          "table34": ["--models-dir", models_dir, "--runs", runs],
-          "figures": ["--models-dir", models_dir],
-          "unit_analysis": ["--models-dir", models_dir],
-          "lipschitz_bounds": ["--models-dir", models_dir]}[name]
-  if data_dir:
-    args += ["--data-dir", data_dir]
-  return args + (["--quick"] if quick else [])
+def _peak_rss_mib() -> int:
+  """Peak resident memory of this process so far (Linux: ru_maxrss in KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def step_config(cfg: config.Config, conf_mod):
+  """A step's own config at the chosen size, seeds, data and runs folder."""
+  c = conf_mod.get_config(cfg.quick)
+  return dataclasses.replace(c, seeds=tuple(range(cfg.n_seeds)), data_dir=cfg.data_dir,
+                             runs_dir=cfg.runs_dir, progress=cfg.progress)
+
+
+def run_step(name: str, cfg: config.Config) -> dict:
+  """Runs one step unless complete; returns its status row."""
+  mod = importlib.import_module(f"experiments.{name}")
+  conf_mod = importlib.import_module(f"experiments.configs.{CONFIGS.get(name, name)}")
+  t0 = time.time()
+  if not hasattr(mod, "run"):  # a script not yet on the harness: its own flags
+    argv = ["--models-dir", cfg.models_dir(0)] + (["--quick"] if cfg.quick else [])
+    mod.main(argv + (["--data-dir", cfg.data_dir] if cfg.data_dir else []))
+  else:
+    c = step_config(cfg, conf_mod)
+    workdir = common.default_workdir(common.name_of(conf_mod), c)
+    if common.is_complete(workdir, c):
+      return {"step": name, "status": "complete earlier (skipped)"}
+    md = getattr(mod, "markdown", None) or getattr(tables, name)
+    common.execute(mod.run, conf_mod, c, workdir, markdown=md)
+  return {"step": name, "status": "ran", "wall_seconds": round(time.time() - t0, 1),
+          "peak_rss_mib": _peak_rss_mib()}
+
+
+def run(cfg: config.Config, workdir: str) -> dict:
+  """Every step of config.STEPS not in cfg.skip, in order."""
+  unknown = set(cfg.skip) - set(config.STEPS)
+  if unknown:
+    raise ValueError(f"--config.skip {sorted(unknown)}: steps are {config.STEPS}.")
+  t0, rows = time.time(), []
+  for name in config.STEPS:
+    if name in cfg.skip:
+      rows.append({"step": name, "status": "skipped (--config.skip)"})
+      continue
+    print(f"\n=== {name} ===", flush=True)
+    rows.append(run_step(name, cfg))
+    out = {"steps": rows, "wall_seconds": round(time.time() - t0, 1),
+           "separate": list(config.SEPARATE), "n_seeds": cfg.n_seeds}
+    common.save_results(workdir, cfg, out, tables.reproduce, config.TITLE)
+  return {"steps": rows, "wall_seconds": round(time.time() - t0, 1),
+          "separate": list(config.SEPARATE), "n_seeds": cfg.n_seeds}
 
 
 def main(argv=None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--runs", default=None, help="checkpoints and caches "
-                 "(default runs/, quick: runs/quick/)")
-  p.add_argument("--data-dir", default=None)
-  p.add_argument("--quick", action="store_true")
-  p.add_argument("--skip", nargs="*", default=[], choices=STEPS)
-  a = p.parse_args(argv)
-  runs = a.runs or os.path.join("runs", "quick" if a.quick else "")
-  mods = {"train_models": train_models, "table1": table1, "table2": table2,
-          "table34": table34, "figures": figures, "adv_training": adv_training,
-          "unit_analysis": unit_analysis, "lipschitz_bounds": lipschitz_bounds}
-  times = {}
-  for name in STEPS:
-    if name in a.skip:
-      continue
-    print(f"\n=== {name} ===", flush=True)
-    t0 = time.time()
-    mods[name].main(step_args(name, runs, a.quick, a.data_dir))
-    times[name] = round(time.time() - t0, 1)
-    print(f"--- {name}: {times[name]} s", flush=True)
-  print("\nwall seconds per step:", times, "total", round(sum(times.values()), 1))
-  return times
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if "--seeds" in argv:  # shorthand of --config.n_seeds=N
+    i = argv.index("--seeds")
+    argv[i:i + 2] = [f"--config.n_seeds={argv[i + 1]}"]
+  return common.main(run, config, argv, markdown=tables.reproduce)
 
 
 if __name__ == "__main__":

@@ -1,68 +1,54 @@
-"""Table 2: cross-model error of adversarial examples; see configs/table2.py."""
+"""Table 2: cross-model error of adversarial examples; see configs/table2.py.
+
+Reuses Table 1's cached adversarial sets (<runs>/adv/table1/seed<s>/).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 
-import jax
-import numpy as np
+if __package__ in (None, ""):  # run as a script: make `experiments` importable
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from advjax import checkpoint, data, evaluate, train  # noqa: E402
-from experiments import common, table1  # noqa: E402
+from advjax import protocol  # noqa: E402
+from experiments import common, tables  # noqa: E402
 from experiments.configs import table2 as config  # noqa: E402
 
 
-def predictors(models_dir: str, names) -> dict:
-  """name -> (inputs -> predicted labels) for each checkpoint."""
-  out = {}
+def one_seed(cfg: config.Config, tr, seed: int, names) -> tuple[dict, dict, dict]:
+  """(error matrix, distortion per row, clean errors) of one seed's models."""
+  pairs, sets, dist, clean = {}, {}, {}, {}
   for n in names:
-    m, p, _ = checkpoint.load(os.path.join(models_dir, n))
-    out[n] = (lambda m, p: lambda x: train.predict(m, p, x))(m, p)
-  return out
+    model, params, _ = common.load_model(cfg, seed, n)
+    pairs[n] = (model, params)
+    s = protocol.adversarial_set(model, params, tr, cfg.n_images, cfg.seed,
+                                 common.cache_dir(cfg, "table1", seed, n),
+                                 cfg.attack, cfg.batch_size, cfg.progress)
+    sets[n] = protocol.succeeded(s)
+    dist[n] = protocol.mean_distortion(s)
+    clean[n] = (tr.x[s["index"]], s["label"])
+  noise, ndist = protocol.noise_rows(list(pairs.values()), tr, cfg.sigmas,
+                                     cfg.n_noise, cfg.seed)
+  m = protocol.transfer(pairs, {**sets, **noise})
+  return m, {**dist, **ndist}, protocol.transfer(pairs, clean)
 
 
-def noise_rows(preds: dict, ds, cfg: dict) -> tuple[dict, dict]:
-  """Gaussian-noise sets on images every model gets right; their distortions."""
-  order = np.random.default_rng(cfg["seed"] + 1).permutation(len(ds.x))
-  ok = np.ones(len(order), bool)
-  for f in preds.values():
-    ok &= f(ds.x[order]) == ds.y[order]
-  idx = order[ok][: cfg["n_noise"]]
-  sets, dist = {}, {}
-  for i, s in enumerate(cfg["sigmas"]):
-    xn = evaluate.gaussian_noise(jax.random.PRNGKey(100 + i), ds.x[idx], s)
-    name = f"Gaussian noise σ={s:g}"
-    sets[name] = (xn, ds.y[idx])
-    dist[name] = float(evaluate.distortion(xn - ds.x[idx]).mean())
-  return sets, dist
+def run(cfg: config.Config, workdir: str) -> dict:
+  """Table 2 for every seed; cells mean ± sd over seeds."""
+  tr, _ = common.load_mnist(cfg)
+  names = cfg.selected(cfg.models)
+  per_seed = [one_seed(cfg, tr, s, names) for s in cfg.seeds]
+  dist = {k: common.summarize([d[k] for _, d, _ in per_seed]) for k in per_seed[0][1]}
+  return {"per_seed": [{"seed": s, "matrix": m, "distortion": d, "clean": c}
+                       for s, (m, d, c) in zip(cfg.seeds, per_seed)],
+          "matrix": common.summarize_matrices([m for m, _, _ in per_seed]),
+          "clean": common.summarize_matrices([c for _, _, c in per_seed]),
+          "distortion": dist, "seeds": list(cfg.seeds), "n_train_used": len(tr.x)}
 
 
 def main(argv=None) -> dict:
-  a, cfg, res_dir = common.parse(__doc__, "table2", config, argv, runs=True)
-  ds = data.load("mnist", "train", a.data_dir)
-  preds = predictors(a.models_dir, cfg["models"])
-  sets, dist, clean = {}, {}, {}
-  for n in cfg["models"]:
-    cache = common.adv_cache(a.runs, "table1", n, a.quick)
-    s = table1.adversarial_set(os.path.join(a.models_dir, n), ds, cfg, cache,
-                               not a.no_progress)
-    ok = s["success"].astype(bool)
-    sets[n] = (s["x_adv"][ok], s["label"][ok])
-    dist[n] = float(s["distortion"][ok].mean())
-    clean[n] = evaluate.error_matrix(preds, {n: (ds.x[s["index"]], s["label"])})[n]
-  noise, ndist = noise_rows(preds, ds, cfg)
-  sets.update(noise)
-  dist.update(ndist)
-  m = evaluate.error_matrix(preds, sets)
-  md = evaluate.markdown_matrix(m, config.PAPER, {k: f"{v:.3f}" for k, v in dist.items()})
-  md += ("\nCells: ours (paper). Clean error of each column model on each row's "
-         "base images (before the attack):\n\n" + evaluate.markdown_matrix(clean))
-  common.write_results(res_dir, {"matrix": m, "distortion": dist, "clean": clean},
-                       md, "Table 2: cross-model generalisation", argv)
-  print(md)
-  return {"matrix": m, "distortion": dist}
+  return common.main(run, config, argv, markdown=tables.table2)
 
 
 if __name__ == "__main__":

@@ -1,66 +1,64 @@
-"""Tables 3–4: cross-training-set generalisation; see configs/table34.py."""
+"""Tables 3–4: cross-training-set generalisation; see configs/table34.py.
+
+Adversarial sets (on test images) are cached in <runs>/adv/table34/seed<s>/.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 
+if __package__ in (None, ""):  # run as a script: make `experiments` importable
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from advjax import data, evaluate  # noqa: E402
-from experiments import common, table1, table2  # noqa: E402
+from advjax import protocol  # noqa: E402
+from experiments import common, tables  # noqa: E402
 from experiments.configs import table34 as config  # noqa: E402
 
 
-def table3(sets: dict) -> tuple[list[dict], str]:
-  """Table 3 rows (errors from each checkpoint's metadata) and Markdown."""
-  rows, md = [], ["| model | err P1 | err P2 | err test | min av. distortion | "
-                  "paper: P1 / P2 / test / distortion |", "| --- " * 6 + "|"]
-  for n, s in sets.items():
-    e, ok = s["meta"]["errors"], s["success"].astype(bool)
-    r = {"model": n, "P1": e["P1"], "P2": e["P2"], "test": e["test"],
-         "success": float(ok.mean()), "distortion": float(s["distortion"][ok].mean())}
-    rows.append(r)
-    p = config.PAPER3[n]
-    md.append(f"| {config.LABELS[n]} (on {n[:2]}) | {100 * r['P1']:.2f}% | "
-              f"{100 * r['P2']:.2f}% | {100 * r['test']:.2f}% | "
-              f"{r['distortion']:.4f} | {p[0]}% / {p[1]}% / {p[2]}% / {p[3]} |")
-  return rows, "\n".join(md) + "\n"
+def one_seed(cfg: config.Config, te, seed: int, names) -> tuple[list, dict, dict]:
+  """(Table 3 rows, Table 4 matrix, distortion per row) of one seed's models."""
+  pairs, adv, amp, dist, rows = {}, {}, {}, {}, []
+  for n in names:
+    model, params, meta = common.load_model(cfg, seed, n)
+    pairs[n] = (model, params)
+    s = protocol.adversarial_set(model, params, te, cfg.n_images, cfg.seed,
+                                 common.cache_dir(cfg, "table34", seed, n),
+                                 cfg.attack, cfg.batch_size, cfg.progress)
+    adv[n], dist[n] = protocol.succeeded(s), protocol.mean_distortion(s)
+    amp[f"{n} amplified"], dist[f"{n} amplified"] = protocol.amplified(te, s, cfg.amplify)
+    e = meta["errors"]
+    rows.append({"model": n, "seed": seed, "P1": e["P1"], "P2": e["P2"],
+                 "test": e["test"], "success": float(s["success"].mean()),
+                 "distortion": dist[n]})
+  noise, ndist = protocol.noise_rows(list(pairs.values()), te, cfg.sigmas,
+                                     cfg.n_noise, cfg.seed)
+  small, *large = list(noise)  # the paper's layout: smallest σ, amplified, the rest
+  order = list(adv) + [small] + list(amp) + large
+  sets = {**adv, **noise, **amp}
+  m4 = protocol.transfer(pairs, {k: sets[k] for k in order})
+  return rows, m4, {**dist, **ndist}
+
+
+def run(cfg: config.Config, workdir: str) -> dict:
+  """Tables 3 and 4 for every seed; mean ± sd over seeds."""
+  tr, te = common.load_mnist(cfg)
+  names = cfg.selected(cfg.models)
+  per_seed = [one_seed(cfg, te, s, names) for s in cfg.seeds]
+  rows = [r for rs, _, _ in per_seed for r in rs]
+  dist = {k: common.summarize([d[k] for _, _, d in per_seed]) for k in per_seed[0][2]}
+  return {"table3": rows,
+          "summary3": common.summarize_rows(rows, "model", ("P1", "P2", "test", "success",
+                                                            "distortion")),
+          "per_seed": [{"seed": s, "table4": m, "distortion": d}
+                       for s, (_, m, d) in zip(cfg.seeds, per_seed)],
+          "table4": common.summarize_matrices([m for _, m, _ in per_seed]),
+          "distortion": dist, "seeds": list(cfg.seeds),
+          "n_train_used": len(tr.x)}
 
 
 def main(argv=None) -> dict:
-  a, cfg, res_dir = common.parse(__doc__, "table34", config, argv, runs=True)
-  te = data.load("mnist", "test", a.data_dir)
-  preds = table2.predictors(a.models_dir, cfg["models"])
-  sets, rows, dist = {}, {}, {}
-  for n in cfg["models"]:
-    cache = common.adv_cache(a.runs, "table34", n, a.quick)
-    sets[n] = table1.adversarial_set(os.path.join(a.models_dir, n), te, cfg,
-                                     cache, not a.no_progress)
-    ok = sets[n]["success"].astype(bool)
-    rows[n] = (sets[n]["x_adv"][ok], sets[n]["label"][ok])
-    dist[n] = float(sets[n]["distortion"][ok].mean())
-  t3, md3 = table3(sets)
-  noise, ndist = table2.noise_rows(preds, te, cfg)
-  amp = {}
-  for n, s in sets.items():
-    ok = s["success"].astype(bool)
-    xa = evaluate.amplify(te.x[s["index"][ok]], s["r"][ok], cfg["amplify"])
-    amp[f"{n} amplified"] = (xa, s["label"][ok])
-    dist[f"{n} amplified"] = float(evaluate.distortion(xa - te.x[s["index"][ok]]).mean())
-  small, *large = list(noise)  # the paper's layout: smallest σ, amplified, the rest
-  order = list(rows) + [small] + list(amp) + large
-  allsets = {**rows, **noise, **amp}
-  m4 = evaluate.error_matrix(preds, {k: allsets[k] for k in order})
-  dist.update(ndist)
-  md4 = evaluate.markdown_matrix(m4, config.PAPER4, {k: f"{dist[k]:.3f}" for k in order})
-  md = (f"## Table 3\n\n{md3}\n## Table 4 (cells: ours (paper))\n\n{md4}\n"
-        "Amplified distortions are below 0.1 where clipping to [0,1] cuts the "
-        "rescaled perturbation.\n")
-  common.write_results(res_dir, {"table3": t3, "table4": m4, "distortion": dist},
-                       md, "Tables 3–4: cross-training-set generalisation", argv)
-  print(md)
-  return {"table3": t3, "table4": m4}
+  return common.main(run, config, argv, markdown=tables.table34)
 
 
 if __name__ == "__main__":

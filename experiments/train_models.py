@@ -1,122 +1,102 @@
 """Trains every Table 1 / Table 3 model and the conv net; see configs/train_models.py.
 
-Writes checkpoints to --out/<folder>/ (params.msgpack, meta.json, resumable
-state) and experiments/results/train_models[_<dataset>]/ with config.json,
-results.json and results.md (errors beside the paper's). Finished models are
-skipped on a rerun; an interrupted one resumes from its last epoch.
+Each seed index s writes checkpoints to <runs>/models/seed<s>/<folder>/
+(params.msgpack, meta.json, resumable per-epoch state). Finished models are
+loaded and evaluated, never retrained or re-saved; an interrupted one resumes
+from its last epoch.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import resource
 import sys
 import time
 
 import jax
-import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make `experiments` importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from advjax import checkpoint, data, models, train
-from experiments import common
-from experiments.configs import train_models as config
+from advjax import autoencoder, checkpoint, data, models, train  # noqa: E402
+from experiments import common, tables  # noqa: E402
+from experiments.configs import train_models as config  # noqa: E402
 
 
-def load_data(cfg: dict, data_dir: str | None):
-  """Train/test sets and the P1/P2 halves, shrunk in the quick size."""
-  tr = data.load(cfg["dataset"], "train", data_dir)
-  te = data.load(cfg["dataset"], "test", data_dir)
-  if cfg["n_train"]:
-    tr = data.subset(tr, np.arange(min(cfg["n_train"], len(tr.x))))
-  if cfg["n_test"]:
-    te = data.subset(te, np.arange(min(cfg["n_test"], len(te.x))))
-  p1, p2 = data.halves(len(tr.x), cfg["split_seed"])
-  return {"all": tr, "P1": data.subset(tr, p1), "P2": data.subset(tr, p2),
-          "test": te}
+def splits(cfg: config.Config) -> dict:
+  """The training set, its disjoint halves P1/P2 and the test set."""
+  tr, te = common.load_mnist(cfg)
+  p1, p2 = data.halves(len(tr.x), cfg.split_seed)
+  return {"all": tr, "P1": data.subset(tr, p1), "P2": data.subset(tr, p2), "test": te}
 
 
-def run_job(job: config.Job, sets: dict, out: str, progress: bool,
-            dataset: str = "mnist") -> dict:
-  """Trains one model (or loads it when finished); returns its error rates."""
-  folder = os.path.join(out, job.folder)
+def seeded(job: config.Job, cfg: config.Config, s: int) -> config.Job:
+  """The job of seed index s: training seed + stride·s, epochs override."""
+  tc = dataclasses.replace(job.cfg, seed=job.cfg.seed + cfg.seed_stride * s)
+  if cfg.epochs:
+    tc = dataclasses.replace(tc, epochs=cfg.epochs)
+  return dataclasses.replace(job, cfg=tc)
+
+
+def train_job(job: config.Job, sets: dict, folder: str, progress: bool):
+  """Trains one model (resuming from `folder`); returns (model, params, meta)."""
   model = models.get_model(job.model)
-  trained = not os.path.exists(os.path.join(folder, checkpoint.META))
-  if not trained:  # finished earlier: evaluate, but keep its meta (provenance)
+  t0, params = time.time(), None
+  if job.ae_epochs:
+    enc = autoencoder.pretrain(
+        sets[job.half], dataclasses.replace(job.cfg, epochs=job.ae_epochs),
+        lam=job.ae[0], beta=job.ae[1], rho=job.ae[2], progress=progress)
+    params = dict(model.init(jax.random.PRNGKey(job.cfg.seed)), code=enc.encoder)
+  res = train.train(model, sets[job.half], job.cfg, params=params,
+                    ckpt_dir=folder, progress=progress)
+  meta = {"half": job.half, "config": dataclasses.asdict(job.cfg),
+          "decay": {L.name: L.decay for L in model.param_layers()},
+          "train_seconds": round(time.time() - t0, 1),
+          "data": {"dataset": "mnist", **{k: len(v.x) for k, v in sets.items()}}}
+  return model, res.params, meta
+
+
+def run_job(job: config.Job, sets: dict, folder: str, progress: bool) -> dict:
+  """Trains (or loads, when finished) one model; returns its error rates."""
+  done = os.path.exists(os.path.join(folder, checkpoint.META))
+  if done:  # finished earlier: evaluate, but keep its meta (provenance)
     model, params, meta = checkpoint.load(folder)
   else:
-    t0 = time.time()
-    params = None
-    if job.ae_epochs:
-      enc = train.pretrain_autoencoder(
-          sets[job.half], dataclasses.replace(job.cfg, epochs=job.ae_epochs),
-          lam=job.ae[0], beta=job.ae[1], rho=job.ae[2], progress=progress)
-      params = model.init(jax.random.PRNGKey(job.cfg.seed))
-      params = dict(params, code=enc.encoder)
-    res = train.train(model, sets[job.half], job.cfg, params=params,
-                      ckpt_dir=folder, progress=progress)
-    params = res.params
-    meta = {"half": job.half, "config": dataclasses.asdict(job.cfg),
-            "decay": {L.name: L.decay for L in model.param_layers()},
-            "train_seconds": round(time.time() - t0, 1),
-            "data": {"dataset": dataset, **{k: len(v.x) for k, v in sets.items()}}}
-  errs = {k: train.error_rate(model, params, v.x, v.y) for k, v in sets.items()
+    model, params, meta = train_job(job, sets, folder, progress)
+  errs = {k: models.error_rate(model, params, v.x, v.y) for k, v in sets.items()
           if k != "all" or job.half == "all"}
-  if trained:
+  if not done:
     checkpoint.save(folder, model, params, dict(meta, errors=errs))
   return {"folder": job.folder, "model": model.name, "half": job.half,
-          "errors": errs, "train_seconds": meta.get("train_seconds"),
+          "train_seed": meta.get("config", {}).get("seed"), "errors": errs,
+          "train_seconds": meta.get("train_seconds"),
           "num_params": models.num_params(params)}
 
 
-def table(rows: list[dict], paper: dict) -> str:
-  """Markdown table of errors (%), ours beside the paper's."""
-  lines = ["| model | trained on | ours train/P1/P2/test err | paper |",
-           "| --- | --- | --- | --- |"]
-  for r in rows:
-    e = r["errors"]
-    ours = " / ".join(f"{k} {100 * v:.2f}%" for k, v in e.items())
-    ptxt = " / ".join(f"{k} {v}%" for k, v in paper.get(r["folder"], {}).items()) or "–"
-    lines.append(f"| {r['folder']} | {r['half']} | {ours} | {ptxt} |")
-  return "\n".join(lines) + "\n"
+def results(rows: list[dict], cfg: config.Config, n_train: int) -> dict:
+  """Per-seed rows plus mean ± sd of every error per folder."""
+  flat = [dict(r, **{f"err_{k}": v for k, v in r["errors"].items()}) for r in rows]
+  fields = sorted({k for r in flat for k in r if k.startswith("err_")})
+  return {"rows": rows, "summary": common.summarize_rows(flat, "folder", fields),
+          "seeds": list(cfg.seeds), "n_train_used": n_train}
+
+
+def run(cfg: config.Config, workdir: str) -> dict:
+  """Trains every selected job for every seed; writes results after each."""
+  sets = splits(cfg)
+  names = cfg.selected([j.folder for j in cfg.jobs])
+  rows = []
+  for s in cfg.seeds:
+    for job in (j for j in cfg.jobs if j.folder in names):
+      folder = os.path.join(cfg.models_dir(s), job.folder)
+      rows.append(dict(run_job(seeded(job, cfg, s), sets, folder, cfg.progress), seed=s))
+      common.save_results(workdir, cfg, results(rows, cfg, len(sets["all"].x)),
+                          tables.train_models, config.TITLE)
+  return results(rows, cfg, len(sets["all"].x))
 
 
 def main(argv=None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--out", default="runs/models", help="checkpoint folder")
-  p.add_argument("--results", default=None, help="results folder")
-  p.add_argument("--data-dir", default=None, help="IDX folder (or $ADVJAX_DATA_DIR)")
-  p.add_argument("--dataset", default="mnist", choices=data.DATASETS)
-  p.add_argument("--only", nargs="*", help="train only these folders")
-  p.add_argument("--epochs", type=int, default=None, help="override every job's epochs")
-  p.add_argument("--quick", action="store_true", help="seconds-sized run")
-  p.add_argument("--no-progress", action="store_true")
-  a = p.parse_args(argv)
-  cfg = dict(config.get_config(a.quick), dataset=a.dataset)
-  suffix = "" if a.dataset == "mnist" else f"_{a.dataset}"
-  res_dir = a.results or os.path.join(
-      "experiments", "results", ("quick/" if a.quick else "") + "train_models" + suffix)
-  common.write_config(res_dir, cfg, argv if argv is not None else sys.argv[1:])
-  sets = load_data(cfg, a.data_dir)
-  jobs = [j for j in cfg["jobs"] if not a.only or j.folder in a.only]
-  if a.epochs:
-    jobs = [dataclasses.replace(j, cfg=dataclasses.replace(j.cfg, epochs=a.epochs))
-            for j in jobs]
-  paper = config.PAPER if a.dataset == "mnist" else {}
-  t0, rows = time.time(), []
-  for job in jobs:
-    rows.append(run_job(job, sets, a.out, not a.no_progress, a.dataset))
-    common.write_results(res_dir, {"rows": rows}, table(rows, paper),
-                         "Train and test errors (§4.2, Tables 1 and 3)")
-  out = {"rows": rows, "wall_seconds": round(time.time() - t0, 1),
-         "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
-  common.write_results(res_dir, out, table(rows, paper),
-                       "Train and test errors (§4.2, Tables 1 and 3)")
-  print(table(rows, paper))
-  return out
+  return common.main(run, config, argv, markdown=tables.train_models)
 
 
 if __name__ == "__main__":

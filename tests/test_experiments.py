@@ -1,94 +1,190 @@
-"""Every experiment's quick size on tiny data: shapes and sanity of the results."""
+"""Every experiment's quick size through `run(cfg, workdir)`, the harness, the claims."""
 
+import dataclasses
 import json
 import os
+import shlex
 
+import jax
 import numpy as np
 import pytest
 
-from advjax import evaluate
-from experiments import (adv_training, figures, table1, table2, table34,
-                         train_models)
+from advjax import evaluate, protocol
+from experiments import (adv_search, adv_training, claims, common, figures, reproduce,
+                         table1, table2, table34, tables, train_models)
+from experiments.configs import adv_search as c_search
+from experiments.configs import adv_training as c_adv
+from experiments.configs import figures as c_fig
+from experiments.configs import reproduce as c_rep
+from experiments.configs import table1 as c_t1
+from experiments.configs import table2 as c_t2
+from experiments.configs import table34 as c_t34
+from experiments.configs import train_models as c_train
+
+
+def _quick(conf_mod, runs, **kw):
+  return dataclasses.replace(conf_mod.get_config(True), runs_dir=str(runs),
+                             progress=False, **kw)
+
+
+def _exec(script, conf_mod, cfg, workdir):
+  return common.execute(script.run, conf_mod, cfg, str(workdir),
+                        markdown=getattr(tables, common.name_of(conf_mod)))
 
 
 @pytest.fixture(scope="module")
 def quick(mnist_dir, tmp_path_factory):
-  """Quick-trained models of Tables 1 and 3 in a temporary folder."""
+  """Quick-trained Table 1 and 3 models (no conv net) in a temporary runs folder."""
   root = tmp_path_factory.mktemp("quick")
-  models = str(root / "models")
-  out = train_models.main(["--quick", "--out", models, "--no-progress",
-                           "--results", str(root / "res" / "train"),
-                           "--only", *table1.config.MODELS, *table34.config.MODELS])
-  return {"root": root, "models": models, "train": out}
-
-
-def _load(folder):
-  with open(os.path.join(folder, "results.json")) as f:
-    return json.load(f)
+  cfg = _quick(c_train, root / "runs", only=c_t1.MODELS + c_t34.MODELS)
+  out = _exec(train_models, c_train, cfg, root / "res" / "train_models")
+  return {"root": root, "runs": root / "runs", "train": out, "train_cfg": cfg}
 
 
 def test_train_models_quick(quick):
   rows = quick["train"]["rows"]
-  assert len(rows) == 9
+  assert len(rows) == 9 and quick["train"]["n_train_used"] == 600
   for r in rows:
     assert all(0.0 <= v <= 1.0 for v in r["errors"].values())
-  res = _load(quick["root"] / "res" / "train")
-  assert "code_version" in res and "command" in res
+  assert os.path.exists(quick["runs"] / "models" / "seed0" / "FC100-100-10" / "meta.json")
+  res = common.read_json(quick["root"] / "res" / "train_models" / "results.json")
+  assert res["complete"] and "code_version" in res and res["quick"]
+  md = (quick["root"] / "res" / "train_models" / "results.md").read_text()
+  assert "QUICK run" in md.splitlines()[2]
 
 
-def test_table1_and_2_quick(quick):
+def test_recorded_command_runs_as_written(quick):
+  """config.json's command parses back to the very config it ran."""
+  conf = common.read_json(quick["root"] / "res" / "train_models" / "config.json")
+  words = [w for w in shlex.split(conf["command"]) if not w.startswith("ADVJAX_DATA_DIR=")]
+  assert words[:2] == ["python", "experiments/train_models.py"]
+  cfg, workdir = common.parse_flags(words[2:], c_train)
+  assert cfg == quick["train_cfg"]
+  assert os.path.normpath(workdir) == os.path.normpath(str(quick["root"] / "res" / "train_models"))
+
+
+def test_tables_1_2_and_claims_mechanics(quick):
   root = quick["root"]
-  args = ["--quick", "--models-dir", quick["models"], "--runs", str(root / "runs"),
-          "--no-progress"]
-  t1 = table1.main(args + ["--results", str(root / "res" / "t1")])
-  for r in t1["rows"]:
-    assert 0.9 <= r["success"] <= 1.0 and 0.0 < r["mean_distortion"] < 0.5
-  assert os.path.exists(root / "res" / "t1" / "distortion_hist.png")
-  t2 = table2.main(args + ["--results", str(root / "res" / "t2")])
+  t1 = _exec(table1, c_t1, _quick(c_t1, quick["runs"]), root / "res" / "table1")
+  for s in t1["summary"].values():
+    assert 0.9 <= s["success"]["mean"] <= 1.0 and 0 < s["mean_distortion"]["mean"] < 0.5
+    assert s["mean_distortion"]["n"] == 1 and s["mean_distortion"]["sd"] == 0
+  assert os.path.exists(root / "res" / "table1" / "distortion_hist.png")
+  t2 = _exec(table2, c_t2, _quick(c_t2, quick["runs"]), root / "res" / "table2")
   m = t2["matrix"]
-  for name in table1.config.MODELS:  # successful examples fool their own model
-    assert m[name][name] == 1.0
-  for row in m.values():
-    assert all(0.0 <= v <= 1.0 for v in row.values())
-  # Clipped Gaussian noise: RMS below σ but of its order.
-  for s in (0.1, 0.3):
-    d = t2["distortion"][f"Gaussian noise σ={s:g}"]
-    assert 0.4 * s < d <= s
+  for name in c_t1.MODELS:  # successful examples fool their own model
+    assert m[name][name]["mean"] == 1.0
+  assert all(0.0 <= v["mean"] <= 1.0 for row in m.values() for v in row.values())
+  for s in (0.1, 0.3):  # clipped Gaussian noise: RMS below σ but of its order
+    assert 0.4 * s < t2["distortion"][f"Gaussian noise σ={s:g}"]["mean"] <= s
+  _exec(table34, c_t34, _quick(c_t34, quick["runs"]), root / "res" / "table34")
+  fake_adv = {"summary": {"weight decay": {"test_err": common.summarize([0.5, 0.52])},
+                          "pool input": {"test_err": common.summarize([0.4, 0.41])}}}
+  r = dict(claims.load(str(root / "res"), ("table1", "table2", "table34")),
+           adv_training=fake_adv)
+  for name, f in claims.CLAIMS.items():  # the claims read this schema
+    held, detail = f(r)
+    assert isinstance(held, bool) and detail, name
+  assert claims.advtrain_lowers_error(r)[0]
 
 
 def test_table34_quick(quick):
-  root = quick["root"]
-  out = table34.main(["--quick", "--models-dir", quick["models"], "--runs",
-                      str(root / "runs"), "--no-progress",
-                      "--results", str(root / "res" / "t34")])
+  out = _exec(table34, c_t34, _quick(c_t34, quick["runs"]), quick["root"] / "res" / "t34b")
   m = out["table4"]
-  for name in table34.config.MODELS:  # (quick models' distortions exceed 0.1, so
-    assert m[name][name] == 1.0       # "amplifying" to 0.1 may shrink them)
-  assert all(0.0 <= v <= 1.0 for row in m.values() for v in row.values())
+  for name in c_t34.MODELS:  # (quick models' distortions exceed 0.1, so
+    assert m[name][name]["mean"] == 1.0  # "amplifying" to 0.1 may shrink them)
   assert len(m) == 3 + 3 + 2 and len(out["table3"]) == 3
 
 
 def test_figures_quick(quick):
-  res = str(quick["root"] / "res" / "fig")
-  out = figures.main(["--quick", "--models-dir", quick["models"], "--results", res])
-  assert all(0 <= v["noise_error_same_distortion"] <= 1 for v in out.values())
-  assert os.path.exists(os.path.join(res, "adversarial_examples.png"))
+  res = quick["root"] / "res" / "figures"
+  out = figures.run(_quick(c_fig, quick["runs"]), str(res))
+  assert all(0 <= v["noise_error_same_distortion"] <= 1 for v in out["models"].values())
+  assert os.path.exists(res / "adversarial_examples.png")
 
 
 def test_adv_training_quick(mnist_dir, tmp_path):
-  out = adv_training.main(["--quick", "--out", str(tmp_path / "m"), "--no-progress",
-                           "--results", str(tmp_path / "res")])
-  names = [r["variant"] for r in out["rows"]]
-  assert len(names) == 5 and "adversarial pool (sigmoid1)" in names
+  cfg = _quick(c_adv, tmp_path / "runs", only=("weight decay", "pool sigmoid2"))
+  out = adv_training.run(cfg, str(tmp_path / "res"))
+  assert [r["variant"] for r in out["rows"]] == ["weight decay", "pool sigmoid2"]
   for r in out["rows"]:
     assert 0.0 <= r["test_err"] <= 1.0 and r["mean_distortion"] > 0
 
 
+def test_adv_search_writes_cells_and_resumes(mnist_dir, tmp_path):
+  cfg = _quick(c_search, tmp_path / "runs", only=("baseline", "space all"))
+  out = adv_search.run(cfg, str(tmp_path / "res"))
+  assert [c["cell"] for c in out["cells"]] == ["baseline", "space all"]
+  assert len(out["cells"][1]["pools"]) == 3  # one pool per layer, all at once
+  again = adv_search.run(cfg, str(tmp_path / "res"))  # finished cells are read back
+  assert again["cells"] == out["cells"]
+
+
+def test_reproduce_records_steps_and_resumes(quick):
+  cfg = dataclasses.replace(c_rep.get_config(True), runs_dir=str(quick["runs"]),
+                            progress=False,
+                            skip=tuple(s for s in c_rep.STEPS if s != "table2"))
+  cwd = os.getcwd()
+  os.chdir(quick["root"])  # step results go to experiments/results/quick/ there
+  try:
+    first = reproduce.run(cfg, "rep")
+    second = reproduce.run(cfg, "rep")
+  finally:
+    os.chdir(cwd)
+  t2 = [s for s in first["steps"] if s["step"] == "table2"][0]
+  assert t2["status"] == "ran" and t2["wall_seconds"] > 0 and t2["peak_rss_mib"] > 0
+  assert [s for s in second["steps"] if s["step"] == "table2"][0]["status"].startswith("complete")
+  assert any("bench_attack" in s for s in first["separate"])
+
+
+def test_overrides_coerce_and_reject():
+  cfg = c_t1.get_config(True)
+  cfg2 = common.override(cfg, "attack.bisect_steps", "5")
+  assert cfg2.attack.bisect_steps == 5 and isinstance(cfg2.attack.bisect_steps, int)
+  assert common.override(cfg, "n_train", "none").n_train is None
+  assert common.override(cfg, "models", "FC10(1),FC100-100-10").models == ("FC10(1)", "FC100-100-10")
+  assert common.override(cfg, "progress", "false").progress is False
+  with pytest.raises(ValueError, match="no field"):
+    common.override(cfg, "nope", "1")
+  with pytest.raises(ValueError, match="expected a int"):
+    common.override(cfg, "n_images", "many")
+  with pytest.raises(ValueError, match="record"):
+    common.override(cfg, "attack", "x")
+
+
+def test_only_writes_a_partial_folder_and_command_round_trips():
+  cfg, workdir = common.parse_flags(["--quick", "--only", "FC10(1)", "--config.n_images=7"], c_t1)
+  assert workdir is None and cfg.only == ("FC10(1)",)
+  assert common.default_workdir("table1", cfg).startswith(
+      os.path.join("experiments", "results", "partial"))
+  cmd = common.command("table1", c_t1, cfg)
+  words = [w for w in shlex.split(cmd) if not w.startswith("ADVJAX_DATA_DIR=")]
+  assert common.parse_flags(words[2:], c_t1)[0] == cfg
+  with pytest.raises(ValueError, match="not rows"):
+    cfg.selected(("FC10(1e-4)",))
+
+
+def test_summarize_and_stat():
+  s = common.summarize([0.1, 0.3])
+  assert s["n"] == 2 and np.isclose(s["mean"], 0.2) and np.isclose(s["sd"], np.sqrt(0.02))
+  assert tables.stat(s, pct=True) == "20.00 ± 14.14%"
+  assert tables.stat(common.summarize([0.5])) == "0.5000"
+  assert json.loads(json.dumps(common.plain(c_t1.get_config())))["attack"]
+
+
 def test_noise_distortion_matches_sigma():
-  import jax
   x = np.full((200, 28, 28, 1), 0.5, np.float32)  # far from the box edges
   xn = evaluate.gaussian_noise(jax.random.PRNGKey(0), x, 0.1)
   np.testing.assert_allclose(evaluate.distortion(xn - x).mean(), 0.1, rtol=0.01)
+
+
+def test_noise_like_matches_target_rms():
+  x = np.random.default_rng(0).uniform(0, 1, (6, 28, 28, 1)).astype(np.float32)
+  want = np.linspace(0.02, 0.2, 6)
+  xn = protocol.noise_like(jax.random.PRNGKey(0), x, want)
+  np.testing.assert_allclose(evaluate.distortion(xn - x), want, rtol=1e-3)
+  with pytest.raises(ValueError, match="target_rms"):
+    protocol.noise_like(jax.random.PRNGKey(0), x, want[:2])
 
 
 def test_amplify_rescales_to_rms():

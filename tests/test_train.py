@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from advjax import checkpoint, data, models, train
+from advjax import autoencoder, checkpoint, data, models, train
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_frozen_layer_stays_fixed(toy):
 
 
 def test_autoencoder_pretraining_lowers_loss(toy):
-  r = train.pretrain_autoencoder(toy, train.TrainConfig(epochs=5, batch_size=32),
+  r = autoencoder.pretrain(toy, train.TrainConfig(epochs=5, batch_size=32),
                                  hidden=16, progress=False)
   assert r.encoder["kernel"].shape == (784, 16) and r.decoder["kernel"].shape == (16, 784)
   assert r.losses[-1] < r.losses[0]

@@ -1,0 +1,98 @@
+"""Config: the budgeted search over adversarial-training settings (§4.2).
+
+Paper: §4.2 trains FC100-100-10 with a continuously refreshed pool of
+adversarial examples and reports < 1.2% test error (weight decay 1.6%) but
+gives no pool size, refresh rate, mixing ratio or attack strength. This
+one-seed screen varies one setting at a time around a centre (input pool of
+2,000, a quarter refreshed every epoch, equal weight, the cheap attack, 60
+epochs) and covers every dimension the issue names: pool size, refresh
+fraction and rate, mixing ratio, space (input, each hidden layer, all layers
+at once with one pool per layer), the pool attack's strength (the cheap
+setting vs the full c search) and training length. The best few then go to
+adv_training.py over ≥ 3 seeds beside the baselines.
+
+Each finished cell writes <runs>/adv_search/seed<s>/<cell>/row.json and the
+results table at once; a rerun skips finished cells (and resumes a cell's
+training from its last epoch, pools included). `--only CELL...` runs some.
+
+Command (full):  python experiments/adv_search.py        (run in parts; resumable)
+Command (quick): python experiments/adv_search.py --quick
+Budget (CPU minutes per cell at 60k, estimated from the 10k measurements of
+BUILD_NOTES §3 — a plain FC100 net 9 s per 60 epochs at 10k, an input pool of
+2,000 + 59 × 500 attacks at bisect 6 / maxiter 50 ≈ 210 s — and the quick
+cell timings in BUILD_NOTES "Issue 10"): plain ≈ 1; centre (cheap attack)
+≈ 2; attack "medium" ≈ 4, "full" ≈ 8; size 8000 ≈ 4; refresh 0.5 ≈ 3;
+120 epochs ≈ 4; all layers ≈ 5. The 20 cells ≈ 60 CPU-minutes; with
+adv_training's 3 seeds × 6 variants (≈ 45) the total stays under the issue's
+4 CPU-hours, with room for a second screen round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from advjax import attacks, protocol
+from advjax.advtrain import PoolConfig, Variant
+from advjax.train import TrainConfig
+from experiments import common
+
+TITLE = "Adversarial training: the budgeted search (one seed; §4.2)"
+
+CHEAP = protocol.options(bisect_steps=2, maxiter=10)
+MEDIUM = protocol.options(bisect_steps=6, maxiter=50)  # the 10k run's setting
+FULL = protocol.options(bisect_steps=10, maxiter=100)  # Table 1's c search
+CENTRE = PoolConfig(size=2000, refresh=0.25, every=1, weight=1.0, batch_size=250,
+                    attack=CHEAP)
+
+
+def cells(c: PoolConfig) -> tuple[Variant, ...]:
+  """The screen: baselines, the centre, then one setting changed at a time."""
+  h1, h2 = c._replace(layer="sigmoid1", seed=1), c._replace(layer="sigmoid2", seed=2)
+  V = Variant
+  return (
+      V("baseline", note="weight decay only"),
+      V("dropout", dropout=0.3, note="dropout 0.3"),
+      V("centre", pools=(c,), note="input pool, the centre"),
+      V("space sigmoid1", pools=(h1,), note="space: sigmoid1 output"),
+      V("space sigmoid2", pools=(h2,), note="space: sigmoid2 output"),
+      V("space all", pools=(c, h1, h2), note="space: all layers, one pool each"),
+      V("size 500", pools=(c._replace(size=500),), note="pool size 500"),
+      V("size 8000", pools=(c._replace(size=8000),), note="pool size 8000"),
+      V("refresh 0.1", pools=(c._replace(refresh=0.1),), note="refresh fraction 0.1"),
+      V("refresh 0.5", pools=(c._replace(refresh=0.5),), note="refresh fraction 0.5"),
+      V("every 5", pools=(c._replace(every=5),), note="refresh rate: every 5 epochs"),
+      V("weight 0.3", pools=(c._replace(weight=0.3),), note="mixing ratio 0.3"),
+      V("weight 3", pools=(c._replace(weight=3.0),), note="mixing ratio 3"),
+      V("attack medium", pools=(c._replace(attack=MEDIUM),), note="attack bisect 6, maxiter 50"),
+      V("attack full", pools=(c._replace(attack=FULL),), note="attack: full c search"),
+      V("epochs 30", pools=(c,), epochs=30, note="training length 30 epochs"),
+      V("epochs 120", pools=(c,), epochs=120, note="training length 120 epochs"),
+      V("baseline 120", epochs=120, note="weight decay only, 120 epochs"),
+      V("sigmoid2 medium", pools=(h2._replace(attack=MEDIUM),),
+        note="sigmoid2 pool, attack bisect 6 / maxiter 50"),
+      V("dropout + centre", dropout=0.3, pools=(c,), note="dropout 0.3 and the centre pool"),
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(common.ExperimentConfig):
+  """Model, shared schedule, the cells, evaluation size and attack."""
+  model: str = "FC100-100-10"
+  train: TrainConfig = TrainConfig(lr=1e-2, epochs=60, batch_size=64, schedule="cosine")
+  cells: tuple[Variant, ...] = cells(CENTRE)
+  n_eval: int = 500
+  seed: int = 0
+  eval_attack: attacks.AttackOptions = FULL
+
+
+def get_config(quick: bool = False) -> Config:
+  """All 20 cells at 60k; quick: 5 cells on 600 images, 2 epochs."""
+  if quick:
+    c = CENTRE._replace(size=50, batch_size=50, attack=protocol.options(bisect_steps=2,
+                                                                       maxiter=20))
+    pick = ("baseline", "centre", "space sigmoid2", "space all", "refresh 0.5")
+    return Config(**common.base(quick), n_train=600, n_test=500,
+                  train=TrainConfig(lr=1e-2, epochs=2, batch_size=64, schedule="cosine"),
+                  cells=tuple(v for v in cells(c) if v.name in pick), n_eval=20,
+                  eval_attack=protocol.options(bisect_steps=3, maxiter=30))
+  return Config(**common.base(quick))

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from advjax import attacks, checkpoint, models, protocol, train
+from advjax.attacks import AttackOptions
 from advjax import data as data_lib
 
 
@@ -50,7 +51,7 @@ class PoolConfig(NamedTuple):
   weight: float = 1.0
   batch_size: int = 250
   seed: int = 0
-  attack: attacks.AttackOptions = protocol.options(bisect_steps=6, maxiter=50)
+  attack: AttackOptions = AttackOptions(bisect_steps=6, maxiter=50)
 
 
 class PoolState(NamedTuple):
@@ -232,7 +233,7 @@ def fit(model_name: str, v: Variant, ds: data_lib.Dataset, cfg: train.TrainConfi
 
 
 def evaluate(model: models.Model, params, te: data_lib.Dataset, n: int, seed: int,
-             opts: attacks.AttackOptions, cache: str, progress: bool = True) -> dict:
+             opts: AttackOptions, cache: str, progress: bool = True) -> dict:
   """Test error and the minimum distortion of n correct test images (§4.2)."""
   s = protocol.adversarial_set(model, params, te, n, seed, cache, opts,
                                progress=progress)

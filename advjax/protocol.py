@@ -19,7 +19,6 @@ through this module, with the model as the pair (apply_fn, params).
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, Sequence
 
 import jax
@@ -29,34 +28,15 @@ from advjax import attacks, driver, evaluate, models
 from advjax import data as data_lib
 
 Pair = tuple  # (models.Model, params)
-# The attack API is moving to one flat AttackOptions and a (apply_fn, params)
-# model; this adapter is the one place that knows both.
-_NEW_API = "options" in inspect.signature(attacks.lbfgs).parameters
-
-
-def options(**kw) -> attacks.AttackOptions:
-  """An `attacks.AttackOptions` from the flat names of `attacks.lbfgs` (§4.1)."""
-  if _NEW_API:
-    return attacks.AttackOptions(**kw)
-  return attacks._options(**kw)  # pylint: disable=protected-access
-
-
-def _kwargs(opts: attacks.AttackOptions) -> dict:
-  """Old API only: the options as `attacks.lbfgs` keyword arguments."""
-  kw = opts._asdict()
-  solve = kw.pop("solve", None)
-  return dict(kw, **(solve._asdict() if solve is not None else {}))
 
 
 def attack(apply_fn: Callable, params: Any, x, target, opts: attacks.AttackOptions):
   """The targeted §4.1 attack on one batch of `apply_fn(params, x)` logits.
 
-  Parameters are traced, so new values (adversarial training) reuse the
-  compiled attack; pass the same `apply_fn` object every call.
+  Parameters are jit arguments, so new values (adversarial training) reuse
+  the compiled attack; pass the same `apply_fn` object every call.
   """
-  if _NEW_API:
-    return attacks.lbfgs((apply_fn, params), x, target, options=opts)
-  return attacks.lbfgs_params(apply_fn, params, x, target, **_kwargs(opts))
+  return attacks.lbfgs((apply_fn, params), x, target, options=opts)
 
 
 def correct(pairs: Sequence[Pair], ds: data_lib.Dataset, n: int, seed: int) -> np.ndarray:
@@ -88,12 +68,9 @@ def adversarial_set(model: models.Model, params, ds: data_lib.Dataset, n: int,
   """
   idx = correct([(model, params)], ds, n, seed)
   t = targets(seed, ds.y[idx], model.num_classes)
-  kw = dict(label=ds.y[idx], index=idx, batch_size=min(batch_size, len(idx)),
-            progress=progress)
-  if _NEW_API:
-    return driver.run((model.apply, params), ds.x[idx], t, cache, options=opts, **kw)
-  fn = jax.jit(lambda z: model.apply(params, z))
-  return driver.run(fn, ds.x[idx], t, cache, **kw, **_kwargs(opts))
+  return driver.run((model.apply, params), ds.x[idx], t, cache, options=opts,
+                    label=ds.y[idx], index=idx, batch_size=min(batch_size, len(idx)),
+                    progress=progress)
 
 
 def succeeded(s: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -235,8 +235,9 @@ def quick_banner(cfg: ExperimentConfig) -> str:
   """The warning a quick run's results.md opens with."""
   if not cfg.quick:
     return ""
-  return ("> **QUICK run**: tiny sizes (training images: "
-          f"{cfg.n_train or 'all'}, test images: {cfg.n_test or 'all'}, "
+  sizes = ("each step's own quick sizes" if cfg.n_train is None else
+           f"training images: {cfg.n_train}, test images: {cfg.n_test or 'all'}")
+  return (f"> **QUICK run**: tiny sizes ({sizes}, "
           f"seeds {list(cfg.seeds)}, short training). It checks that the code "
           "runs; its numbers are NOT comparable with the paper's.\n\n")
 

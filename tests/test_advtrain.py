@@ -4,9 +4,10 @@ pool as a checkpointed state."""
 import jax
 import numpy as np
 
-from advjax import advtrain, data, models, protocol, train
+from advjax import advtrain, data, models, train
+from advjax.attacks import AttackOptions
 
-ATTACK = protocol.options(bisect_steps=2, maxiter=20)
+ATTACK = AttackOptions(bisect_steps=2, maxiter=20)
 CFG = advtrain.PoolConfig(size=40, refresh=0.5, batch_size=20, attack=ATTACK)
 
 

@@ -31,16 +31,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from advjax import attacks, protocol
+from advjax.attacks import AttackOptions
 from advjax.advtrain import PoolConfig, Variant
 from advjax.train import TrainConfig
 from experiments import common
 
 TITLE = "Adversarial training: the budgeted search (one seed; §4.2)"
 
-CHEAP = protocol.options(bisect_steps=2, maxiter=10)
-MEDIUM = protocol.options(bisect_steps=6, maxiter=50)  # the 10k run's setting
-FULL = protocol.options(bisect_steps=10, maxiter=100)  # Table 1's c search
+CHEAP = AttackOptions(bisect_steps=2, maxiter=10)
+MEDIUM = AttackOptions(bisect_steps=6, maxiter=50)  # the 10k run's setting
+FULL = AttackOptions(bisect_steps=10, maxiter=100)  # Table 1's c search
 CENTRE = PoolConfig(size=2000, refresh=0.25, every=1, weight=1.0, batch_size=250,
                     attack=CHEAP)
 
@@ -82,17 +82,17 @@ class Config(common.ExperimentConfig):
   cells: tuple[Variant, ...] = cells(CENTRE)
   n_eval: int = 500
   seed: int = 0
-  eval_attack: attacks.AttackOptions = FULL
+  eval_attack: AttackOptions = FULL
 
 
 def get_config(quick: bool = False) -> Config:
   """All 20 cells at 60k; quick: 5 cells on 600 images, 2 epochs."""
   if quick:
-    c = CENTRE._replace(size=50, batch_size=50, attack=protocol.options(bisect_steps=2,
+    c = CENTRE._replace(size=50, batch_size=50, attack=AttackOptions(bisect_steps=2,
                                                                        maxiter=20))
     pick = ("baseline", "centre", "space sigmoid2", "space all", "refresh 0.5")
     return Config(**common.base(quick), n_train=600, n_test=500,
                   train=TrainConfig(lr=1e-2, epochs=2, batch_size=64, schedule="cosine"),
                   cells=tuple(v for v in cells(c) if v.name in pick), n_eval=20,
-                  eval_attack=protocol.options(bisect_steps=3, maxiter=30))
+                  eval_attack=AttackOptions(bisect_steps=3, maxiter=30))
   return Config(**common.base(quick))

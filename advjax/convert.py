@@ -49,8 +49,10 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
     try:
       import torch
     except ImportError as e:
-      raise ImportError(f"reading {path} needs torch (pip install "
-                        "'advjax[torch]'), or convert it to .npz first.") from e
+      raise ImportError(f"reading {path} needs torch: pip install "
+                        "'advjax[torch]' (the CPU wheel: pip install torch "
+                        "--index-url https://download.pytorch.org/whl/cpu), "
+                        "or convert it to .npz first.") from e
     sd = torch.load(path, map_location="cpu", weights_only=True)
   for wrapper in ("state_dict", "model"):
     if isinstance(sd.get(wrapper), Mapping):

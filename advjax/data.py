@@ -95,7 +95,9 @@ def _load_tfds(name: str, split: str) -> Dataset:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise DataError(f"No data folder given (argument or {ENV_VAR}) and "
-                    "tensorflow-datasets is not installed.") from e
+                    "tensorflow-datasets is not installed: set "
+                    f"{ENV_VAR} to a folder of the four IDX files, or "
+                    "pip install 'advjax[tfds]'.") from e
   try:
     ds = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1))
   except Exception as e:  # TFDS raises many types; all mean the same here.

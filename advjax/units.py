@@ -14,7 +14,10 @@ is, so the claim can be tested by the number:
     how it drew v, and the ranking does not depend on the norm anyway);
   * `label_purity`, `label_agreement`, `pairwise_cosine` score a top-k set;
     `random_sets` gives the chance baseline (k images drawn uniformly);
-  * `bootstrap_ci` and `permutation_test` compare the distributions.
+  * `bootstrap_ci` and `permutation_test` (`scipy.stats.bootstrap` and
+    `scipy.stats.permutation_test`) compare the distributions;
+  * `group_values` and `compare` are the comparison itself: coherence of the
+    unit sets, the random-direction sets and the null, and units − random.
 
 Ties in scores are broken by the lower image index (as numpy's stable argsort
 of the negated scores), so results are deterministic.
@@ -28,6 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import stats
 
 from advjax import models
 
@@ -295,34 +299,97 @@ def coherence(index: np.ndarray, y: np.ndarray,
 
 def bootstrap_ci(v: np.ndarray, seed: int = 0, n_boot: int = 10000,
                  level: float = 0.95) -> Interval:
-  """Percentile bootstrap confidence interval of the mean of `v`."""
+  """Percentile bootstrap CI of the mean of `v` (§3; `scipy.stats.bootstrap`)."""
   v = np.asarray(v, np.float64)
   if v.ndim != 1 or len(v) == 0:
     raise ValueError(f"bootstrap_ci needs a non-empty 1-D sample; got {v.shape}.")
-  rng = np.random.default_rng(seed)
-  # In chunks of 1000 resamples so memory stays O(1000 · len(v)).
-  means = np.concatenate([
-      v[rng.integers(0, len(v), (min(1000, n_boot - i), len(v)))].mean(1)
-      for i in range(0, n_boot, 1000)])
-  a = (1 - level) / 2
-  return Interval(float(v.mean()), float(np.quantile(means, a)),
-                  float(np.quantile(means, 1 - a)))
+  if len(v) == 1 or np.all(v == v[0]):  # scipy returns NaN for a degenerate sample
+    return Interval(float(v[0]), float(v[0]), float(v[0]))
+  ci = stats.bootstrap((v,), np.mean, n_resamples=n_boot, batch=1000,
+                       confidence_level=level, method="percentile",
+                       rng=np.random.default_rng(seed)).confidence_interval
+  return Interval(float(v.mean()), float(ci.low), float(ci.high))
+
+
+def _mean_diff(a, b, axis):
+  return np.mean(a, axis=axis) - np.mean(b, axis=axis)
 
 
 def permutation_test(a: np.ndarray, b: np.ndarray, seed: int = 0,
                      n_perm: int = 10000) -> float:
-  """Two-sided permutation p-value of mean(a) − mean(b) (with +1 correction)."""
+  """Two-sided permutation p-value of mean(a) − mean(b) (§3).
+
+  `scipy.stats.permutation_test` with independent samples: p = 2·min of the
+  one-sided p-values (capped at 1), each with the +1 correction of a
+  randomised test, or the exact p when n_perm exceeds the partitions.
+  """
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if len(a) == 0 or len(b) == 0:
     raise ValueError("permutation_test needs two non-empty samples.")
-  both = np.concatenate([a, b])
-  obs = abs(a.mean() - b.mean())
-  rng = np.random.default_rng(seed)
-  diff = []
-  for i in range(0, n_perm, 1000):  # chunks bound the memory
-    idx = np.tile(np.arange(len(both)), (min(1000, n_perm - i), 1))
-    s = both[rng.permuted(idx, axis=1)]
-    diff.append(np.abs(s[:, :len(a)].mean(1) - s[:, len(a):].mean(1)))
-  diff = np.concatenate(diff)
-  # Small tolerance so that the observed split itself always counts as extreme.
-  return float((1 + np.sum(diff >= obs - 1e-12)) / (n_perm + 1))
+  r = stats.permutation_test((a, b), _mean_diff, vectorized=True,
+                             n_resamples=n_perm, batch=1000,
+                             alternative="two-sided",
+                             rng=np.random.default_rng(seed))
+  return float(r.pvalue)
+
+
+# ----------------------------------------------------------------------------
+# The comparison of §3: units e_i against random directions v.
+
+MEASURES = {"purity": "label purity (majority share)",
+            "agreement": "pair label agreement",
+            "cos_other": "cosine, other net's features (centred)",
+            "cos_pixels": "cosine, pixels (centred)"}
+GROUPS = ("units", "random", "null")
+
+
+def group_values(t: TopK, n_units: int, k: int, null: np.ndarray,
+                 y: np.ndarray, embs: dict[str, np.ndarray]) -> tuple[dict, dict]:
+  """Per group, the coherence of its unique top-k sets; and the counts left out (§3).
+
+  Args:
+    t: top-(k+1) of the directions [e_1..e_{n_units}, v_1..] (units first).
+    n_units: how many rows of `t` are units.
+    k: set size.
+    null: (n_null, k) random index sets (`random_sets`).
+    y: labels of the image set.
+    embs: measure name → centred (N, e) embedding for `pairwise_cosine`.
+
+  Returns:
+    ({group: {measure: (n_sets,) values}}, {'units'|'random': sets left out}).
+  """
+  ok = unique_sets(t, k)
+  idx = {"units": t.index[:n_units, :k][ok[:n_units]],
+         "random": t.index[n_units:, :k][ok[n_units:]], "null": null}
+  out = {}
+  for g, ix in idx.items():
+    coh = coherence(ix, y)
+    out[g] = {"purity": coh.purity, "agreement": coh.agreement,
+              **{m: pairwise_cosine(ix, e) for m, e in embs.items()}}
+  left_out = {"units": int(n_units - ok[:n_units].sum()),
+              "random": int(len(ok) - n_units - ok[n_units:].sum())}
+  return out, left_out
+
+
+def compare(vals: dict, seed: int = 0, n_boot: int = 10000,
+            n_perm: int = 10000) -> dict:
+  """Units vs random directions, per measure (§3).
+
+  For each measure of `vals` (from `group_values`): the mean and percentile
+  bootstrap 95% CI per group, and for units − random the difference of
+  means, its two-sided permutation p and the two-sample KS p (whole
+  distributions; ties make KS conservative).
+  """
+  res = {}
+  for m in MEASURES:
+    if m not in vals["units"]:
+      continue
+    r = {g: dict(bootstrap_ci(vals[g][m], seed, n_boot)._asdict(),
+                 n=len(vals[g][m])) for g in GROUPS if len(vals[g][m])}
+    if "units" in r and "random" in r:
+      u, v = vals["units"][m], vals["random"][m]
+      r["units_minus_random"] = r["units"]["mean"] - r["random"]["mean"]
+      r["p_perm"] = permutation_test(u, v, seed, n_perm)
+      r["p_ks"] = float(stats.ks_2samp(u, v).pvalue)
+    res[m] = r
+  return res

@@ -130,6 +130,54 @@ def test_statistics_detect_a_shift_and_not_its_absence():
   assert p_same > 0.01
 
 
+def _percentile_bootstrap(v, rng, n_boot):
+  """The hand-written interval advjax had before scipy.stats (reference)."""
+  means = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(1)
+  return np.quantile(means, 0.025), np.quantile(means, 0.975)
+
+
+def _perm_p(a, b, rng, n_perm):
+  """Hand-written two-sided |mean difference| permutation p (reference)."""
+  both, obs = np.concatenate([a, b]), abs(a.mean() - b.mean())
+  s = both[rng.permuted(np.tile(np.arange(len(both)), (n_perm, 1)), axis=1)]
+  d = np.abs(s[:, :len(a)].mean(1) - s[:, len(a):].mean(1))
+  return (1 + np.sum(d >= obs - 1e-12)) / (n_perm + 1)
+
+
+def test_scipy_statistics_agree_with_hand_written_ones():
+  rng = np.random.default_rng(5)
+  a, b = rng.normal(0, 1, 150), rng.normal(0.25, 1.3, 120)
+  ci = units.bootstrap_ci(a, seed=0, n_boot=20000)
+  lo, hi = _percentile_bootstrap(a, np.random.default_rng(1), 20000)
+  assert abs(ci.lo - lo) < 0.02 and abs(ci.hi - hi) < 0.02
+  assert ci.mean == a.mean()
+  p = units.permutation_test(a, b, seed=0, n_perm=20000)
+  assert abs(p - _perm_p(a, b, np.random.default_rng(2), 20000)) < 0.01
+  c = units.bootstrap_ci(np.full(7, 0.5))  # degenerate sample: a point
+  assert c == units.Interval(0.5, 0.5, 0.5)
+
+
+def test_compare_units_against_random_directions():
+  """group_values + compare: the §3 comparison on a constructed TopK."""
+  rng = np.random.default_rng(0)
+  y = np.repeat(np.arange(10), 30)  # 300 images, 30 per label
+  pure = np.stack([np.flatnonzero(y == c)[:5] for c in range(10)])  # units
+  mixed = rng.permutation(300)[:50].reshape(10, 5)  # "random directions"
+  index = np.concatenate([pure, mixed])
+  # Strictly decreasing scores: every top-4 set is unique.
+  t = units.TopK(np.tile(np.arange(5, 0, -1.0), (20, 1)), index)
+  null = units.random_sets(0, 50, 4, 300)
+  emb = units.center(rng.normal(size=(300, 8)))
+  vals, left = units.group_values(t, 10, 4, null, y, {"cos_other": emb})
+  assert left == {"units": 0, "random": 0}
+  np.testing.assert_allclose(vals["units"]["purity"], 1.0)
+  res = units.compare(vals, seed=0, n_boot=500, n_perm=500)
+  assert set(res) == {"purity", "agreement", "cos_other"}
+  r = res["purity"]
+  assert r["units"]["n"] == 10 and r["null"]["n"] == 50
+  assert r["units_minus_random"] > 0.4 and r["p_perm"] < 0.01 and r["p_ks"] < 0.01
+
+
 def test_bad_inputs_raise_clear_errors(fc):
   model, params, x = fc
   with pytest.raises(ValueError, match="no layer"):

@@ -13,9 +13,10 @@ results.json and results.md (a QUICK run says so at the top). Tests and
 `reproduce.py` call `run` or `execute` directly, never argv strings.
 
 Where results go (so that no README command changes a tracked file):
-experiments/results/<name>/ for a full run, experiments/results/quick/<name>/
-for `--quick`, experiments/results/partial/<name>-<only>/ for `--only`
-(quick and partial folders are git-ignored), or `--workdir`.
+experiments/results/<name>/ for a full run of the committed config (any
+number of seeds), experiments/results/quick/<name>/ for `--quick`,
+experiments/results/partial/<name>-<what differs>/ for `--only` or any other
+override (quick and partial folders are git-ignored), or `--workdir`.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def command(script: str, config_module, cfg: ExperimentConfig,
       parts.append(f"'<{path} changed in code>'")
       continue
     parts.append(shlex.quote(f"--config.{path}={format_value(v)}"))
-  default = default_workdir(name_of(config_module), cfg)
+  default = default_workdir(config_module, cfg)
   if workdir and os.path.normpath(workdir) != os.path.normpath(default):
     parts += ["--workdir", shlex.quote(workdir)]
   return env + " ".join(parts)
@@ -223,11 +224,25 @@ def read_json(path: str) -> Any:
     return json.load(f)
 
 
-def default_workdir(name: str, cfg: ExperimentConfig) -> str:
-  """Where a run's results go unless --workdir says otherwise (module doc)."""
-  if cfg.only:
-    tag = "-".join([*(["quick"] if cfg.quick else []), name, *cfg.only])
-    return os.path.join(RESULTS, "partial", tag.replace("/", "_"))
+# Fields that do not change what a results table means: a run differing from
+# the default config in these only still writes the committed folder.
+NEUTRAL = ("seeds", "progress", "data_dir", "runs_dir", "only")
+
+
+def default_workdir(config_module, cfg: ExperimentConfig) -> str:
+  """Where a run's results go unless --workdir says otherwise (module doc).
+
+  Only the config as committed (up to NEUTRAL fields) writes
+  experiments/results/<name>/; `--only` or any other override writes
+  experiments/results/partial/<name>-<what differs>/ (git-ignored).
+  """
+  name = name_of(config_module)
+  changed = [f"{p}={format_value(v)}" for p, v in
+             diff(config_module.get_config(cfg.quick), cfg) if p not in NEUTRAL]
+  if cfg.only or (changed and not cfg.quick):
+    tag = "-".join([*(["quick"] if cfg.quick else []), name, *cfg.only, *changed])
+    tag = "".join(c if c.isalnum() or c in "()-_.=," else "_" for c in tag)[:120]
+    return os.path.join(RESULTS, "partial", tag)
   return os.path.join(RESULTS, *(("quick",) if cfg.quick else ()), name)
 
 
@@ -285,7 +300,7 @@ def execute(run: Callable, config_module, cfg: ExperimentConfig,
             workdir: str | None = None, *, markdown: Callable) -> dict:
   """Writes config.json, calls `run(cfg, workdir)`, writes the results."""
   script = script_of(run)
-  workdir = workdir or default_workdir(name_of(config_module), cfg)
+  workdir = workdir or default_workdir(config_module, cfg)
   write_run_config(workdir, script, config_module, cfg)
   results = run(cfg, workdir)
   # The training-set size is known once the data is loaded: record it too.

@@ -45,7 +45,7 @@ def run_step(name: str, cfg: config.Config) -> dict:
     mod.main(argv + (["--data-dir", cfg.data_dir] if cfg.data_dir else []))
   else:
     c = step_config(cfg, conf_mod)
-    workdir = common.default_workdir(common.name_of(conf_mod), c)
+    workdir = common.default_workdir(conf_mod, c)
     if common.is_complete(workdir, c):
       return {"step": name, "status": "complete earlier (skipped)"}
     md = getattr(mod, "markdown", None) or getattr(tables, name)

@@ -155,8 +155,12 @@ def test_overrides_coerce_and_reject():
 def test_only_writes_a_partial_folder_and_command_round_trips():
   cfg, workdir = common.parse_flags(["--quick", "--only", "FC10(1)", "--config.n_images=7"], c_t1)
   assert workdir is None and cfg.only == ("FC10(1)",)
-  assert common.default_workdir("table1", cfg).startswith(
-      os.path.join("experiments", "results", "partial"))
+  partial = os.path.join("experiments", "results", "partial")
+  assert common.default_workdir(c_t1, cfg).startswith(partial)
+  full, _ = common.parse_flags(["--config.attack.maxiter=50", "--config.seeds=0,1"], c_t1)
+  assert common.default_workdir(c_t1, full).startswith(partial)  # not the committed table
+  seeds, _ = common.parse_flags(["--config.seeds=0,1,2"], c_t1)
+  assert common.default_workdir(c_t1, seeds) == os.path.join("experiments", "results", "table1")
   cmd = common.command("table1", c_t1, cfg)
   words = [w for w in shlex.split(cmd) if not w.startswith("ADVJAX_DATA_DIR=")]
   assert common.parse_flags(words[2:], c_t1)[0] == cfg

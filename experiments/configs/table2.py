@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments import common
 from experiments.configs import table1
 
 TITLE = "Table 2: cross-model generalisation (§4.2)"

@@ -17,14 +17,17 @@ training from its last epoch, pools included). `--only CELL...` runs some.
 
 Command (full):  python experiments/adv_search.py        (run in parts; resumable)
 Command (quick): python experiments/adv_search.py --quick
-Budget (CPU minutes per cell at 60k, estimated from the 10k measurements of
-BUILD_NOTES §3 — a plain FC100 net 9 s per 60 epochs at 10k, an input pool of
-2,000 + 59 × 500 attacks at bisect 6 / maxiter 50 ≈ 210 s — and the quick
-cell timings in BUILD_NOTES "Issue 10"): plain ≈ 1; centre (cheap attack)
-≈ 2; attack "medium" ≈ 4, "full" ≈ 8; size 8000 ≈ 4; refresh 0.5 ≈ 3;
-120 epochs ≈ 4; all layers ≈ 5. The 20 cells ≈ 60 CPU-minutes; with
-adv_training's 3 seeds × 6 variants (≈ 45) the total stays under the issue's
-4 CPU-hours, with room for a second screen round.
+Budget, CPU minutes per cell at 60k and 60 epochs, from a measurement on
+this 2-core machine (load ≈ 7; BUILD_NOTES "Issue 10"): a plain epoch of
+FC100-100-10 ≈ 1.1 s, a pool minibatch per step +50%; 500 input-space
+attacks 1.3 s cheap / 5.1 s medium / 8.9 s full, hidden-layer ones ≈ 0.2 s;
+the evaluation (500 full attacks) ≈ 0.3 min. Per cell: baseline, dropout ≈ 1.5;
+centre ≈ 3; sigmoid1/sigmoid2 ≈ 2; all layers ≈ 4; size 500 ≈ 2.5, 8000 ≈ 7;
+refresh 0.1 ≈ 2.5, 0.5 ≈ 4.5; every 5 ≈ 2; weight 0.3/3 ≈ 3; attack medium
+≈ 7, full ≈ 11; 30 epochs ≈ 2, 120 ≈ 6, baseline 120 ≈ 2.5; sigmoid2
+medium ≈ 2.5; dropout + centre ≈ 3. The screen ≈ 76 CPU-minutes; then
+adv_training's 3 seeds × 6 variants ≈ 40: about 2 of the issue's 4
+CPU-hours, leaving room for a second screen round around the best cell.
 """
 
 from __future__ import annotations

@@ -15,9 +15,8 @@ images; a finding holds only beyond the seed spread.
 
 Command (full):  python experiments/adv_training.py     (3 seeds)
 Command (quick): python experiments/adv_training.py --quick
-Runtime: quick ≈ 1 min; full ≈ 3 seeds × 6 variants × 1–4 min (estimate from
-the 10k run: 9 s per plain net at 10k → ~1 min at 60k; an input pool's attacks
-≈ 200 s at the old strength, ~40 s at the cheap one).
+Runtime: quick ≈ 20–30 s; full ≈ 3 seeds × 6 variants × 1.5–4 CPU-minutes
+≈ 40 min (per-cell measurement in configs/adv_search.py).
 Expected (measured at 10k, one seed): weight decay 3.93%, dropout 3.52%, pools
 4.5–5.1%: the paper's error reduction NOT reproduced there.
 """

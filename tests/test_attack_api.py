@@ -93,13 +93,16 @@ def test_box_minus_one_one_matches_reference():
   x01, pred = _data(3, seed=12)
   x, t = 2 * x01 - 1, (pred + 2) % K
   fn = _shifted(-1.0, 1.0)
-  res = attacks.lbfgs(fn, x, t, bounds=(-1, 1))
+  res = attacks.lbfgs(fn, x, t, bounds=(-1, 1), options=attacks.PAPER)
   ref = reference.lbfgs_reference(fn, x, t, bounds=(-1, 1))
-  xa = np.asarray(res.x_adv)
-  assert np.all(np.asarray(res.success)) and np.all(ref.success)
-  assert xa.min() >= -1 and xa.max() <= 1 and xa.min() < 0  # the box is used
+  fast = attacks.lbfgs(fn, x, t, bounds=(-1, 1))
+  for r in (res, fast):
+    xa = np.asarray(r.x_adv)
+    assert np.all(np.asarray(r.success)) and np.all(ref.success)
+    assert xa.min() >= -1 and xa.max() <= 1 and xa.min() < 0  # the box is used
   assert np.asarray(res.distortion).mean() <= 1.02 * ref.distortion.mean()
   np.testing.assert_allclose(res.distortion, ref.distortion, rtol=0.05)
+  assert np.asarray(fast.distortion).mean() <= ref.distortion.mean()
   with pytest.raises(ValueError, match=r"outside the box bounds=\(-1, 1\)"):
     attacks.lbfgs(fn, x + 1.5, t, bounds=(-1, 1))
 
@@ -110,14 +113,17 @@ def test_per_pixel_bounds_match_reference_and_hold():
   lo = np.zeros(SHAPE, np.float32)
   hi = np.ones(SHAPE, np.float32)
   hi[:3] = np.maximum(x.max(0)[:3], 1e-3)  # the top rows may not brighten
-  res = attacks.lbfgs(logits_fn, x, t, bounds=(lo, hi))
+  res = attacks.lbfgs(logits_fn, x, t, bounds=(lo, hi), options=attacks.PAPER)
   ref = reference.lbfgs_reference(logits_fn, x, t, bounds=(lo, hi))
-  xa = np.asarray(res.x_adv)
-  assert np.all(xa >= lo) and np.all(xa <= hi)
-  assert np.all(np.asarray(res.success) == ref.success)
+  fast = attacks.lbfgs(logits_fn, x, t, bounds=(lo, hi))
+  for r in (res, fast):
+    xa = np.asarray(r.x_adv)
+    assert np.all(xa >= lo) and np.all(xa <= hi)
+    assert np.all(np.asarray(r.success) == ref.success)
   ok = ref.success
   assert np.asarray(res.distortion)[ok].mean() <= 1.02 * ref.distortion[ok].mean()
-  free = attacks.lbfgs(logits_fn, x, t)
+  assert np.asarray(fast.distortion)[ok].mean() <= ref.distortion[ok].mean()
+  free = attacks.lbfgs(logits_fn, x, t, options=attacks.PAPER)
   assert np.all(np.asarray(res.distortion) >= np.asarray(free.distortion) - 1e-4)
   with pytest.raises(ValueError, match="broadcast"):
     attacks.lbfgs(logits_fn, x, t, bounds=(0, np.ones(7)))

@@ -40,16 +40,33 @@ def _data(B, seed=1):
 def batch():
   x, pred = _data(4)
   t = np.asarray(attacks.random_targets(jax.random.PRNGKey(2), pred, K))
-  return x, pred, t, attacks.lbfgs(logits_fn, x, t)
+  return x, pred, t, attacks.lbfgs(logits_fn, x, t, options=attacks.PAPER)
 
 
-def test_matches_scipy_reference(batch):
-  x, _, t, res = batch
-  ref = reference.lbfgs_reference(logits_fn, x, t)
+@pytest.fixture(scope="module")
+def ref(batch):
+  x, _, t, _ = batch
+  return reference.lbfgs_reference(logits_fn, x, t)
+
+
+def test_paper_procedure_matches_scipy_reference(batch, ref):
+  _, _, _, res = batch
   assert np.all(ref.success) and np.all(np.asarray(res.success))
   d, dr = np.asarray(res.distortion), ref.distortion
   assert d.mean() <= 1.02 * dr.mean(), (d, dr)
   np.testing.assert_allclose(d, dr, rtol=0.05)
+
+
+def test_default_is_never_worse_than_the_reference(batch, ref):
+  x, _, t, _ = batch
+  fast = attacks.lbfgs(logits_fn, x, t)  # short c search + boundary steps
+  assert np.all(np.asarray(fast.success))
+  d = np.asarray(fast.distortion)
+  assert d.mean() <= 1.00 * ref.distortion.mean(), (d, ref.distortion)
+  assert np.all(d <= ref.distortion * 1.005), (d, ref.distortion)
+  off = attacks.lbfgs(logits_fn, x, t, options=attacks.AttackOptions(
+      polish_steps=0, refine_steps=0))
+  assert np.all(d <= np.asarray(off.distortion) + 1e-6)  # the boundary steps only shorten r
 
 
 def test_box_success_and_fields(batch):
@@ -68,14 +85,14 @@ def test_box_success_and_fields(batch):
 def test_batched_equals_loop(batch):
   x, _, t, res = batch
   for i in range(2):
-    one = attacks.lbfgs(logits_fn, x[i:i + 1], t[i:i + 1])
+    one = attacks.lbfgs(logits_fn, x[i:i + 1], t[i:i + 1], options=attacks.PAPER)
     assert bool(one.success[0]) == bool(res.success[i])
     np.testing.assert_allclose(one.distortion[0], res.distortion[i], rtol=2e-3)
 
 
 def test_flat_inputs_give_same_result(batch):
   x, _, t, res = batch
-  flat = attacks.lbfgs(logits_fn, x.reshape(4, -1), t)
+  flat = attacks.lbfgs(logits_fn, x.reshape(4, -1), t, options=attacks.PAPER)
   assert flat.x_adv.shape == (4, int(np.prod(SHAPE)))
   np.testing.assert_allclose(flat.distortion, res.distortion, rtol=2e-3)
 
@@ -102,13 +119,17 @@ def test_same_shape_compiles_once():
 
 def test_untargeted_all_is_min_over_targets():
   x, pred = _data(4, seed=7)
-  res = attacks.lbfgs(logits_fn, x)
+  res = attacks.lbfgs(logits_fn, x, options=attacks.PAPER)
   assert np.all(np.asarray(res.success))
-  per = [attacks.lbfgs(logits_fn, x, (pred + k) % K) for k in range(1, K)]
+  per = [attacks.lbfgs(logits_fn, x, (pred + k) % K, options=attacks.PAPER)
+         for k in range(1, K)]
   l2 = np.stack([np.where(p.success, p.l2, np.inf) for p in per])
   np.testing.assert_allclose(res.l2, l2.min(0), rtol=1e-6)
   assert np.all(np.asarray(res.target) != pred)
-  lg = attacks.lbfgs(logits_fn, x, untargeted="logits")
+  screened = attacks.lbfgs(logits_fn, x, options=attacks.PAPER._replace(screen=2))
+  assert np.all(np.asarray(screened.l2) >= np.asarray(res.l2) - 1e-6)  # a subset of targets
+  assert np.all(np.asarray(screened.success))
+  lg = attacks.lbfgs(logits_fn, x, untargeted="logits", options=attacks.PAPER)
   assert np.all(np.asarray(lg.target) != pred)
   assert np.all(np.asarray(lg.l2) >= np.asarray(res.l2) - 1e-6)
   rnd = attacks.lbfgs(logits_fn, x, untargeted="random", key=jax.random.PRNGKey(0))
@@ -171,11 +192,11 @@ def _apply(params, x):
 
 def test_pair_matches_function_and_new_weights_do_not_recompile(batch):
   x, _, t, res = batch
-  got = attacks.lbfgs((_apply, PARAMS), x, t)
+  got = attacks.lbfgs((_apply, PARAMS), x, t, options=attacks.PAPER)
   np.testing.assert_allclose(np.asarray(got.distortion), np.asarray(res.distortion),
                              rtol=1e-4, atol=1e-6)
   n0 = attacks._attack_jit._cache_size()  # pylint: disable=protected-access
-  other = attacks.lbfgs((_apply, _tiny_params(seed=3)), x, t)
+  other = attacks.lbfgs((_apply, _tiny_params(seed=3)), x, t, options=attacks.PAPER)
   assert attacks._attack_jit._cache_size() == n0  # new weights, no new compile
   assert np.asarray(other.x_adv).min() >= 0 and np.asarray(other.x_adv).max() <= 1
   with pytest.raises(ValueError, match="target"):
@@ -184,7 +205,7 @@ def test_pair_matches_function_and_new_weights_do_not_recompile(batch):
 
 def test_bisect_steps_zero_stops_after_bracketing(batch):
   x, _, t, res = batch
-  r0 = attacks.lbfgs(logits_fn, x, t, options=Opts(bisect_steps=0))
+  r0 = attacks.lbfgs(logits_fn, x, t, options=attacks.PAPER._replace(bisect_steps=0))
   assert np.all(np.asarray(r0.success))  # bracketing alone finds a success
   assert np.all(np.asarray(r0.distortion) >= np.asarray(res.distortion) - 1e-6)
   ref = reference.lbfgs_reference(logits_fn, x[:1], t[:1], bisect_steps=0)

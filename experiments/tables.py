@@ -130,3 +130,24 @@ def reproduce(res: dict, cfg) -> str:
                f"{s.get('peak_rss_mib', '–')} |")
   return ("\n".join(out) + f"\n\nTotal wall: {res['wall_seconds']} s. Separate "
           "scripts, not run here: " + ", ".join(res["separate"]) + ".\n")
+
+
+def bench(res: dict, cfg) -> str:
+  """The attack benchmark's device report: one table per workload, then ratios."""
+  del cfg
+  head = (f"Device: {res['device']} ({res['backend']}), jax {res['jax']}, load average "
+          f"{[round(v, 1) for v in res['loadavg_start']]} at the start. Times are "
+          "seconds in this one process; warm = everything compiled.\n")
+  out = [head]
+  for w, r in res["workloads"].items():
+    out += [f"### {w}\n", "| attack | n | success | mean RMS | first call s | warm s | "
+            "images/s | in box |", "| --- " * 8 + "|"]
+    for name, v in r["rows"].items():
+      rms = f"{v['mean_rms']:.5f}" if v.get("mean_rms") is not None else "–"
+      first = f"{v['first_call_s']:.2f}" if v.get("first_call_s") is not None else "–"
+      out.append(f"| {name} | {v['n']} | {100 * v['success']:.1f}% | {rms} | {first} | "
+                 f"{v['warm_s']:.3f} | {v['images_per_s']:.1f} | {v['in_box']} |")
+    out += ["", "| ratio | value |", "| --- | --- |"]
+    out += [f"| {k} | {v:.3f} |" for k, v in r["ratios"].items()]
+    out.append("")
+  return "\n".join(out) + "\n"

@@ -9,14 +9,14 @@ numbers bracket ‖W‖₂:
     v ↦ WᵀWv (or WWᵀ, the smaller side), or, in jit, `optax.power_iteration`;
     the Rayleigh quotient is recomputed at the returned unit vector, so the
     estimate is ‖Wy‖ for a unit y, never above ‖W‖ (up to rounding);
-  * the *certified upper bound*, which no library provides:
-      - Gram iteration (Delattre et al. 2023) on the explicit matrix, for dense
-        layers and small operators of any kind (float64, numpy);
-      - the polyphase FFT bound for convolutions: a zero-padded conv on n
-        pixels is a restriction of a circular conv on N ≥ n + pad pixels,
-        whose norm is max_ξ ‖A(ξ)‖ / sqrt(Δ_h Δ_w), A(ξ) stacking the Δ_h·Δ_w
-        aliased frequencies of the kernel's DFT. (The paper prints the factor
-        as Δ⁻²; 1/Δ is what matches a dense SVD, see BUILD_NOTES.md §5.)
+  * the *certified upper bound*, from `advjax.certificates` (no library has
+    these): for dense layers a Cholesky test of μI − WᵀW just above the
+    estimate (Gram iteration as the fallback, and for small operators of any
+    kind); for convolutions the polyphase FFT bound: a zero-padded conv on n
+    pixels is a restriction of a circular conv on N ≥ n + pad pixels, whose
+    norm is max_ξ ‖A(ξ)‖ / sqrt(Δ_h Δ_w), A(ξ) stacking the Δ_h·Δ_w aliased
+    frequencies of the kernel's DFT. (The paper prints the factor as Δ⁻²;
+    1/Δ is what matches a dense SVD, see BUILD_NOTES.md §5.)
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy.linalg import blas, lapack
 from scipy.sparse import linalg as sla
+
+from advjax.certificates import (  # noqa: F401  (re-exported)
+    cholesky_upper, circular_conv_norm, gram_upper)
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -72,9 +74,9 @@ def _check_dtype(dtype) -> jnp.dtype:
   return dtype
 
 
-def _linear_ops(fn, input_shape, dtype, rng, args):
+def _linear_ops(fn, input_shape, dtype, rng, args, check: bool = True):
   """(f, fᵀ, m) on flat vectors, m the output size; `args` are traced
-  arguments (not constants, which XLA would fold in); checks linearity."""
+  arguments (not constants, which XLA would fold in); `check`s linearity."""
   n = math.prod(input_shape)
   spec = jax.ShapeDtypeStruct((n,), dtype)
   f = lambda v, a: jnp.ravel(fn(v.reshape(input_shape), *a))
@@ -85,6 +87,8 @@ def _linear_ops(fn, input_shape, dtype, rng, args):
     except Exception:  # a primitive JAX cannot transpose: use the VJP at 0.
       return jax.vjp(lambda v: f(v, a), jnp.zeros(n, dtype))[1](y)[0]
 
+  if not check:  # a map built linear here (conv_norm, dense_norm)
+    return f, fT, math.prod(jax.eval_shape(f, spec, args).shape)
   u, w = jnp.asarray(rng.standard_normal((2, n)), dtype)
   fj = jax.jit(f)
   fu, fw, f0 = fj(u, args), fj(w, args), fj(jnp.zeros(n, dtype), args)
@@ -150,7 +154,8 @@ def operator_norm(fn: Callable, input_shape: Sequence[int], *,
                   tol: float | None = None, max_iters: int = 5000,
                   krylov_dim: int = 32, seed: int = 0,
                   certify: bool = True, dense_limit: int = 4096,
-                  gram_rtol: float = 1e-4, args: tuple = ()) -> NormResult:
+                  gram_rtol: float = 1e-4, args: tuple = (),
+                  check_linear: bool = True) -> NormResult:
   """Spectral norm ‖W‖₂ of a linear map given as a function (§4.3).
 
   Finds the top eigenpair of WᵀW (or of WWᵀ when the output is smaller), with
@@ -174,6 +179,9 @@ def operator_norm(fn: Callable, input_shape: Sequence[int], *,
     gram_rtol: Gram iteration stops within this of the estimate.
     args: arrays fn takes after x (e.g. the kernel): passed to the jitted
       code as arguments, so big weights are not compiled in as constants.
+    check_linear: first check that fn is linear, not affine (four calls and
+      a compile; `conv_norm` and `dense_norm`, whose maps are linear by
+      construction, skip it).
 
   Returns:
     NormResult; `upper` is None when the operator is too big to certify here
@@ -187,7 +195,7 @@ def operator_norm(fn: Callable, input_shape: Sequence[int], *,
     raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}.")
   with jax.default_matmul_precision("highest"):
     rng = np.random.RandomState(seed)
-    f, fT, m = _linear_ops(fn, input_shape, dtype, rng, args)
+    f, fT, m = _linear_ops(fn, input_shape, dtype, rng, args, check_linear)
     n = math.prod(input_shape)
     # Iterate on the smaller side: ‖WᵀW‖ = ‖WWᵀ‖, shorter vectors.
     gram = ((lambda y, a: f(fT(y, a), a)) if m < n else
@@ -203,79 +211,7 @@ def operator_norm(fn: Callable, input_shape: Sequence[int], *,
 
 
 # ----------------------------------------------------------------------------
-# Certificates (float64, numpy): advjax's own.
-
-def gram_upper(W: Any, lower: float = 0.0, rtol: float = 1e-4,
-               max_steps: int = 16) -> float:
-  """Certified ‖W‖₂ ≤ bound by Gram iteration (Delattre et al. 2023), float64.
-
-  G₀ = W, G_{t+1} = (G_t/r_t)ᵀ(G_t/r_t) with r_t = ‖G_t‖_F gives
-  ‖W‖ ≤ exp(Σ_{i<t} 2^{−i} log r_i) · ‖G_t‖_F^{2^{−t}}, the Schatten-2^{t+1}
-  norm, which decreases to ‖W‖ (§4.3's per-layer bound, certified). Stops once
-  the bound is within `rtol` of a known `lower` bound, when it stops
-  improving, or after `max_steps`.
-  """
-  G = np.asarray(W, np.float64)
-  if G.ndim != 2:
-    raise ValueError(f"gram_upper needs a matrix, got shape {G.shape}.")
-  if G.shape[0] < G.shape[1]:
-    G = G.T
-  c, best = 0.0, float(np.linalg.norm(G))
-  for t in range(max_steps):
-    r = np.linalg.norm(G)
-    if r == 0 or best <= lower * (1 + rtol):
-      break
-    c += 2.0 ** -t * math.log(r)
-    G = G / r
-    G = G.T @ G
-    bound = math.exp(c + 2.0 ** -(t + 1) * math.log(np.linalg.norm(G)))
-    if bound >= best * (1 - 1e-12):  # rounding floor reached
-      best = min(best, bound)
-      break
-    best = bound
-  return 0.0 if np.linalg.norm(G) == 0 else best
-
-
-def _below(G: np.ndarray, mu: float) -> bool:
-  """Whether λ_max(G) ≤ mu·(1 + rounding) for Hermitian G: Cholesky of μI − G.
-
-  A Cholesky factorisation that completes in floating point is the exact one
-  of μI − G + E with ‖E‖ ≤ 2(n+1)²·u·(μ + ‖G‖) (Demmel 1989); callers add
-  that margin (`_MARGIN`). Reads the upper triangle only. LAPACK's ?potrf
-  costs n³/3, against ~4n³ for the eigenvalues.
-  """
-  A = np.array(-G, order="F")
-  A[np.diag_indices_from(A)] += mu
-  potrf = (lapack.zpotrf if np.iscomplexobj(A) else lapack.dpotrf)
-  return potrf(A, lower=0, overwrite_a=1, clean=0)[1] == 0
-
-
-def _margin(n: int) -> float:
-  """Relative rounding margin of a passed `_below` test on an n×n matrix."""
-  return 4.0 * (n + 1) ** 2 * np.finfo(np.float64).eps + 1e-12
-
-
-def cholesky_upper(W: Any, lower: float, rtol: float = 1e-4,
-                   tries: int = 4) -> float | None:
-  """Certified ‖W‖₂ ≤ bound from a known lower bound (§4.3), float64.
-
-  Forms G = WᵀW on the smaller side (BLAS syrk) and proves λ_max(G) ≤ μ by
-  a Cholesky factorisation of μI − G, for μ = (lower·(1 + rtol))², widening
-  the gap tenfold up to `tries` times. Returns sqrt(μ·(1 + margin)), or None
-  if every μ failed (the lower bound was far from the norm). One syrk and a
-  Cholesky, against the repeated n³ products of Gram iteration.
-  """
-  A = np.asarray(W, np.float64)
-  if A.shape[0] < A.shape[1]:
-    A = A.T
-  # C-ordered A (m, n) is Aᵀ in Fortran order: syrk of it gives AᵀA, no copy.
-  G = blas.dsyrk(1.0, np.ascontiguousarray(A).T, trans=0, lower=0)
-  for i in range(tries):
-    mu = (lower * (1 + rtol * 10 ** i)) ** 2
-    if mu > 0 and _below(G, mu):
-      return math.sqrt(mu * (1 + _margin(G.shape[0])))
-  return None
-
+# Conv geometry.
 
 def _axis_embedding(n: int, pads: tuple[int, int], k: int, s: int) -> int:
   """Smallest N (multiple of s) s.t. the zero-padded strided conv on n embeds."""
@@ -291,110 +227,6 @@ def _dilate(kernel: np.ndarray, dilation: tuple[int, int]) -> np.ndarray:
                  + kernel.shape[2:], kernel.dtype)
   out[::dilation[0], ::dilation[1]] = kernel
   return out
-
-
-def _aliased_grams(K: np.ndarray, N, stride):
-  """For each row η of output frequencies: the (Mw, n, n) Gram matrices of A(η).
-
-  A(η) = [K̂(η + a·N/Δ)]_a is the D × (C·Δ²) block of aliased kernel DFTs; the
-  Gram side is the smaller of C·Δ² and D. Rows Mh − η hold the conjugates of
-  row η for a real kernel (K̂(−ω) = conj K̂(ω)), so half the rows suffice.
-  """
-  (Nh, Nw), (sh, sw) = N, stride
-  kh, kw, C, D = K.shape
-  Kw = np.zeros((kh, Nw, C, D))
-  np.add.at(Kw, (slice(None), np.arange(kw) % Nw), K)  # folds kw > Nw too
-  Kw = np.fft.fft(Kw, axis=1)  # (kh, Nw, C, D)
-  Mh, Mw = Nh // sh, Nw // sw
-  for eta in range(Mh // 2 + 1):
-    w = eta + Mh * np.arange(sh)  # the Δ_h aliased row frequencies
-    F = np.exp(-2j * np.pi * np.outer(w, np.arange(kh)) / Nh)  # (sh, kh)
-    B = np.tensordot(F, Kw, axes=(1, 0))  # (sh, Nw, C, D), one BLAS call
-    B = B.reshape(sh, sw, Mw, C, D).transpose(2, 0, 1, 3, 4).reshape(
-        Mw, sh * sw * C, D)
-    Bh = np.ascontiguousarray(B.conj().transpose(0, 2, 1))
-    # B Bᴴ or Bᴴ B, whichever is smaller: the same nonzero eigenvalues.
-    yield B @ Bh if sh * sw * C <= D else Bh @ B
-
-
-def _top_eigs_lower(G: np.ndarray, k: int = 24) -> np.ndarray:
-  """(B,) top Ritz values of k batched Lanczos steps on Hermitian G (B, n, n).
-
-  Each is ≤ λ_max(G_b) up to rounding; it only picks the Cholesky level μ, so
-  an inaccurate one costs time (an eigensolve), never the certificate.
-  """
-  b, n = G.shape[:2]
-  k = min(k, n)
-  Q = np.zeros((b, k, n), G.dtype)
-  al, be = np.zeros((b, k)), np.zeros((b, k))
-  q = np.random.RandomState(0).standard_normal(n).astype(G.dtype)
-  q = np.broadcast_to(q / np.linalg.norm(q), (b, n))
-  for j in range(k):
-    Q[:, j] = q
-    w = (G @ q[..., None])[..., 0]
-    al[:, j] = np.einsum("bn,bn->b", q.conj(), w).real
-    for _ in range(2):  # full reorthogonalisation, twice (Parlett)
-      w = w - np.einsum("bkn,bk->bn", Q[:, :j + 1],
-                        np.einsum("bkn,bn->bk", Q[:, :j + 1].conj(), w))
-    be[:, j] = np.linalg.norm(w, axis=1)
-    q = w / np.maximum(be[:, j:j + 1], 1e-300)
-  T = np.zeros((b, k, k))
-  i = np.arange(k)
-  T[:, i, i] = al
-  T[:, i[:-1], i[1:]] = T[:, i[1:], i[:-1]] = be[:, :-1]
-  return np.linalg.eigvalsh(T)[:, -1]
-
-
-def _certified_max(G: np.ndarray, mu: float, margin: float) -> float:
-  """max_b λ_max(G_b) or a certified bound above it: each G_b ≤ μ by Cholesky,
-  eigenvalues only for the G_b that fail."""
-  A = -G
-  A[:, np.arange(G.shape[1]), np.arange(G.shape[1])] += mu
-  try:
-    np.linalg.cholesky(A)  # all pass: one batched LAPACK call
-    return mu * (1 + margin)
-  except np.linalg.LinAlgError:
-    pass
-  fail = []
-  for g, a in zip(G, A):
-    try:
-      np.linalg.cholesky(a)
-    except np.linalg.LinAlgError:
-      fail.append(g)
-  best = float(np.linalg.eigvalsh(np.stack(fail))[:, -1].max())
-  return max(best, mu * (1 + margin)) if len(fail) < len(G) else best
-
-
-def circular_conv_norm(kernel: Any, N: tuple[int, int],
-                       stride: tuple[int, int] = (1, 1),
-                       rtol: float | None = None) -> float:
-  """Norm of the strided circular conv on N_h × N_w (N divisible by stride).
-
-  Polyphase formula (§4.3 corrected): max over the (N_h/Δ_h)·(N_w/Δ_w) output
-  frequencies η of ‖A(η)‖/sqrt(Δ_h Δ_w), A(η) = [K̂(η + a·N/Δ)]_a the D × (C·Δ²)
-  block of aliased kernel DFTs (unnormalised DFT). float64; one η-row at a
-  time to keep memory at O(Δ_h·N_w·C·D).
-
-  With `rtol` None every frequency's top eigenvalue is computed (eigvalsh):
-  exact up to rounding. With `rtol`, a short Lanczos run per frequency gives
-  λ̂(η) ≤ λ(η) and a Cholesky factorisation of μI − A(η)ᴴA(η), μ = (1 + rtol)
-  · max λ̂ so far, proves the frequency below μ (eigenvalues only where that
-  fails): still a certified bound, at most a factor sqrt(1 + rtol) above the
-  exact norm, for a Cholesky instead of an eigensolver per frequency.
-  """
-  K = np.asarray(kernel, np.float64)
-  (Nh, Nw), (sh, sw) = N, stride
-  if Nh % sh or Nw % sw:
-    raise ValueError(f"circular size {N} must be divisible by the stride {stride}.")
-  n = min(sh * sw * K.shape[2], K.shape[3])
-  best, lam = 0.0, 0.0
-  for G in _aliased_grams(K, N, stride):
-    if rtol is None:
-      best = max(best, float(np.linalg.eigvalsh(G)[:, -1].max()))
-    else:
-      lam = max(lam, float(_top_eigs_lower(G).max()))
-      best = max(best, _certified_max(G, lam * (1 + rtol), _margin(n)))
-  return math.sqrt(max(best, 0.0) / (sh * sw))
 
 
 # ----------------------------------------------------------------------------
@@ -490,6 +322,7 @@ def conv_norm(kernel_hwio: Any, input_hwc: Sequence[int], stride=1,
     if n + p[0] + p[1] < k or (circ and k > n):
       raise ValueError(f"input {hw} with padding {pads} is smaller than the "
                        f"(dilated) kernel {keff}: the conv has no output.")
+  options.setdefault("check_linear", False)
   r = operator_norm(conv_fn(K, s, padding, d, hw), tuple(input_hwc),
                     certify=certify, args=(jnp.asarray(K),), **options)
   upper, how = r.upper, r.upper_method
@@ -522,6 +355,7 @@ def dense_norm(W: Any, *, certify: bool = True, gram_rtol: float = 1e-4,
   if W.ndim != 2:
     raise ValueError(f"W must be a matrix (in, out), got shape {W.shape}.")
   fn = lambda x, w: jnp.dot(x, w.astype(x.dtype), precision=HIGHEST)
+  options.setdefault("check_linear", False)
   r = operator_norm(fn, W.shape[:1], certify=False, args=(jnp.asarray(W),),
                     **options)
   upper, how = None, None

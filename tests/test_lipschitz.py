@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from advjax import certificates
 from advjax import lipschitz as lp
 from advjax import models
 from advjax import spectral as sp
@@ -152,6 +153,7 @@ def test_lipschitz_reexports_the_norms():
   for name in ("NormResult", "conv_norm", "dense_norm", "operator_norm",
                "gram_upper", "circular_conv_norm", "conv_fn"):
     assert getattr(lp, name) is getattr(sp, name)
+  assert sp.cholesky_upper is certificates.cholesky_upper
 
 
 def test_estimate_is_a_rayleigh_quotient_on_the_smaller_side():

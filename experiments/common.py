@@ -34,6 +34,9 @@ from typing import Any, Callable
 import numpy as np
 
 from advjax import checkpoint
+# Re-exported: the harness's override API lives in overrides.py.
+from experiments.overrides import (coerce, diff, fields, format_value,  # noqa: F401
+                                  is_record, override)
 
 RESULTS = os.path.join("experiments", "results")
 
@@ -80,95 +83,6 @@ def base(quick: bool) -> dict:
   return {"quick": quick, "runs_dir": os.path.join("runs", "quick") if quick else "runs"}
 
 
-# ---------------------------------------------------------------- overrides
-
-def _is_record(x: Any) -> bool:
-  """A dataclass instance or a NamedTuple: something with named fields."""
-  return (dataclasses.is_dataclass(x) and not isinstance(x, type)) or (
-      isinstance(x, tuple) and hasattr(x, "_fields"))
-
-
-def _fields(x: Any) -> list[str]:
-  return ([f.name for f in dataclasses.fields(x)] if dataclasses.is_dataclass(x)
-          else list(x._fields))
-
-
-def _replace(x: Any, **kw) -> Any:
-  return dataclasses.replace(x, **kw) if dataclasses.is_dataclass(x) else x._replace(**kw)
-
-
-def _scalar(text: str, like: Any, path: str) -> Any:
-  """`text` as the type of `like` (a guess among int, float, str when None)."""
-  low = text.strip().lower()
-  if low in ("none", "null"):
-    return None
-  try:
-    if isinstance(like, bool):
-      if low not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(text)
-      return low in ("true", "1", "yes")
-    if isinstance(like, int):
-      return int(text)
-    if isinstance(like, float):
-      return float(text)
-  except ValueError:
-    raise ValueError(f"--config.{path}={text!r}: expected a "
-                     f"{type(like).__name__} like {like!r}.") from None
-  if like is None:  # no type to go by: the narrowest reading
-    for t in (int, float):
-      try:
-        return t(text)
-      except ValueError:
-        pass
-  return text
-
-
-def coerce(text: str, like: Any, path: str = "") -> Any:
-  """A command-line value as the type of the field's current value `like`."""
-  if _is_record(like):
-    raise ValueError(f"--config.{path} is a record; set its fields, e.g. "
-                     f"--config.{path}.{_fields(like)[0]}=...")
-  if isinstance(like, tuple):
-    if any(_is_record(v) for v in like):
-      raise ValueError(f"--config.{path} holds records; it cannot be set from "
-                       "the command line (edit the config, or use --only).")
-    elem = like[0] if like else None
-    return tuple(_scalar(t, elem, path) for t in text.split(",") if t != "")
-  return _scalar(text, like, path)
-
-
-def override(cfg: Any, path: str, text: str) -> Any:
-  """`cfg` with the field at dotted `path` set from the string `text`."""
-  head, _, rest = path.partition(".")
-  if not _is_record(cfg) or head not in _fields(cfg):
-    known = _fields(cfg) if _is_record(cfg) else []
-    raise ValueError(f"--config.{path}: no field {head!r}; fields: {known}.")
-  cur = getattr(cfg, head)
-  new = override(cur, rest, text) if rest else coerce(text, cur, path)
-  return _replace(cfg, **{head: new})
-
-
-def format_value(v: Any) -> str:
-  """The command-line spelling of a value (the inverse of `coerce`)."""
-  if v is None:
-    return "none"
-  if isinstance(v, bool):
-    return "true" if v else "false"
-  if isinstance(v, tuple):
-    return ",".join(format_value(e) for e in v) + ("," if len(v) == 1 else "")
-  return str(v)
-
-
-def diff(default: Any, cfg: Any, prefix: str = "") -> list[tuple[str, Any]]:
-  """(dotted path, value) of every leaf where `cfg` differs from `default`."""
-  if _is_record(default) and type(default) is type(cfg):
-    out = []
-    for f in _fields(default):
-      out += diff(getattr(default, f), getattr(cfg, f), prefix + f + ".")
-    return out
-  return [] if default == cfg else [(prefix[:-1], cfg)]
-
-
 def command(script: str, config_module, cfg: ExperimentConfig,
             workdir: str | None = None) -> str:
   """A command line that reproduces `cfg` exactly, as written.
@@ -200,8 +114,8 @@ def command(script: str, config_module, cfg: ExperimentConfig,
 
 def plain(x: Any) -> Any:
   """Makes configs and results JSON-ready (dataclasses, NamedTuples, numpy)."""
-  if _is_record(x):
-    return {f: plain(getattr(x, f)) for f in _fields(x)}
+  if is_record(x):
+    return {f: plain(getattr(x, f)) for f in fields(x)}
   if isinstance(x, dict):
     return {str(k): plain(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
@@ -323,7 +237,7 @@ def parse_flags(argv: list[str] | None, config_module, doc: str | None = None):
   for a in rest:
     if not a.startswith("--config.") or "=" not in a:
       p.error(f"unrecognised argument {a!r}; use --config.FIELD=VALUE "
-              f"(fields: {_fields(cfg)}).")
+              f"(fields: {fields(cfg)}).")
     path, text = a[len("--config."):].split("=", 1)
     try:
       cfg = override(cfg, path, text)
@@ -383,12 +297,12 @@ def summarize(values) -> dict:
   return {"mean": float(np.mean(v)), "sd": sd, "n": len(v), "values": v}
 
 
-def summarize_rows(rows: list[dict], key: str, fields) -> dict:
-  """{rows[key]: {field: summarize over that key's rows (one per seed)}}."""
+def summarize_rows(rows: list[dict], key: str, names) -> dict:
+  """{rows[key]: {name: summarize over that key's rows (one per seed)}}."""
   out: dict = {}
   for r in rows:
     out.setdefault(r[key], []).append(r)
-  return {k: {f: summarize([r[f] for r in rs]) for f in fields if rs[0].get(f) is not None}
+  return {k: {f: summarize([r[f] for r in rs]) for f in names if rs[0].get(f) is not None}
           for k, rs in out.items()}
 
 

@@ -51,7 +51,7 @@ class PoolConfig(NamedTuple):
   weight: float = 1.0
   batch_size: int = 250
   seed: int = 0
-  attack: AttackOptions = AttackOptions(bisect_steps=6, maxiter=50)
+  attack: AttackOptions = attacks.PAPER._replace(bisect_steps=6, maxiter=50)
 
 
 class PoolState(NamedTuple):

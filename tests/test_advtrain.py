@@ -4,10 +4,9 @@ pool as a checkpointed state."""
 import jax
 import numpy as np
 
-from advjax import advtrain, data, models, train
-from advjax.attacks import AttackOptions
+from advjax import advtrain, attacks, data, models, train
 
-ATTACK = AttackOptions(bisect_steps=2, maxiter=20)
+ATTACK = attacks.PAPER._replace(bisect_steps=2, maxiter=20)
 CFG = advtrain.PoolConfig(size=40, refresh=0.5, batch_size=20, attack=ATTACK)
 
 

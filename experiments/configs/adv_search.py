@@ -24,8 +24,8 @@ attacks 1.3 s cheap / 5.1 s medium / 8.9 s full, hidden-layer ones ≈ 0.2 s;
 the evaluation (500 full attacks) ≈ 0.3 min. Per cell: baseline, dropout ≈ 1.5;
 centre ≈ 3; sigmoid1/sigmoid2 ≈ 2; all layers ≈ 4; size 500 ≈ 2.5, 8000 ≈ 7;
 refresh 0.1 ≈ 2.5, 0.5 ≈ 4.5; every 5 ≈ 2; weight 0.3/3 ≈ 3; attack medium
-≈ 7, full ≈ 11; 30 epochs ≈ 2, 120 ≈ 6, baseline 120 ≈ 2.5; sigmoid2
-medium ≈ 2.5; dropout + centre ≈ 3. The screen ≈ 76 CPU-minutes; then
+≈ 7, full ≈ 11, fast ≈ 3 (not measured); 30 epochs ≈ 2, 120 ≈ 6, baseline 120 ≈ 2.5; sigmoid2
+medium ≈ 2.5; dropout + centre ≈ 3. The 21 cells ≈ 80 CPU-minutes; then
 adv_training's 3 seeds × 6 variants ≈ 40: about 2 of the issue's 4
 CPU-hours, leaving room for a second screen round around the best cell.
 """
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from advjax import attacks
 from advjax.attacks import AttackOptions
 from advjax.advtrain import PoolConfig, Variant
 from advjax.train import TrainConfig
@@ -41,9 +42,9 @@ from experiments import common
 
 TITLE = "Adversarial training: the budgeted search (one seed; §4.2)"
 
-CHEAP = AttackOptions(bisect_steps=2, maxiter=10)
-MEDIUM = AttackOptions(bisect_steps=6, maxiter=50)  # the 10k run's setting
-FULL = AttackOptions(bisect_steps=10, maxiter=100)  # Table 1's c search
+CHEAP = attacks.PAPER._replace(bisect_steps=2, maxiter=10)
+MEDIUM = attacks.PAPER._replace(bisect_steps=6, maxiter=50)  # the 10k run's setting
+FULL = attacks.PAPER  # Table 1's c search
 CENTRE = PoolConfig(size=2000, refresh=0.25, every=1, weight=1.0, batch_size=250,
                     attack=CHEAP)
 
@@ -68,6 +69,8 @@ def cells(c: PoolConfig) -> tuple[Variant, ...]:
       V("weight 3", pools=(c._replace(weight=3.0),), note="mixing ratio 3"),
       V("attack medium", pools=(c._replace(attack=MEDIUM),), note="attack bisect 6, maxiter 50"),
       V("attack full", pools=(c._replace(attack=FULL),), note="attack: full c search"),
+      V("attack fast", pools=(c._replace(attack=AttackOptions()),),
+        note="attack: the fast default (3 bisections, 5 iterations, boundary polish)"),
       V("epochs 30", pools=(c,), epochs=30, note="training length 30 epochs"),
       V("epochs 120", pools=(c,), epochs=120, note="training length 120 epochs"),
       V("baseline 120", epochs=120, note="weight decay only, 120 epochs"),
@@ -89,13 +92,13 @@ class Config(common.ExperimentConfig):
 
 
 def get_config(quick: bool = False) -> Config:
-  """All 20 cells at 60k; quick: 5 cells on 600 images, 2 epochs."""
+  """All 21 cells at 60k; quick: 5 cells on 600 images, 2 epochs."""
   if quick:
-    c = CENTRE._replace(size=50, batch_size=50, attack=AttackOptions(bisect_steps=2,
-                                                                       maxiter=20))
+    c = CENTRE._replace(size=50, batch_size=50,
+                        attack=attacks.PAPER._replace(bisect_steps=2, maxiter=20))
     pick = ("baseline", "centre", "space sigmoid2", "space all", "refresh 0.5")
     return Config(**common.base(quick), n_train=600, n_test=500,
                   train=TrainConfig(lr=1e-2, epochs=2, batch_size=64, schedule="cosine"),
                   cells=tuple(v for v in cells(c) if v.name in pick), n_eval=20,
-                  eval_attack=AttackOptions(bisect_steps=3, maxiter=30))
+                  eval_attack=attacks.PAPER._replace(bisect_steps=3, maxiter=30))
   return Config(**common.base(quick))

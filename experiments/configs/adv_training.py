@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from advjax import attacks
 from advjax.attacks import AttackOptions
 from advjax.advtrain import PoolConfig, Variant
 from advjax.train import TrainConfig
@@ -35,7 +36,7 @@ PAPER = {"weight decay": 1.6, "dropout": 1.3, "adversarial pool": 1.2}
 
 # The search's centre: an input pool of 2,000, a quarter refreshed every epoch,
 # equal weight, the cheap attack (2 bisections, 10 iterations per solve).
-CHEAP = AttackOptions(bisect_steps=2, maxiter=10)
+CHEAP = attacks.PAPER._replace(bisect_steps=2, maxiter=10)
 POOL = PoolConfig(size=2000, refresh=0.25, every=1, weight=1.0, batch_size=250,
                   attack=CHEAP)
 
@@ -58,16 +59,16 @@ class Config(common.ExperimentConfig):
   variants: tuple[Variant, ...] = variants(POOL)
   n_eval: int = 500
   seed: int = 0  # the evaluation protocol's permutation and targets
-  eval_attack: AttackOptions = AttackOptions(bisect_steps=10, maxiter=100)
+  eval_attack: AttackOptions = attacks.PAPER
 
 
 def get_config(quick: bool = False) -> Config:
   """Three seeds on 60k images; quick: one seed, 600 images, 2 epochs."""
   if quick:
     pool = POOL._replace(size=50, batch_size=50,
-                         attack=AttackOptions(bisect_steps=2, maxiter=20))
+                         attack=attacks.PAPER._replace(bisect_steps=2, maxiter=20))
     return Config(**common.base(quick), n_train=600, n_test=500,
                   train=TrainConfig(lr=1e-2, epochs=2, batch_size=64, schedule="cosine"),
                   variants=variants(pool)[:3] + variants(pool)[4:5], n_eval=20,
-                  eval_attack=AttackOptions(bisect_steps=3, maxiter=30))
+                  eval_attack=attacks.PAPER._replace(bisect_steps=3, maxiter=30))
   return Config(**common.base(quick), seeds=(0, 1, 2))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from advjax import attacks
 from advjax.attacks import AttackOptions
 from experiments import common
 
@@ -33,7 +34,7 @@ class Config(common.ExperimentConfig):
   n_noise: int = 500
   # conv-net attacks run ~40 img/s on this CPU (BUILD_NOTES.md): fewer images
   n_noise_conv: int = 64
-  attack: AttackOptions = AttackOptions(bisect_steps=10, maxiter=100)
+  attack: AttackOptions = attacks.PAPER
 
 
 def get_config(quick: bool = False) -> Config:
@@ -41,5 +42,5 @@ def get_config(quick: bool = False) -> Config:
   if quick:
     return Config(**common.base(quick), n_train=600, n_test=500, models=MODELS[:2],
                   per_model=2, n_noise=20,
-                  attack=AttackOptions(bisect_steps=3, maxiter=30))
+                  attack=attacks.PAPER._replace(bisect_steps=3, maxiter=30))
   return Config(**common.base(quick))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from advjax import attacks
 from advjax.attacks import AttackOptions
 from experiments import common
 
@@ -41,12 +42,12 @@ class Config(common.ExperimentConfig):
   n_images: int = 1000
   seed: int = 0  # the protocol's permutation and targets (not a training seed)
   batch_size: int = 250
-  attack: AttackOptions = AttackOptions(bisect_steps=10, maxiter=100)
+  attack: AttackOptions = attacks.PAPER
 
 
 def get_config(quick: bool = False) -> Config:
   """The paper's six models; quick: 24 images and a weaker attack."""
   if quick:
     return Config(**common.base(quick), n_train=600, n_test=500, n_images=24,
-                  batch_size=24, attack=AttackOptions(bisect_steps=3, maxiter=30))
+                  batch_size=24, attack=attacks.PAPER._replace(bisect_steps=3, maxiter=30))
   return Config(**common.base(quick))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from advjax import attacks
 from advjax.attacks import AttackOptions
 from experiments import common
 
@@ -52,7 +53,7 @@ class Config(common.ExperimentConfig):
   sigmas: tuple[float, ...] = (0.06, 0.1)
   amplify: float = 0.1
   batch_size: int = 250
-  attack: AttackOptions = AttackOptions(bisect_steps=10, maxiter=100)
+  attack: AttackOptions = attacks.PAPER
 
 
 def get_config(quick: bool = False) -> Config:
@@ -60,5 +61,5 @@ def get_config(quick: bool = False) -> Config:
   if quick:
     return Config(**common.base(quick), n_train=600, n_test=500, n_images=24,
                   n_noise=100, batch_size=24,
-                  attack=AttackOptions(bisect_steps=3, maxiter=30))
+                  attack=attacks.PAPER._replace(bisect_steps=3, maxiter=30))
   return Config(**common.base(quick))

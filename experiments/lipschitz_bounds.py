@@ -1,16 +1,16 @@
 """Table 5 (§4.3): per-layer Lipschitz bounds; see configs/lipschitz.py.
 
-For each MNIST checkpoint under --models-dir and for AlexNet (random init, or
-a torchvision state_dict via --alexnet-weights) prints every layer's certified
-bound, the Lanczos estimate, the product over the network and an empirical
-lower bound (largest ‖∂f/∂x‖₂ on data, and on adversarial pairs given with
---pairs x.npz holding 'x' and 'x_adv'). Writes config.json, results.json and
-results.md to --out.
+For each MNIST checkpoint (of the first seed) and for AlexNet (random init,
+or a torchvision state_dict via --config.alexnet_weights) prints every
+layer's certified bound, the Lanczos estimate, the product over the network
+and an empirical lower bound (largest ‖∂f/∂x‖₂ on data, and on adversarial
+pairs given with --config.pairs=x.npz holding 'x' and 'x_adv'). Writes
+config.json, results.json and results.md (after every model: an interrupt
+loses one model).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -31,32 +31,32 @@ def mnist_points(n: int, data_dir: str | None, seed: int):
   try:
     x = data.load("mnist", "test", data_dir).x[:n]
     return x, "mnist test"
-  except Exception as e:  # no data here: say so in the results
+  except data.DataError as e:  # no data here: say so in the results
     print(f"MNIST not found ({e}); Jacobian norms on uniform noise.")
     return np.random.RandomState(seed).rand(n, 28, 28, 1).astype(np.float32), "noise"
 
 
-def get_mnist_model(folder: str, models_dir: str, quick: bool, seed: int):
+def get_mnist_model(cfg: config.Config, folder: str):
   """(model, params, source) from a checkpoint, or random init in quick mode."""
-  path = os.path.join(models_dir, folder)
+  path = os.path.join(cfg.models_dir(cfg.seeds[0]), folder)
   if os.path.exists(os.path.join(path, checkpoint.META)):
     model, params, meta = checkpoint.load(path)
     return model, params, f"checkpoint {path} (test err {meta.get('errors', {}).get('test')})"
-  if not quick:
+  if not cfg.quick:
     return None, None, f"missing checkpoint {path}"
   name = folder.split("-", 1)[1] if folder.startswith(("P1-", "P2-")) else folder
   model = models.get_model(name)
-  return model, model.init(jax.random.PRNGKey(seed)), "random init"
+  return model, model.init(jax.random.PRNGKey(cfg.seed)), "random init"
 
 
 def analyse(model, params, x, cfg, pairs=None) -> dict:
   """Table 5 rows, products and the empirical lower bound of one model."""
   t0 = time.time()
-  nb = lipschitz.layer_bounds(model, params, tol=cfg["tol"])
+  nb = lipschitz.layer_bounds(model, params, tol=cfg.tol)
   t1 = time.time()
   fn = lambda p, v: model.apply(p, v)
   e = lipschitz.empirical_lower_bound(fn, x, None if pairs is None else pairs[1],
-                                      iters=cfg["jacobian_iters"], batch_size=16,
+                                      iters=cfg.jacobian_iters, batch_size=16,
                                       params=params)
   if pairs is not None and pairs[0].shape != x.shape:
     raise ValueError("--pairs 'x' must be the analysed points.")
@@ -93,60 +93,51 @@ def table(name: str, res: dict, paper: bool) -> str:
   return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  ap = argparse.ArgumentParser(description=__doc__)
-  ap.add_argument("--quick", action="store_true")
-  ap.add_argument("--models-dir", default="runs/models")
-  ap.add_argument("--alexnet-weights", default=None,
-                  help="torchvision AlexNet state_dict (.pth/.npz) for 'alexnet-torchvision'")
-  ap.add_argument("--no-alexnet", action="store_true")
-  ap.add_argument("--data-dir", default=None)
-  ap.add_argument("--pairs", default=None, help=".npz with 'x' and 'x_adv' (MNIST)")
-  ap.add_argument("--results", "--out", dest="out", default=None,
-                  help="results folder (default experiments/results/[quick/]lipschitz)")
-  args = ap.parse_args(argv)
-  args.out = args.out or common.results_dir("lipschitz", args.quick)
-  cfg = config.get_config(args.quick)
-  common.write_config(args.out, dict(cfg, args=vars(args)), argv)
-  results, md = {"mnist": {}, "alexnet": {}, "missing": []}, []
-  x, points = mnist_points(cfg["n_data"], args.data_dir, cfg["seed"])
+def _alexnet(cfg: config.Config, name: str):
+  """(model, params, source) of one AlexNet variant."""
+  model = models.get_model(name)
+  if cfg.alexnet_weights and name == "alexnet-torchvision":
+    return model, convert.load_alexnet(cfg.alexnet_weights, name)[1], cfg.alexnet_weights
+  return model, model.init(jax.random.PRNGKey(cfg.seed)), "random init (flax default)"
+
+
+def run(cfg: config.Config, workdir: str) -> dict:
+  """Table 5 of every model (or of --only), saved after each one."""
+  results = {"mnist": {}, "alexnet": {}, "missing": []}
+  names = cfg.selected(cfg.mnist_models + cfg.alexnets)
+  x, points = mnist_points(cfg.n_data, cfg.data_dir, cfg.seed)
   pairs = None
-  if args.pairs:
-    with np.load(args.pairs) as z:
+  if cfg.pairs:
+    with np.load(cfg.pairs) as z:
       pairs = (z["x"], z["x_adv"])
-  for folder in cfg["mnist_models"]:
-    model, params, source = get_mnist_model(folder, args.models_dir, args.quick, cfg["seed"])
+  for folder in (m for m in cfg.mnist_models if m in names):
+    model, params, source = get_mnist_model(cfg, folder)
     if model is None:
       print(source)
       results["missing"].append(folder)
       continue
     xs = pairs[0] if pairs is not None else x
-    res = dict(analyse(model, params, xs, cfg, pairs), source=source, points=points)
-    results["mnist"][folder] = res
-    md.append(table(folder, res, paper=False))
-    print(md[-1])
-    save(args.out, results, cfg, md, argv)  # incremental: an interrupt loses one model
-  for name in () if args.no_alexnet else cfg["alexnets"]:
-    model = models.get_model(name)
-    if args.alexnet_weights and name == "alexnet-torchvision":
-      params, source = convert.load_alexnet(args.alexnet_weights, name)[1], args.alexnet_weights
-    else:
-      params, source = model.init(jax.random.PRNGKey(cfg["seed"])), "random init (flax default)"
-    xa = np.random.RandomState(cfg["seed"]).rand(
-        cfg["n_alexnet_data"], *model.input_shape).astype(np.float32)
-    res = dict(analyse(model, params, xa, cfg), source=source, points="uniform-noise")
-    results["alexnet"][name] = res
-    md.append(table(name, res, paper=True))
-    print(md[-1])
-    save(args.out, results, cfg, md, argv)
-  save(args.out, results, cfg, md, argv)
+    results["mnist"][folder] = dict(analyse(model, params, xs, cfg, pairs),
+                                    source=source, points=points)
+    common.save_results(workdir, cfg, results, markdown, config.TITLE)
+  for name in (a for a in cfg.alexnets if a in names):
+    model, params, source = _alexnet(cfg, name)
+    xa = np.random.RandomState(cfg.seed).rand(
+        cfg.n_alexnet_data, *model.input_shape).astype(np.float32)
+    results["alexnet"][name] = dict(analyse(model, params, xa, cfg), source=source,
+                                    points="uniform-noise")
+    common.save_results(workdir, cfg, results, markdown, config.TITLE)
   return results
 
 
-def save(out: str, results: dict, cfg: dict, md: list[str], argv) -> None:
-  """results.json and results.md of everything measured so far."""
-  common.write_results(out, dict(results, config=cfg), "\n\n".join(md),
-                       "Per-layer Lipschitz bounds (§4.3, Table 5)", argv)
+def markdown(results: dict, cfg: config.Config) -> str:
+  """results.md: one Table 5 per model (the paper's column for AlexNet)."""
+  return "\n\n".join([table(n, r, paper=False) for n, r in results["mnist"].items()]
+                      + [table(n, r, paper=True) for n, r in results["alexnet"].items()])
+
+
+def main(argv=None) -> dict:
+  return common.main(run, config, argv, markdown=markdown)
 
 
 if __name__ == "__main__":

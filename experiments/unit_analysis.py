@@ -12,7 +12,6 @@ figure, config.json, results.json and results.md. The method is
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -30,33 +29,25 @@ from experiments import common, plots
 from experiments.configs import unit_analysis as config
 
 
-def load_nets(cfg: config.Config, models_dir: str) -> dict:
+def load_nets(cfg: config.Config, analyses) -> dict:
   """(name, init) -> (model, params, source); init=True: the untrained control.
 
-  Checkpoints are required in the full size; the quick size falls back to
-  random-init parameters when a checkpoint is missing.
+  Checkpoints (of the first seed) are required in the full size; the quick
+  size falls back to random-init parameters when a checkpoint is missing.
   """
-  keys = sorted({(a.model, a.init) for a in cfg.analyses}
-                | {(a.other, False) for a in cfg.analyses})
+  keys = sorted({(a.model, a.init) for a in analyses}
+                | {(a.other, False) for a in analyses})
   nets = {}
   for name, init in keys:
     key = jax.random.PRNGKey(zlib.crc32(name.encode()) + cfg.seed)
-    folder = os.path.join(models_dir, name)
-    if init:
+    folder = os.path.join(cfg.models_dir(cfg.seeds[0]), name)
+    if init or (cfg.quick and not os.path.exists(os.path.join(folder, checkpoint.META))):
       model = models.get_model(name)
-      nets[name, init] = (model, model.init(key),
-                          "random-init (untrained control)")
-    elif os.path.exists(os.path.join(folder, checkpoint.META)):
-      model, params, _ = checkpoint.load(folder)
-      nets[name, init] = (model, params, folder)
-    elif cfg.quick:
-      model = models.get_model(name)
-      nets[name, init] = (model, model.init(key),
-                    "random-init")
+      nets[name, init] = (model, model.init(key), "random-init (untrained control)"
+                          if init else "random-init")
     else:
-      raise FileNotFoundError(
-          f"no checkpoint {folder!r}; train it with experiments/train_models.py "
-          "or pass --models-dir (or --quick for random-init models).")
+      model, params, _ = common.load_model(cfg, cfg.seeds[0], name)
+      nets[name, init] = (model, params, folder)
   return nets
 
 
@@ -112,42 +103,16 @@ def table(results: list[dict], k: int) -> str:
   return "\n".join(lines) + "\n"
 
 
-def markdown(results: list[dict], cfg: config.Config, n_images: int) -> str:
-  """results.md: the paper's (absent) number, then our tables."""
-  head = (f"Paper (§3, Figures 1–4): pictures only, no number. Here: I = the "
-          f"first {n_images} MNIST test images; all units of each layer and as "
-          "many random unit-norm Gaussian directions; null = "
-          f"{cfg.n_null} random k-sets. Mean [95% bootstrap CI] (n sets); "
-          f"p: two-sided permutation test of units − random ({cfg.n_perm} "
-          "permutations). Directions whose top-k set is not unique (tie at "
-          "rank k, e.g. dead ReLU units) are left out:\n\n")
-  left = "\n".join(
-      f"- {r['model']}/{r['layer']}: {r['units']} units ({r['params']}); left "
-      f"out at k={k}: " + ", ".join(f"{g} {r['per_k'][str(k)]['left_out'][g]}"
-                                    for g in ("units", "random"))
-      for r in results for k in cfg.ks[:1])
-  return head + left + "\n\n" + "\n".join(table(results, k) for k in cfg.ks)
-
-
-def main(argv=None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--models-dir", default="runs/models",
-                 help="folder of checkpoints <models-dir>/<model name>/")
-  p.add_argument("--data-dir", default=None,
-                 help="MNIST IDX folder (default $ADVJAX_DATA_DIR)")
-  p.add_argument("--results", default=None, help="output folder")
-  p.add_argument("--quick", action="store_true", help="seconds-sized run")
-  a = p.parse_args(argv)
-  cfg = config.get_config(a.quick)
-  out = a.results or os.path.join(
-      "experiments", "results", ("quick/" if a.quick else "") + "unit_analysis")
-  common.write_config(out, cfg, argv if argv is not None else sys.argv[1:])
-  ds = data.load("mnist", "test", a.data_dir)
-  if cfg.n_images:
-    ds = data.subset(ds, np.arange(min(cfg.n_images, len(ds.x))))
-  nets = load_nets(cfg, a.models_dir)
+def run(cfg: config.Config, workdir: str) -> dict:
+  """Every analysis of cfg (or of --only): statistics, grids, summary figures."""
+  analyses = [a for a in cfg.analyses
+              if a.key in cfg.selected([b.key for b in cfg.analyses])]
+  ds = data.load("mnist", "test", cfg.data_dir)
+  if cfg.n_test:
+    ds = data.subset(ds, np.arange(min(cfg.n_test, len(ds.x))))
+  nets = load_nets(cfg, analyses)
   t0, results, emb_cache = time.time(), [], {}
-  for an in cfg.analyses:
+  for an in analyses:
     if (an.other, an.other_layer) not in emb_cache:
       m, prm, _ = nets[an.other, False]
       emb_cache[an.other, an.other_layer] = units.center(
@@ -156,19 +121,38 @@ def main(argv=None) -> dict:
     res["figure"] = (f"topk_{an.model}_{an.layer}"
                      f"{'_untrained' if an.init else ''}.png")
     res["figure_rows"] = plots.unit_grid(
-        os.path.join(out, res["figure"]), f"{res['model']} / {res['layer']}",
+        os.path.join(workdir, res["figure"]), f"{res['model']} / {res['layer']}",
         t, ds.x, ds.y, res["units"], cfg.ks[0], cfg.fig_rows, cfg.seed)
     results.append(res)
-  plots.coherence_summary(os.path.join(out, "coherence_summary.png"), results,
-                          cfg.ks[0])
-  plots.coherence_ecdf(os.path.join(out, "coherence_ecdf.png"), results, cfg.ks[0])
-  summary = {"config": cfg, "n_images": len(ds.x), "analyses": results,
-             "wall_seconds": round(time.time() - t0, 1)}
-  md = markdown(results, cfg, len(ds.x))
-  common.write_results(out, summary, md,
-                       "Units vs random directions (§3), measured", argv)
-  print(md)
-  return summary
+  plots.coherence_summary(os.path.join(workdir, "coherence_summary.png"),
+                          results, cfg.ks[0])
+  plots.coherence_ecdf(os.path.join(workdir, "coherence_ecdf.png"), results,
+                       cfg.ks[0])
+  return {"n_images": len(ds.x), "analyses": results,
+          "wall_seconds": round(time.time() - t0, 1)}
+
+
+def markdown(results: dict, cfg: config.Config) -> str:
+  """results.md: the paper's (absent) number, then our tables."""
+  res, n_images = results["analyses"], results["n_images"]
+  head = (f"Paper (§3, Figures 1–4): pictures only, no number. Here: I = the "
+          f"first {n_images} MNIST test images; all units of each layer and as "
+          "many random unit-norm Gaussian directions; null = "
+          f"{cfg.n_null} random k-sets. Mean [95% percentile bootstrap CI] (n "
+          "sets); p: two-sided permutation test of units − random (2 × the "
+          f"smaller one-sided p, {cfg.n_perm} permutations, scipy.stats). "
+          "Directions whose top-k set is not unique (tie at rank k, e.g. dead "
+          "ReLU units) are left out:\n\n")
+  left = "\n".join(
+      f"- {r['model']}/{r['layer']}: {r['units']} units ({r['params']}); left "
+      f"out at k={k}: " + ", ".join(f"{g} {r['per_k'][str(k)]['left_out'][g]}"
+                                    for g in ("units", "random"))
+      for r in res for k in cfg.ks[:1])
+  return head + left + "\n\n" + "\n".join(table(res, k) for k in cfg.ks)
+
+
+def main(argv=None) -> dict:
+  return common.main(run, config, argv, markdown=markdown)
 
 
 if __name__ == "__main__":

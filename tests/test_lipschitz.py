@@ -318,11 +318,15 @@ def test_layer_bounds_and_empirical_on_conv_net():
 
 
 def test_script_quick(tmp_path):
-  """experiments/lipschitz_bounds.py --quick on random-init models."""
-  from experiments import lipschitz_bounds
+  """experiments/lipschitz_bounds.py's run(cfg) on quick random-init models."""
+  import dataclasses
+  from experiments import common, lipschitz_bounds
+  from experiments.configs import lipschitz as config
+  cfg = dataclasses.replace(config.get_config(True), runs_dir=str(tmp_path / "none"),
+                            data_dir=str(tmp_path / "none"))
   out = str(tmp_path / "out")
-  res = lipschitz_bounds.main(["--quick", "--models-dir", str(tmp_path / "none"),
-                               "--out", out, "--data-dir", str(tmp_path / "none")])
+  res = common.execute(lipschitz_bounds.run, config, cfg, out,
+                       markdown=lipschitz_bounds.markdown)
   assert set(res["mnist"]) == {"FC10(1e-4)", "FC100-100-10"}
   for r in res["mnist"].values():
     assert r["certified"] and 0 < r["empirical_lower"] <= r["product"] * (1 + 1e-6)

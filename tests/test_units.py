@@ -198,11 +198,12 @@ def test_quick_experiment_writes_results(tmp_path):
   out = tmp_path / "units"
   r = subprocess.run(
       [sys.executable, os.path.join(ROOT, "experiments", "unit_analysis.py"),
-       "--quick", "--results", str(out), "--models-dir", str(tmp_path / "none")],
+       "--quick", "--workdir", str(out), f"--config.runs_dir={tmp_path / 'none'}"],
       capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.loads((out / "results.json").read_text())
-  assert res["config"]["quick"] and res["analyses"]
+  assert res["quick"] and res["analyses"] and res["complete"]
+  assert json.loads((out / "config.json").read_text())["config"]["quick"]
   for name in ("results.md", "config.json"):
     assert (out / name).exists()
   assert list(out.glob("*.png"))

@@ -6,17 +6,25 @@ torchvision weights file is given), every layer including ReLU / max-pool / LRN
 with its own bound, the product over the network and an empirical lower bound
 (largest input-output Jacobian norm on data), for the trained MNIST checkpoints.
 
-Command (full):  python experiments/lipschitz_bounds.py --models-dir runs/models
-                 [--alexnet-weights alexnet-owt-7be5be79.pth]
-Command (quick): python experiments/lipschitz_bounds.py --quick --out /tmp/lip
-Runtime: 155 s measured on 2 CPU cores, mostly the two random-init AlexNets
-(BUILD_NOTES.md §5); `--no-alexnet` ≈ 1 min; quick ≈ 5-10 s.
+Command (full):  python experiments/lipschitz_bounds.py     (after train_models.py;
+                 the models of the first seed; torchvision weights with
+                 --config.alexnet_weights=alexnet-owt-7be5be79.pth)
+Command (quick): python experiments/lipschitz_bounds.py --quick
+Runtime: the two random-init AlexNets 81 s + 57 s measured on 2 CPU cores
+shared at load 6-7 (every layer 0.5-15 s; 137 s + 234 s before issue 13,
+BUILD_NOTES.md); `--config.alexnets=` (none) ≈ 1 min; quick ≈ 5-10 s.
 Expected: every conv/FC row has estimate ≤ certified bound with the FFT bound
 within ~1% of the estimate at AlexNet sizes; the paper's values (ImageNet
 weights) are in PAPER and are not expected to match random-init weights.
 """
 
 from __future__ import annotations
+
+import dataclasses
+
+from experiments import common
+
+TITLE = "Per-layer Lipschitz bounds (§4.3, Table 5)"
 
 # Table 5 of the paper: layer → (size, stride, upper bound).
 PAPER = {
@@ -32,15 +40,37 @@ MNIST_MODELS = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)", "FC100-100-10",
                 "P1-FC123-456-10", "P2-FC100-100-10", "conv")
 
 
-def get_config(quick: bool = False) -> dict:
-  """Models, tolerances and data sizes; `quick` uses random init and tiny sizes."""
-  return {
-      "mnist_models": ("FC10(1e-4)", "FC100-100-10") if quick
-                      else MNIST_MODELS,
-      "alexnets": () if quick else ("alexnet", "alexnet-torchvision"),
-      "tol": 1e-4 if quick else 1e-5,  # Lanczos residual ‖WᵀWv − λv‖/λ
-      "n_data": 16 if quick else 1000,  # MNIST test points for the Jacobian norms
-      "n_alexnet_data": 2,  # random images for AlexNet's Jacobian norms
-      "jacobian_iters": 30,
-      "seed": 0,
-  }
+@dataclasses.dataclass(frozen=True)
+class Config(common.ExperimentConfig):
+  """Models, tolerances and data sizes of Table 5.
+
+  Attributes:
+    mnist_models: checkpoint folders (of the first seed); quick: random init
+      where a checkpoint is missing.
+    alexnets: AlexNet variants (random init unless `alexnet_weights`).
+    alexnet_weights: torchvision state_dict (.pth/.npz) for
+      'alexnet-torchvision' (None: random init).
+    pairs: .npz with 'x' and 'x_adv' (MNIST) for the pair ratios (None: none).
+    tol: Lanczos residual ‖WᵀWv − λv‖/λ.
+    n_data: MNIST test points for the Jacobian norms (the first n_data).
+    n_alexnet_data: random images for AlexNet's Jacobian norms.
+    jacobian_iters: power iterations per Jacobian norm.
+    seed: random init and the AlexNet points.
+  """
+  mnist_models: tuple[str, ...] = MNIST_MODELS
+  alexnets: tuple[str, ...] = ("alexnet", "alexnet-torchvision")
+  alexnet_weights: str | None = None
+  pairs: str | None = None
+  tol: float = 1e-5
+  n_data: int = 1000
+  n_alexnet_data: int = 2
+  jacobian_iters: int = 30
+  seed: int = 0
+
+
+def get_config(quick: bool = False) -> Config:
+  """Every MNIST model and both AlexNets; quick: two random-init MNIST nets."""
+  if quick:
+    return Config(**common.base(quick), mnist_models=("FC10(1e-4)", "FC100-100-10"),
+                  alexnets=(), tol=1e-4, n_data=16)
+  return Config(**common.base(quick))

@@ -9,10 +9,10 @@ space and in pixel space) for all units and as many random unit-norm Gaussian
 directions, against a null of k test images drawn at random, with bootstrap 95%
 CIs and a permutation test of units − random directions.
 
-Command (full):  python experiments/unit_analysis.py --models-dir runs/models
-                   --data-dir /path/to/mnist   (one line)
+Command (full):  python experiments/unit_analysis.py     (after train_models.py;
+                 the models of the first seed, runs/models/seed0/)
 Command (quick): python experiments/unit_analysis.py --quick   (random-init
-                 models unless checkpoints exist, 200 images; seconds)
+                 models unless quick checkpoints exist, 200 images; seconds)
 Runtime: full ≈ 2.5 min on 2 shared CPU cores (measured 2 min 24 s and
 2 min 32 s end to end, 137.5 s inside the script; top-k itself 0.1–15 s per
 layer, the rest is statistics and figures); quick ≈ 18 s.
@@ -29,6 +29,10 @@ coherent (p = 0.0065 and 0.017). Null (random
 from __future__ import annotations
 
 import dataclasses
+
+from experiments import common
+
+TITLE = "Units vs random directions (§3), measured"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,34 +54,39 @@ class Analysis:
   other_layer: str
   init: bool = False
 
+  @property
+  def key(self) -> str:
+    """The name `--only` selects it by: 'model/layer' (+ ' (untrained)')."""
+    return f"{self.model}/{self.layer}" + (" (untrained)" if self.init else "")
+
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(common.ExperimentConfig):
   """Sizes of the §3 analysis; `get_config` gives the full and quick ones.
 
   Attributes:
-    analyses: the (model, layer) pairs.
+    analyses: the (model, layer) pairs (`--only model/layer`, with
+      ' (untrained)' for the controls).
     ks: sizes of the top-k sets measured; ks[0] is also the figures' row length.
     n_random: random directions per layer (0: as many as the layer's units).
     n_null: random k-sets of test images (the chance baseline).
     n_boot, n_perm: bootstrap resamples and permutations.
     fig_rows: rows per panel in the Figure 1/2-like grids.
-    n_images: first n test images as I (None: the whole test set, 10,000).
     batch_size: images per forward pass.
     seed: seeds the random directions (PRNGKey), null sets, figure rows, stats.
-    quick: random-init models when no checkpoint exists; seconds-sized.
+  The image set I is the first `n_test` test images (None: all 10,000); the
+  models are those of the first of `seeds`; a quick run falls back to
+  random-init parameters where a checkpoint is missing.
   """
-  analyses: tuple[Analysis, ...]
+  analyses: tuple[Analysis, ...] = ()
   ks: tuple[int, ...] = (8, 32)
   n_random: int = 0
   n_null: int = 2000
   n_boot: int = 10000
   n_perm: int = 10000
   fig_rows: int = 6
-  n_images: int | None = None
   batch_size: int = 1000
   seed: int = 0
-  quick: bool = False
 
 
 def get_config(quick: bool = False) -> Config:
@@ -85,14 +94,16 @@ def get_config(quick: bool = False) -> Config:
   conv = ("conv", "relu3")
   fc = ("FC200-200-10", "sigmoid2")
   if quick:
-    return Config((Analysis("conv", "relu3", *fc),
-                   Analysis("FC100-100-10", "sigmoid2", *conv)),
+    return Config(**common.base(quick),
+                  analyses=(Analysis("conv", "relu3", *fc),
+                            Analysis("FC100-100-10", "sigmoid2", *conv)),
                   ks=(4,), n_null=100, n_boot=200, n_perm=200, fig_rows=3,
-                  n_images=200, batch_size=64, quick=True)
-  return Config((Analysis("conv", "relu3", *fc), Analysis("conv", "pool2", *fc),
-                 Analysis("FC100-100-10", "sigmoid2", *conv),
-                 Analysis("FC100-100-10", "sigmoid1", *conv),
-                 Analysis("FC200-200-10", "sigmoid2", *conv),
-                 Analysis("FC200-200-10", "sigmoid1", *conv),
-                 Analysis("conv", "relu3", *fc, init=True),
-                 Analysis("FC100-100-10", "sigmoid2", *conv, init=True)))
+                  n_test=200, batch_size=64)
+  return Config(**common.base(quick), analyses=(
+      Analysis("conv", "relu3", *fc), Analysis("conv", "pool2", *fc),
+      Analysis("FC100-100-10", "sigmoid2", *conv),
+      Analysis("FC100-100-10", "sigmoid1", *conv),
+      Analysis("FC200-200-10", "sigmoid2", *conv),
+      Analysis("FC200-200-10", "sigmoid1", *conv),
+      Analysis("conv", "relu3", *fc, init=True),
+      Analysis("FC100-100-10", "sigmoid2", *conv, init=True)))

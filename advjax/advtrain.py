@@ -15,6 +15,7 @@ pools and equals an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import NamedTuple, Sequence
@@ -219,15 +220,22 @@ def fit(model_name: str, v: Variant, ds: data_lib.Dataset, cfg: train.TrainConfi
 
   Returns (model, params, meta); meta has train_seconds and pool counters.
   """
+  want = json.loads(json.dumps({"config": dataclasses.asdict(cfg), "n_train": len(ds.x),
+                                "pools": [p._asdict() for p in v.pools],
+                                "dropout": v.dropout}))
   if os.path.exists(os.path.join(folder, checkpoint.META)):
-    return checkpoint.load(folder)
+    model, params, meta = checkpoint.load(folder)
+    diff = [k for k in want if meta.get(k) != want[k]]
+    if diff:  # a variant renamed or retuned must not reuse an old net
+      raise checkpoint.CheckpointError(
+          f"{folder} holds {v.name!r} trained with other {diff}; use another "
+          "runs folder or delete it.")
+    return model, params, meta
   model = models.get_model(model_name, dropout=v.dropout)
   ex = extra_loss(model, v.pools, ds, cfg.batch_size) if v.pools else None
   t0 = time.time()
   res = train.train(model, ds, cfg, ckpt_dir=folder, extra=ex, progress=progress)
-  meta = {"variant": v.name, "train_seconds": round(time.time() - t0, 1),
-          "config": dataclasses.asdict(cfg), "pools": [p._asdict() for p in v.pools],
-          "n_train": len(ds.x)}
+  meta = dict(want, variant=v.name, train_seconds=round(time.time() - t0, 1))
   checkpoint.save(folder, model, res.params, meta, dropout=v.dropout)
   return model, res.params, checkpoint.read_meta(folder)
 

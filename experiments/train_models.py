@@ -9,6 +9,7 @@ from its last epoch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -56,11 +57,26 @@ def train_job(job: config.Job, sets: dict, folder: str, progress: bool):
   return model, res.params, meta
 
 
+def check_finished(folder: str, meta: dict, job: config.Job, sets: dict) -> None:
+  """Refuses a finished checkpoint trained with another config or data size."""
+  want = json.loads(json.dumps(dataclasses.asdict(job.cfg)))
+  got = meta.get("config", {})
+  diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
+  n = meta.get("data", {}).get("all")
+  if n is not None and n != len(sets["all"].x):
+    diff["training images"] = (n, len(sets["all"].x))
+  if diff:
+    raise checkpoint.CheckpointError(
+        f"{folder} was trained with another config (field: (checkpoint, now)): "
+        f"{diff}; use another --config.runs_dir or delete the folder.")
+
+
 def run_job(job: config.Job, sets: dict, folder: str, progress: bool) -> dict:
   """Trains (or loads, when finished) one model; returns its error rates."""
   done = os.path.exists(os.path.join(folder, checkpoint.META))
   if done:  # finished earlier: evaluate, but keep its meta (provenance)
     model, params, meta = checkpoint.load(folder)
+    check_finished(folder, meta, job, sets)
   else:
     model, params, meta = train_job(job, sets, folder, progress)
   errs = {k: models.error_rate(model, params, v.x, v.y) for k, v in sets.items()

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from advjax import evaluate, protocol
+from advjax import checkpoint, evaluate, protocol
 from experiments import (adv_search, adv_training, claims, common, figures, reproduce,
                          table1, table2, table34, tables, train_models)
 from experiments.configs import adv_search as c_search
@@ -51,6 +51,18 @@ def test_train_models_quick(quick):
   assert res["complete"] and "code_version" in res and res["quick"]
   md = (quick["root"] / "res" / "train_models" / "results.md").read_text()
   assert "QUICK run" in md.splitlines()[2]
+
+
+def test_seeds_differ_and_finished_models_are_checked(quick):
+  cfg = quick["train_cfg"]
+  jobs = {j.folder: j for j in cfg.jobs}
+  p1, p2 = jobs["P1-FC100-100-10"], jobs["P2-FC100-100-10"]
+  seeds = {(f, s): train_models.seeded(jobs[f], cfg, s).cfg.seed
+           for f in (p1.folder, p2.folder) for s in range(3)}
+  assert len(set(seeds.values())) == 6 and seeds[(p2.folder, 0)] == 1
+  other = dataclasses.replace(cfg, epochs=7, only=("FC10(1)",))
+  with pytest.raises(checkpoint.CheckpointError, match="another config"):
+    train_models.run(other, str(quick["root"] / "res" / "other"))
 
 
 def test_recorded_command_runs_as_written(quick):

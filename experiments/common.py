@@ -309,34 +309,3 @@ def summarize_rows(rows: list[dict], key: str, names) -> dict:
 def summarize_matrices(ms: list[dict]) -> dict:
   """Cell-wise `summarize` of per-seed matrices {row: {col: value}}."""
   return {r: {c: summarize([m[r][c] for m in ms]) for c in ms[0][r]} for r in ms[0]}
-
-
-# ------------------------------------------------ kept for unconverted scripts
-
-def _legacy_command(argv: list[str] | None) -> str:
-  script = os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-  return " ".join(["python", script] + list(argv if argv is not None else sys.argv[1:]))
-
-
-def write_config(folder: str, cfg: Any, argv: list[str] | None) -> None:
-  """Legacy config.json writer (scripts not yet on `main`)."""
-  dump_json(os.path.join(folder, "config.json"),
-            {"config": cfg, "command": _legacy_command(argv),
-             "code_version": checkpoint.code_version()})
-
-
-def write_results(folder: str, results: dict, markdown: str, title: str,
-                  argv: list[str] | None = None) -> None:
-  """Legacy results writer (scripts not yet on `main`)."""
-  stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-  dump_json(os.path.join(folder, "results.json"),
-            dict(results, command=_legacy_command(argv), date=stamp,
-                 code_version=checkpoint.code_version()))
-  checkpoint.atomic_write(os.path.join(folder, "results.md"),
-                          f"# {title}\n\n{markdown}".encode())
-
-
-def results_dir(name: str, quick: bool) -> str:
-  """Legacy: experiments/results/<name>, or .../quick/<name>."""
-  return os.path.join(RESULTS, *(("quick",) if quick else ()), name)
-

@@ -39,17 +39,13 @@ def run_step(name: str, cfg: config.Config) -> dict:
   """Runs one step unless complete; returns its status row."""
   mod = importlib.import_module(f"experiments.{name}")
   conf_mod = importlib.import_module(f"experiments.configs.{CONFIGS.get(name, name)}")
+  c = step_config(cfg, conf_mod)
+  workdir = common.default_workdir(conf_mod, c)
+  if common.is_complete(workdir, c):
+    return {"step": name, "status": "complete earlier (skipped)"}
   t0 = time.time()
-  if not hasattr(mod, "run"):  # a script not yet on the harness: its own flags
-    argv = ["--models-dir", cfg.models_dir(0)] + (["--quick"] if cfg.quick else [])
-    mod.main(argv + (["--data-dir", cfg.data_dir] if cfg.data_dir else []))
-  else:
-    c = step_config(cfg, conf_mod)
-    workdir = common.default_workdir(conf_mod, c)
-    if common.is_complete(workdir, c):
-      return {"step": name, "status": "complete earlier (skipped)"}
-    md = getattr(mod, "markdown", None) or getattr(tables, name)
-    common.execute(mod.run, conf_mod, c, workdir, markdown=md)
+  md = getattr(mod, "markdown", None) or getattr(tables, name)
+  common.execute(mod.run, conf_mod, c, workdir, markdown=md)
   return {"step": name, "status": "ran", "wall_seconds": round(time.time() - t0, 1),
           "peak_rss_mib": _peak_rss_mib()}
 

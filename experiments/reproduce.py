@@ -73,6 +73,8 @@ def main(argv=None) -> dict:
   argv = list(sys.argv[1:] if argv is None else argv)
   if "--seeds" in argv:  # shorthand of --config.n_seeds=N
     i = argv.index("--seeds")
+    if i + 1 >= len(argv) or not argv[i + 1].isdigit() or int(argv[i + 1]) < 1:
+      raise SystemExit("--seeds needs a number of training seeds >= 1, e.g. --seeds 3")
     argv[i:i + 2] = [f"--config.n_seeds={argv[i + 1]}"]
   return common.main(run, config, argv, markdown=tables.reproduce)
 

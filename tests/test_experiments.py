@@ -100,6 +100,21 @@ def test_tables_1_2_and_claims_mechanics(quick):
   assert claims.advtrain_lowers_error(r)[0]
 
 
+def test_two_seeds_give_mean_and_sd(quick):
+  fc10 = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)")
+  tcfg = dataclasses.replace(quick["train_cfg"], seeds=(0, 1), only=fc10)
+  tr = train_models.run(tcfg, str(quick["root"] / "res" / "train2"))
+  assert [r["seed"] for r in tr["rows"]] == [0, 0, 0, 1, 1, 1]
+  assert tr["summary"]["FC10(1)"]["err_test"]["n"] == 2
+  cfg = _quick(c_t1, quick["runs"], seeds=(0, 1), models=fc10)
+  t1 = table1.run(cfg, str(quick["root"] / "res" / "t1seeds"))
+  d = t1["summary"]["FC10(1e-2)"]["mean_distortion"]
+  assert d["n"] == 2 and len(d["values"]) == 2 and d["sd"] > 0
+  assert " ± " in tables.table1(t1, cfg)
+  held, detail = claims.decay_raises_distortion({"table1": t1})
+  assert isinstance(held, bool) and "±" in detail
+
+
 def test_table34_quick(quick):
   out = _exec(table34, c_t34, _quick(c_t34, quick["runs"]), quick["root"] / "res" / "t34b")
   m = out["table4"]

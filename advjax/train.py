@@ -210,6 +210,9 @@ def train(model: models.Model, ds: data_lib.Dataset, cfg: TrainConfig,
   state = (params, opt.init(params), 0, [], xstate)
   state = _restore(ckpt_dir, state) if ckpt_dir else state
   params, opt_state, start, history, xstate = state
+  # On the device once: a restored pool is numpy, and a jitted step would copy
+  # it from the host at every step.
+  xstate = jax.tree_util.tree_map(jnp.asarray, xstate)
   n = len(ds.x) if cfg.optimizer != "lbfgs" else -1
   run = _lbfgs_fn(model, opt) if n == -1 else _epoch_fn(model, opt, cfg, n, extra)
   bar = tqdm(range(start, cfg.epochs), disable=not progress, desc=model.name,

@@ -86,10 +86,10 @@ def amplified_transfer_more(r: dict) -> tuple[bool, str]:
 def advtrain_lowers_error(r: dict) -> tuple[bool, str]:
   """Adversarial training lowers test error relative to weight decay alone."""
   s = r["adv_training"]["summary"]
-  base = s["weight decay"]["test_err"]
-  pools = {v: x["test_err"] for v, x in s.items() if v not in ("weight decay", "dropout")}
+  base = s["baseline"]["test_err"]  # weight decay only
+  pools = {v: x["test_err"] for v, x in s.items() if v not in ("baseline", "dropout")}
   better = [v for v, e in pools.items() if hi(e) < lo(base)]
-  return bool(better), (f"weight decay {100 * base['mean']:.2f}±{100 * base['sd']:.2f}%; "
+  return bool(better), (f"baseline {100 * base['mean']:.2f}±{100 * base['sd']:.2f}%; "
                         + ", ".join(f"{v} {100 * e['mean']:.2f}±{100 * e['sd']:.2f}%"
                                     for v, e in pools.items()))
 

@@ -90,8 +90,8 @@ def test_tables_1_2_and_claims_mechanics(quick):
   for s in (0.1, 0.3):  # clipped Gaussian noise: RMS below σ but of its order
     assert 0.4 * s < t2["distortion"][f"Gaussian noise σ={s:g}"]["mean"] <= s
   _exec(table34, c_t34, _quick(c_t34, quick["runs"]), root / "res" / "table34")
-  fake_adv = {"summary": {"weight decay": {"test_err": common.summarize([0.5, 0.52])},
-                          "pool input": {"test_err": common.summarize([0.4, 0.41])}}}
+  fake_adv = {"summary": {"baseline": {"test_err": common.summarize([0.5, 0.52])},
+                          "centre": {"test_err": common.summarize([0.4, 0.41])}}}
   r = dict(claims.load(str(root / "res"), ("table1", "table2", "table34")),
            adv_training=fake_adv)
   for name, f in claims.CLAIMS.items():  # the claims read this schema
@@ -131,9 +131,9 @@ def test_figures_quick(quick):
 
 
 def test_adv_training_quick(mnist_dir, tmp_path):
-  cfg = _quick(c_adv, tmp_path / "runs", only=("weight decay", "pool sigmoid2"))
+  cfg = _quick(c_adv, tmp_path / "runs", only=("baseline", "space sigmoid2"))
   out = adv_training.run(cfg, str(tmp_path / "res"))
-  assert [r["variant"] for r in out["rows"]] == ["weight decay", "pool sigmoid2"]
+  assert [r["variant"] for r in out["rows"]] == ["baseline", "space sigmoid2"]
   for r in out["rows"]:
     assert 0.0 <= r["test_err"] <= 1.0 and r["mean_distortion"] > 0
 

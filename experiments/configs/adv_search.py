@@ -45,6 +45,8 @@ TITLE = "Adversarial training: the budgeted search (one seed; §4.2)"
 CHEAP = attacks.PAPER._replace(bisect_steps=2, maxiter=10)
 MEDIUM = attacks.PAPER._replace(bisect_steps=6, maxiter=50)  # the 10k run's setting
 FULL = attacks.PAPER  # Table 1's c search
+# The schedule of every net in the search (the 10k run's, BUILD_NOTES §3).
+TRAIN = TrainConfig(lr=1e-2, epochs=60, batch_size=64, schedule="cosine")
 CENTRE = PoolConfig(size=2000, refresh=0.25, every=1, weight=1.0, batch_size=250,
                     attack=CHEAP)
 
@@ -84,21 +86,27 @@ def cells(c: PoolConfig) -> tuple[Variant, ...]:
 class Config(common.ExperimentConfig):
   """Model, shared schedule, the cells, evaluation size and attack."""
   model: str = "FC100-100-10"
-  train: TrainConfig = TrainConfig(lr=1e-2, epochs=60, batch_size=64, schedule="cosine")
+  train: TrainConfig = TRAIN
   cells: tuple[Variant, ...] = cells(CENTRE)
   n_eval: int = 500
   seed: int = 0
   eval_attack: AttackOptions = FULL
 
 
+def centre(quick: bool = False) -> PoolConfig:
+  """The centre pool; quick: 50 examples and a weaker attack."""
+  if not quick:
+    return CENTRE
+  return CENTRE._replace(size=50, batch_size=50,
+                         attack=attacks.PAPER._replace(bisect_steps=2, maxiter=20))
+
+
 def get_config(quick: bool = False) -> Config:
   """All 21 cells at 60k; quick: 5 cells on 600 images, 2 epochs."""
   if quick:
-    c = CENTRE._replace(size=50, batch_size=50,
-                        attack=attacks.PAPER._replace(bisect_steps=2, maxiter=20))
     pick = ("baseline", "centre", "space sigmoid2", "space all", "refresh 0.5")
     return Config(**common.base(quick), n_train=600, n_test=500,
                   train=TrainConfig(lr=1e-2, epochs=2, batch_size=64, schedule="cosine"),
-                  cells=tuple(v for v in cells(c) if v.name in pick), n_eval=20,
+                  cells=tuple(v for v in cells(centre(True)) if v.name in pick), n_eval=20,
                   eval_attack=attacks.PAPER._replace(bisect_steps=3, maxiter=30))
   return Config(**common.base(quick))

@@ -7,9 +7,9 @@ examples made for hidden layers' outputs training the layers above.
 
 Variants, all FC100-100-10 on the same images with the same optimiser and
 epochs, each over `seeds` (training and pool seeds + 100·s): the two
-baselines and the finalists of the search (experiments/adv_search.py; until
-its full-size screen has run, the paper's three spaces and all layers at once,
-with the search's centre settings). Each trained net is measured by test error
+baselines and the finalists, picked by name from the search's cells
+(configs/adv_search.py; until its full-size screen has run, the paper's three
+spaces and all layers at once, at the search's centre). Each trained net is measured by test error
 and the average minimum distortion on `n_eval` correctly classified test
 images; a finding holds only beyond the seed spread.
 
@@ -27,48 +27,49 @@ import dataclasses
 
 from advjax import attacks
 from advjax.attacks import AttackOptions
-from advjax.advtrain import PoolConfig, Variant
+from advjax.advtrain import Variant
 from advjax.train import TrainConfig
 from experiments import common
+from experiments.configs import adv_search
 
 TITLE = "Adversarial training vs weight decay vs dropout (§4.2)"
 PAPER = {"weight decay": 1.6, "dropout": 1.3, "adversarial pool": 1.2}
 
-# The search's centre: an input pool of 2,000, a quarter refreshed every epoch,
-# equal weight, the cheap attack (2 bisections, 10 iterations per solve).
-CHEAP = attacks.PAPER._replace(bisect_steps=2, maxiter=10)
-POOL = PoolConfig(size=2000, refresh=0.25, every=1, weight=1.0, batch_size=250,
-                  attack=CHEAP)
+# Cells of the search (configs/adv_search.py, one definition of each variant)
+# that go on to several seeds: the two baselines, then the finalists. Until
+# the full-size screen has run, the finalists are the paper's spaces at the
+# search's centre; after it, the screen's best few, by cell name.
+BASELINES = ("baseline", "dropout")
+FINALISTS = ("centre", "space sigmoid1", "space sigmoid2", "space all")
 
 
-def variants(pool: PoolConfig) -> tuple[Variant, ...]:
-  """Baselines, then pools in each space and in all of them at once."""
-  return (Variant("weight decay"), Variant("dropout", dropout=0.3),
-          Variant("pool input", pools=(pool,)),
-          Variant("pool sigmoid1", pools=(pool._replace(layer="sigmoid1"),)),
-          Variant("pool sigmoid2", pools=(pool._replace(layer="sigmoid2"),)),
-          Variant("pool all layers", pools=(pool, pool._replace(layer="sigmoid1", seed=1),
-                                            pool._replace(layer="sigmoid2", seed=2))))
+def pick(cells: tuple[Variant, ...], names) -> tuple[Variant, ...]:
+  """The cells called `names`, in that order."""
+  by_name = {v.name: v for v in cells}
+  missing = [n for n in names if n not in by_name]
+  if missing:
+    raise ValueError(f"no search cells {missing}; cells: {list(by_name)}.")
+  return tuple(by_name[n] for n in names)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(common.ExperimentConfig):
   """Model, training schedule, variants, evaluation size and attack."""
   model: str = "FC100-100-10"
-  train: TrainConfig = TrainConfig(lr=1e-2, epochs=60, batch_size=64, schedule="cosine")
-  variants: tuple[Variant, ...] = variants(POOL)
+  train: TrainConfig = adv_search.TRAIN
+  variants: tuple[Variant, ...] = pick(adv_search.cells(adv_search.CENTRE),
+                                       BASELINES + FINALISTS)
   n_eval: int = 500
   seed: int = 0  # the evaluation protocol's permutation and targets
   eval_attack: AttackOptions = attacks.PAPER
 
 
 def get_config(quick: bool = False) -> Config:
-  """Three seeds on 60k images; quick: one seed, 600 images, 2 epochs."""
-  if quick:
-    pool = POOL._replace(size=50, batch_size=50,
-                         attack=attacks.PAPER._replace(bisect_steps=2, maxiter=20))
-    return Config(**common.base(quick), n_train=600, n_test=500,
-                  train=TrainConfig(lr=1e-2, epochs=2, batch_size=64, schedule="cosine"),
-                  variants=variants(pool)[:3] + variants(pool)[4:5], n_eval=20,
-                  eval_attack=attacks.PAPER._replace(bisect_steps=3, maxiter=30))
-  return Config(**common.base(quick), seeds=(0, 1, 2))
+  """Three seeds on 60k images; quick: one seed, the search's quick sizes."""
+  if not quick:
+    return Config(**common.base(quick), seeds=(0, 1, 2))
+  s = adv_search.get_config(True)
+  return Config(**common.base(quick), n_train=s.n_train, n_test=s.n_test, train=s.train,
+                variants=pick(adv_search.cells(adv_search.centre(True)),
+                              ("baseline", "dropout", "centre", "space sigmoid2")),
+                n_eval=s.n_eval, eval_attack=s.eval_attack)

@@ -69,3 +69,12 @@ def test_bad_state_dicts():
     convert.alexnet_from_torchvision(sd)
   with pytest.raises(FileNotFoundError):
     convert.load_state_dict("/nonexistent/alexnet.pth")
+
+
+def test_missing_torch_names_the_extra(tmp_path, monkeypatch):
+  """A core install (no torch) reading a .pth is told which extra to install."""
+  path = tmp_path / "alexnet.pth"
+  path.write_bytes(b"not read")
+  monkeypatch.setitem(__import__("sys").modules, "torch", None)  # import fails
+  with pytest.raises(ImportError, match=r"advjax\[torch\].*whl/cpu"):
+    convert.load_state_dict(str(path))

@@ -207,3 +207,18 @@ def test_quick_experiment_writes_results(tmp_path):
   for name in ("results.md", "config.json"):
     assert (out / name).exists()
   assert list(out.glob("*.png"))
+
+
+def test_core_install_errors_name_the_extras():
+  """Without matplotlib or tensorflow-datasets (the core install) the figures
+  and the TFDS fallback say which extra to install."""
+  code = ("import sys; sys.modules['matplotlib'] = None; "
+          "sys.modules['tensorflow_datasets'] = None\n"
+          "from advjax import data\n"
+          "try: data._load_tfds('mnist', 'test')\n"
+          "except data.DataError as e: print(e)\n"
+          "import experiments.plots")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                     cwd=ROOT, timeout=120)
+  assert "pip install 'advjax[tfds]'" in r.stdout
+  assert "pip install 'advjax[experiments]'" in r.stderr

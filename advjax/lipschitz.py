@@ -50,7 +50,7 @@ def _window_counts(n: int, k: int, s: int, pads: tuple[int, int]) -> int:
 def maxpool_bound(window: Sequence[int] | int, stride: Sequence[int] | int,
                   input_hw: Sequence[int] | None = None,
                   padding: Any = "VALID") -> float:
-  """ℓ2 Lipschitz constant of max-pooling (per channel): sqrt(c_max), exact.
+  """ℓ2 Lipschitz constant of max-pooling (per channel): sqrt(c_max), exact (§4.3).
 
   |max_W x − max_W x'| ≤ max_{i∈W} |x_i − x'_i|, so ‖Δy‖² ≤ Σ_windows Σ_{i∈W} Δx_i²
   = Σ_i c_i Δx_i² ≤ c_max ‖Δx‖², c_i the number of windows holding pixel i;
@@ -83,7 +83,7 @@ def contrast_norm_bound(eps: float, gamma: float) -> float:
 
 
 def lrn_bound(size: float, alpha: float, beta: float, k: float) -> float:
-  """Local response normalisation b_c = a_c (k + α/n Σ_{N(c)} a²)^(−β), any input.
+  """LRN b_c = a_c (k + α/n Σ_{N(c)} a²)^(−β): its L for any input (§4.3).
 
   With h(S) = (k + αS/n)^(−β) and S_c = Σ_{N(c)} a_j², (Jδ)_c = h_c δ_c +
   2 a_c h'(S_c) ⟨a, δ⟩_{N(c)}. |a_c|·|⟨a,δ⟩_{N(c)}| ≤ S_c ‖δ_{N(c)}‖ and
@@ -219,7 +219,7 @@ class EmpiricalBound(NamedTuple):
 
 def jacobian_norms(logits_fn: Callable, x: Any, iters: int = 30,
                    batch_size: int = 64, params: Any = None) -> np.ndarray:
-  """Per-example spectral norm of the input-output Jacobian, by power iteration.
+  """Per-example ‖∂f/∂x‖₂ by power iteration (§4.3's bound, from below).
 
   Iterates u ← J Jᵀ u in the output space (jvp and its transpose at x_i; by
   `optax.power_iteration`, inside the jit and vmap over examples) and

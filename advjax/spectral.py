@@ -262,7 +262,7 @@ def conv_padding(padding: Any, input_hw: Sequence[int], kernel_hw: Sequence[int]
 
 def conv_fn(kernel_hwio: Any, stride=1, padding: Any = "SAME", dilation=1,
             input_hw: Sequence[int] | None = None) -> Callable:
-  """The conv's linear map (no bias) on one HWC image, at precision HIGHEST."""
+  """The conv's linear map W (no bias) on one HWC image, precision HIGHEST (§4.3)."""
   K = np.asarray(kernel_hwio)  # cast inside f, so float64 callers keep float64
   s, d = as_pair(stride, "stride"), as_pair(dilation, "dilation")
   pads = conv_padding(padding, input_hw, K.shape[:2], s, d)

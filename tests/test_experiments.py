@@ -147,7 +147,8 @@ def test_adv_search_writes_cells_and_resumes(mnist_dir, tmp_path):
   assert again["cells"] == out["cells"]
 
 
-def test_reproduce_records_steps_and_resumes(quick):
+def test_reproduce_records_steps_and_resumes(quick, mnist_dir, monkeypatch):
+  monkeypatch.setenv("ADVJAX_DATA_DIR", os.path.abspath(mnist_dir))  # before chdir
   cfg = dataclasses.replace(c_rep.get_config(True), runs_dir=str(quick["runs"]),
                             progress=False,
                             skip=tuple(s for s in c_rep.STEPS if s != "table2"))

@@ -67,6 +67,9 @@ def adversarial_set(model: models.Model, params, ds: data_lib.Dataset, n: int,
   l2, c, iterations, solves, index (into `ds`).
   """
   idx = correct([(model, params)], ds, n, seed)
+  if not len(idx):
+    raise ValueError(f"{model.name} classifies none of the {len(ds.x)} images "
+                     "correctly; there is nothing to attack (train it first).")
   t = targets(seed, ds.y[idx], model.num_classes)
   return driver.run((model.apply, params), ds.x[idx], t, cache, options=opts,
                     label=ds.y[idx], index=idx, batch_size=min(batch_size, len(idx)),

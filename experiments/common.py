@@ -302,8 +302,10 @@ def summarize_rows(rows: list[dict], key: str, names) -> dict:
   out: dict = {}
   for r in rows:
     out.setdefault(r[key], []).append(r)
-  return {k: {f: summarize([r[f] for r in rs]) for f in names if rs[0].get(f) is not None}
+  # A value is None where it does not exist (no successful example): skipped.
+  vals = {k: {f: [r[f] for r in rs if r.get(f) is not None] for f in names}
           for k, rs in out.items()}
+  return {k: {f: summarize(v) for f, v in fs.items() if v} for k, fs in vals.items()}
 
 
 def summarize_matrices(ms: list[dict]) -> dict:

@@ -2,7 +2,8 @@
 
 Each step writes its own results folder (experiments/results/<name>/, quick:
 experiments/results/quick/<name>/); this script writes reproduce/ with each
-step's status, wall seconds and peak RSS.
+step's status, wall seconds and peak RSS (the step's own peak where Linux lets
+it be reset, else the process's so far).
 """
 
 from __future__ import annotations
@@ -23,8 +24,26 @@ from experiments.configs import reproduce as config  # noqa: E402
 CONFIGS = {"lipschitz_bounds": "lipschitz"}  # step -> config module, where they differ
 
 
+def _reset_peak() -> bool:
+  """Resets the process's peak RSS (Linux ≥ 4.0), so each step gets its own."""
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    return True
+  except OSError:
+    return False
+
+
 def _peak_rss_mib() -> int:
-  """Peak resident memory of this process so far (Linux: ru_maxrss in KiB)."""
+  """Peak resident memory since the last reset (VmHWM), else of the process
+  so far (ru_maxrss, KiB on Linux)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) // 1024
+  except OSError:
+    pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
@@ -43,11 +62,11 @@ def run_step(name: str, cfg: config.Config) -> dict:
   workdir = common.default_workdir(conf_mod, c)
   if common.is_complete(workdir, c):
     return {"step": name, "status": "complete earlier (skipped)"}
-  t0 = time.time()
+  t0, per_step = time.time(), _reset_peak()
   md = getattr(mod, "markdown", None) or getattr(tables, name)
   common.execute(mod.run, conf_mod, c, workdir, markdown=md)
   return {"step": name, "status": "ran", "wall_seconds": round(time.time() - t0, 1),
-          "peak_rss_mib": _peak_rss_mib()}
+          "peak_rss_mib": _peak_rss_mib(), "peak_rss_of": "step" if per_step else "process"}
 
 
 def run(cfg: config.Config, workdir: str) -> dict:
@@ -56,6 +75,8 @@ def run(cfg: config.Config, workdir: str) -> dict:
   if unknown:
     raise ValueError(f"--config.skip {sorted(unknown)}: steps are {config.STEPS}.")
   t0, rows = time.time(), []
+  print("steps:", ", ".join(n for n in config.STEPS if n not in cfg.skip),
+        "| separate, not run here:", "; ".join(config.SEPARATE), flush=True)
   for name in config.STEPS:
     if name in cfg.skip:
       rows.append({"step": name, "status": "skipped (--config.skip)"})

@@ -10,9 +10,10 @@ Command (full):  python experiments/lipschitz_bounds.py     (after train_models.
                  the models of the first seed; torchvision weights with
                  --config.alexnet_weights=alexnet-owt-7be5be79.pth)
 Command (quick): python experiments/lipschitz_bounds.py --quick
-Runtime: the two random-init AlexNets 81 s + 57 s measured on 2 CPU cores
-shared at load 6-7 (every layer 0.5-15 s; 137 s + 234 s before issue 13,
-BUILD_NOTES.md); `--config.alexnets=` (none) ≈ 1 min; quick ≈ 5-10 s.
+Runtime: Table 5 of the two random-init AlexNets 30 s + 11 s measured on 2
+CPU cores shared at load ~5 (rows 0.2-3.6 s, one at 17 s under contention;
+94 s + 117 s before issue 13, BUILD_NOTES.md); the MNIST models ≈ 1 min
+(`--config.alexnets=` for none); quick ≈ 5-10 s.
 Expected: every conv/FC row has estimate ≤ certified bound with the FFT bound
 within ~1% of the estimate at AlexNet sizes; the paper's values (ImageNet
 weights) are in PAPER and are not expected to match random-init weights.

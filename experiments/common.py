@@ -227,8 +227,12 @@ def execute(run: Callable, config_module, cfg: ExperimentConfig,
 
 def parse_flags(argv: list[str] | None, config_module, doc: str | None = None):
   """(cfg, workdir) from the shared flags (see the module docstring)."""
-  p = argparse.ArgumentParser(description=doc or config_module.__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  fields_help = ", ".join(fields(config_module.get_config(False)))
+  p = argparse.ArgumentParser(
+      description=doc or config_module.__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      epilog="--config.FIELD=VALUE overrides a config field (dotted paths into "
+             f"nested ones, e.g. --config.attack.maxiter=50); fields: {fields_help}.")
   p.add_argument("--quick", action="store_true", help="seconds-sized run")
   p.add_argument("--only", nargs="+", default=None, help="a partial run of these rows")
   p.add_argument("--workdir", default=None, help="results folder")

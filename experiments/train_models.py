@@ -99,8 +99,8 @@ def results(rows: list[dict], cfg: config.Config, n_train: int) -> dict:
 
 def run(cfg: config.Config, workdir: str) -> dict:
   """Trains every selected job for every seed; writes results after each."""
+  names = cfg.selected([j.folder for j in cfg.jobs])  # fails before any work
   sets = splits(cfg)
-  names = cfg.selected([j.folder for j in cfg.jobs])
   rows = []
   for s in cfg.seeds:
     for job in (j for j in cfg.jobs if j.folder in names):

@@ -38,7 +38,7 @@ def run_cell(cfg: config.Config, v, tr, te, folder: str) -> dict:
 def run(cfg: config.Config, workdir: str) -> dict:
   """Every selected cell in order; the table is rewritten after each."""
   names = cfg.selected([v.name for v in cfg.cells])  # fails before any work
-  tr, te = common.load_mnist(cfg)
+  tr, te = common.load_data(cfg)
   rows: list[dict] = []
   def results():
     return {"cells": rows, "n_cells": len(names), "seed": cfg.seeds[0],

@@ -22,7 +22,7 @@ FIELDS = ("test_err", "success", "mean_distortion", "train_seconds")
 def run(cfg: config.Config, workdir: str) -> dict:
   """Every variant for every seed: per-seed rows, mean ± sd per variant."""
   names = cfg.selected([v.name for v in cfg.variants])  # fails before any work
-  tr, te = common.load_mnist(cfg)
+  tr, te = common.load_data(cfg)
   rows: list[dict] = []
   def results():
     return {"rows": rows, "summary": common.summarize_rows(rows, "variant", FIELDS),

@@ -50,7 +50,9 @@ class ExperimentConfig:
     seeds: training seeds; models of seed s live in <runs_dir>/models/seed<s>/.
     n_train: first n training images used (None: all 60,000).
     n_test: first n test images used (None: all 10,000).
-    data_dir: MNIST IDX folder (None: $ADVJAX_DATA_DIR, then TFDS).
+    data_dir: IDX folder (None: the dataset's variable, e.g. $ADVJAX_DATA_DIR,
+      then TFDS).
+    dataset: 'mnist' (the paper's) or 'fashion_mnist'.
     runs_dir: checkpoints and caches (default runs/, quick runs/quick/).
     progress: show progress bars.
     only: a partial run of these rows (models, variants, cells); written to
@@ -61,13 +63,16 @@ class ExperimentConfig:
   n_train: int | None = None
   n_test: int | None = None
   data_dir: str | None = None
+  dataset: str = "mnist"  # or 'fashion_mnist' (advjax.data.DATASETS)
   runs_dir: str = "runs"
   progress: bool = True
   only: tuple[str, ...] = ()
 
   def models_dir(self, seed: int) -> str:
-    """Checkpoint folder of the models trained with seed index `seed`."""
-    return os.path.join(self.runs_dir, "models", f"seed{seed}")
+    """Checkpoint folder of the models trained with seed index `seed`
+    (runs/models/seed<s>; another dataset's under runs/models_<dataset>/)."""
+    models = "models" if self.dataset == "mnist" else f"models_{self.dataset}"
+    return os.path.join(self.runs_dir, models, f"seed{seed}")
 
   def selected(self, names) -> tuple:
     """`names` restricted to `only` (all of them when `only` is empty)."""
@@ -263,17 +268,21 @@ def main(run: Callable, config_module, argv: list[str] | None = None, *,
 
 # ---------------------------------------------------------------- data, models, stats
 
-def load_mnist(cfg: ExperimentConfig):
-  """(train, test): the first cfg.n_train / cfg.n_test images (None: all)."""
+def load_data(cfg: ExperimentConfig):
+  """(train, test) of cfg.dataset: the first cfg.n_train / cfg.n_test images
+  (None: all, 60,000 / 10,000 for MNIST)."""
   from advjax import data  # pylint: disable=import-outside-toplevel
-  tr = data.load("mnist", "train", cfg.data_dir)
-  te = data.load("mnist", "test", cfg.data_dir)
+  tr = data.load(cfg.dataset, "train", cfg.data_dir)
+  te = data.load(cfg.dataset, "test", cfg.data_dir)
   for n, name in ((cfg.n_train, "n_train"), (cfg.n_test, "n_test")):
     if n is not None and n <= 0:
       raise ValueError(f"{name} must be positive or None (all), got {n}.")
   tr = tr if cfg.n_train is None else data.subset(tr, np.arange(min(cfg.n_train, len(tr.x))))
   te = te if cfg.n_test is None else data.subset(te, np.arange(min(cfg.n_test, len(te.x))))
   return tr, te
+
+
+load_mnist = load_data  # the name the benchmark uses
 
 
 def load_model(cfg: ExperimentConfig, seed: int, folder: str):

@@ -48,7 +48,7 @@ def examples(cfg: config.Config, te, name: str) -> dict:
 def run(cfg: config.Config, workdir: str) -> dict:
   """Figures 5/7-like rows and the noise-at-equal-distortion error per model."""
   names = cfg.selected(cfg.models)  # a bad --only fails before any work
-  tr, te = common.load_mnist(cfg)
+  tr, te = common.load_data(cfg)
   out = {n: examples(cfg, te, n) for n in names}
   plots.adversarial_rows({n: e["rows"] for n, e in out.items()},
                          os.path.join(workdir, "adversarial_examples.png"))

@@ -48,7 +48,7 @@ def row(name: str, seed: int, meta: dict, s: dict) -> dict:
 def run(cfg: config.Config, workdir: str) -> dict:
   """Table 1 over every seed: per-seed rows and mean ± sd per model."""
   names = cfg.selected(cfg.models)  # a bad --only fails before any work
-  tr, _ = common.load_mnist(cfg)
+  tr, _ = common.load_data(cfg)
   rows, hist = [], {}
   for seed in cfg.seeds:
     for name, (_, _, meta, s) in adversarial_sets(cfg, tr, seed, names).items():

@@ -37,7 +37,7 @@ def one_seed(cfg: config.Config, tr, seed: int, names) -> tuple[dict, dict, dict
 def run(cfg: config.Config, workdir: str) -> dict:
   """Table 2 for every seed; cells mean ± sd over seeds."""
   names = cfg.selected(cfg.models)  # a bad --only fails before any work
-  tr, _ = common.load_mnist(cfg)
+  tr, _ = common.load_data(cfg)
   per_seed = [one_seed(cfg, tr, s, names) for s in cfg.seeds]
   dist = {k: common.summarize([d[k] for _, d, _ in per_seed]) for k in per_seed[0][1]}
   return {"per_seed": [{"seed": s, "matrix": m, "distortion": d, "clean": c}

@@ -43,7 +43,7 @@ def one_seed(cfg: config.Config, te, seed: int, names) -> tuple[list, dict, dict
 def run(cfg: config.Config, workdir: str) -> dict:
   """Tables 3 and 4 for every seed; mean ± sd over seeds."""
   names = cfg.selected(cfg.models)  # a bad --only fails before any work
-  tr, te = common.load_mnist(cfg)
+  tr, te = common.load_data(cfg)
   per_seed = [one_seed(cfg, te, s, names) for s in cfg.seeds]
   rows = [r for rs, _, _ in per_seed for r in rs]
   dist = {k: common.summarize([d[k] for _, _, d in per_seed]) for k in per_seed[0][2]}

@@ -31,7 +31,8 @@ def train_models(res: dict, cfg) -> str:
     half = next(r["half"] for r in res["rows"] if r["folder"] == folder)
     ours = " / ".join(f"{'train' if k == 'all' else k} {stat(s['err_' + k], True)}"
                       for k in ("all", "P1", "P2", "test") if "err_" + k in s)
-    p = " / ".join(f"{k} {v}%" for k, v in PAPER.get(folder, {}).items()) or "–"
+    paper = PAPER.get(folder, {}) if cfg.dataset == "mnist" else {}  # MNIST's only
+    p = " / ".join(f"{k} {v}%" for k, v in paper.items()) or "–"
     out.append(f"| {folder} | {half} | {ours} | {p} |")
   return "\n".join(out) + "\n" + seeds_note(len(res["seeds"]))
 

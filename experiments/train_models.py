@@ -26,7 +26,7 @@ from experiments.configs import train_models as config  # noqa: E402
 
 def splits(cfg: config.Config) -> dict:
   """The training set, its disjoint halves P1/P2 and the test set."""
-  tr, te = common.load_mnist(cfg)
+  tr, te = common.load_data(cfg)
   p1, p2 = data.halves(len(tr.x), cfg.split_seed)
   return {"all": tr, "P1": data.subset(tr, p1), "P2": data.subset(tr, p2), "test": te}
 
@@ -39,7 +39,8 @@ def seeded(job: config.Job, cfg: config.Config, s: int) -> config.Job:
   return dataclasses.replace(job, cfg=tc)
 
 
-def train_job(job: config.Job, sets: dict, folder: str, progress: bool):
+def train_job(job: config.Job, sets: dict, folder: str, progress: bool,
+              dataset: str = "mnist"):
   """Trains one model (resuming from `folder`); returns (model, params, meta)."""
   model = models.get_model(job.model)
   t0, params = time.time(), None
@@ -53,32 +54,36 @@ def train_job(job: config.Job, sets: dict, folder: str, progress: bool):
   meta = {"half": job.half, "config": dataclasses.asdict(job.cfg),
           "decay": {L.name: L.decay for L in model.param_layers()},
           "train_seconds": round(time.time() - t0, 1),
-          "data": {"dataset": "mnist", **{k: len(v.x) for k, v in sets.items()}}}
+          "data": {"dataset": dataset, **{k: len(v.x) for k, v in sets.items()}}}
   return model, res.params, meta
 
 
-def check_finished(folder: str, meta: dict, job: config.Job, sets: dict) -> None:
-  """Refuses a finished checkpoint trained with another config or data size."""
+def check_finished(folder: str, meta: dict, job: config.Job, sets: dict,
+                   dataset: str = "mnist") -> None:
+  """Refuses a finished checkpoint trained with another config or data."""
   want = json.loads(json.dumps(dataclasses.asdict(job.cfg)))
   got = meta.get("config", {})
   diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
   n = meta.get("data", {}).get("all")
   if n is not None and n != len(sets["all"].x):
     diff["training images"] = (n, len(sets["all"].x))
+  if meta.get("data", {}).get("dataset", "mnist") != dataset:
+    diff["dataset"] = (meta["data"]["dataset"], dataset)
   if diff:
     raise checkpoint.CheckpointError(
         f"{folder} was trained with another config (field: (checkpoint, now)): "
         f"{diff}; use another --config.runs_dir or delete the folder.")
 
 
-def run_job(job: config.Job, sets: dict, folder: str, progress: bool) -> dict:
+def run_job(job: config.Job, sets: dict, folder: str, progress: bool,
+            dataset: str = "mnist") -> dict:
   """Trains (or loads, when finished) one model; returns its error rates."""
   done = os.path.exists(os.path.join(folder, checkpoint.META))
   if done:  # finished earlier: evaluate, but keep its meta (provenance)
     model, params, meta = checkpoint.load(folder)
-    check_finished(folder, meta, job, sets)
+    check_finished(folder, meta, job, sets, dataset)
   else:
-    model, params, meta = train_job(job, sets, folder, progress)
+    model, params, meta = train_job(job, sets, folder, progress, dataset)
   errs = {k: models.error_rate(model, params, v.x, v.y) for k, v in sets.items()
           if k != "all" or job.half == "all"}
   if not done:
@@ -105,7 +110,8 @@ def run(cfg: config.Config, workdir: str) -> dict:
   for s in cfg.seeds:
     for job in (j for j in cfg.jobs if j.folder in names):
       folder = os.path.join(cfg.models_dir(s), job.folder)
-      rows.append(dict(run_job(seeded(job, cfg, s), sets, folder, cfg.progress), seed=s))
+      rows.append(dict(run_job(seeded(job, cfg, s), sets, folder, cfg.progress,
+                               cfg.dataset), seed=s))
       common.save_results(workdir, cfg, results(rows, cfg, len(sets["all"].x)),
                           tables.train_models, config.TITLE)
   return results(rows, cfg, len(sets["all"].x))

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from advjax import checkpoint, evaluate, protocol
+from advjax import checkpoint, data, evaluate, protocol
 from experiments import (adv_search, adv_training, claims, common, figures, reproduce,
                          table1, table2, table34, tables, train_models)
 from experiments.configs import adv_search as c_search
@@ -63,6 +63,23 @@ def test_seeds_differ_and_finished_models_are_checked(quick):
   other = dataclasses.replace(cfg, epochs=7, only=("FC10(1)",))
   with pytest.raises(checkpoint.CheckpointError, match="another config"):
     train_models.run(other, str(quick["root"] / "res" / "other"))
+
+
+def test_other_dataset_trains_into_its_own_folder(tmp_path):
+  rng = np.random.default_rng(0)
+  for prefix, n in (("train", 256), ("t10k", 64)):  # a tiny synthetic IDX dataset
+    data.write_idx(str(tmp_path / f"{prefix}-images-idx3-ubyte.gz"),
+                   rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+    data.write_idx(str(tmp_path / f"{prefix}-labels-idx1-ubyte.gz"),
+                   rng.integers(0, 10, n, dtype=np.uint8))
+  cfg = _quick(c_train, tmp_path / "runs", dataset="fashion_mnist", data_dir=str(tmp_path),
+               n_train=None, n_test=None, only=("FC10(1e-4)",))
+  out = train_models.run(cfg, str(tmp_path / "res"))
+  assert out["n_train_used"] == 256
+  meta = checkpoint.read_meta(str(tmp_path / "runs" / "models_fashion_mnist" / "seed0" / "FC10(1e-4)"))
+  assert meta["data"]["dataset"] == "fashion_mnist"
+  row = [line for line in tables.train_models(out, cfg).splitlines() if "FC10" in line]
+  assert row[0].endswith("| – |")  # MNIST's paper numbers are not printed beside it
 
 
 def test_recorded_command_runs_as_written(quick):

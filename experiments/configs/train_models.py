@@ -13,6 +13,9 @@ Command (full):  python experiments/train_models.py   (--config.seeds=0,1,2 for 
 Command (quick): python experiments/train_models.py --quick   (600 / 500 images)
 Partial:         python experiments/train_models.py --only FC100-100-10
                  (results to experiments/results/partial/, checkpoints to runs/)
+Fashion-MNIST:   python experiments/train_models.py --config.dataset=fashion_mnist
+                 --only FC100-100-10 conv   (checkpoints in runs/models_fashion_mnist/;
+                 the 10k-era run is experiments/results/train_models_fashion_mnist/)
 Runtime: quick ≈ 25–40 s on 2 shared CPU cores; full ≈ 44 min per seed
 (measured, seed 0 at 60k: conv 2,058 s, AE400-10 223 s, FC100-100-10 96 s,
 the rest 19–70 s each).

@@ -18,7 +18,8 @@ import numpy as np
 from scipy import optimize
 
 from advjax import adapt
-from advjax.attacks import AttackResult, _reaches, penalty
+from advjax.attacks import AttackResult, penalty
+from advjax.boundary import reaches
 from advjax.checks import check_labels, prepare
 
 
@@ -65,7 +66,7 @@ def lbfgs_reference(model: Any, x, target, *, bounds=(0.0, 1.0),
   B, shape = x.shape[0], x.shape[1:]
   target = np.asarray(check_labels(target, B, p.num_classes, "target"))
   vg = jax.jit(jax.value_and_grad(penalty(p.apply, shape)))
-  reach = jax.jit(lambda z, l: _reaches(p.apply(p.params, z.reshape(shape))[None], l[None])[0])
+  reach = jax.jit(lambda z, l: reaches(p.apply(p.params, z.reshape(shape))[None], l[None])[0])
   lo, hi = p.lo.reshape(-1), p.hi.reshape(-1)
   pred = np.asarray(jnp.argmax(adapt.logits(p.apply, p.params, jnp.asarray(x)), -1))
   out = []

@@ -43,7 +43,7 @@ class AttackOptions(NamedTuple):
   """The attack's options (hashable: static under jit). Defaults live here only.
 
   The defaults are the fast setting (BUILD_NOTES.md, issue 12): a short c search
-  (3 bisections, 5 iterations per solve), then the minimiser shrunk back to the
+  (2 bisections, 5 iterations per solve), then the minimiser shrunk back to the
   decision boundary and walked along it towards x; untargeted 'all' attacks the
   2 nearest labels. `PAPER` is the paper's procedure, which Tables 1–4 use.
 
@@ -74,7 +74,7 @@ class AttackOptions(NamedTuple):
   solver: str = "pqn"
   c_init: float = 1.0
   c_factor: float = 10.0
-  bisect_steps: int = 3
+  bisect_steps: int = 2
   max_bracket: int = 8
   warm_start: bool = True
   maxiter: int = 5

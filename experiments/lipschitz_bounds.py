@@ -26,11 +26,11 @@ from experiments import common
 from experiments.configs import lipschitz as config
 
 
-def mnist_points(n: int, data_dir: str | None, seed: int):
-  """n MNIST test images, or uniform noise images when no data is found."""
+def mnist_points(n: int, data_dir: str | None, seed: int, dataset: str = "mnist"):
+  """n test images (MNIST, the paper's), or uniform noise when no data is found."""
   try:
-    x = data.load("mnist", "test", data_dir).x[:n]
-    return x, "mnist test"
+    x = data.load(dataset, "test", data_dir).x[:n]
+    return x, f"{dataset} test"
   except data.DataError as e:  # no data here: say so in the results
     print(f"MNIST not found ({e}); Jacobian norms on uniform noise.")
     return np.random.RandomState(seed).rand(n, 28, 28, 1).astype(np.float32), "noise"
@@ -105,7 +105,7 @@ def run(cfg: config.Config, workdir: str) -> dict:
   """Table 5 of every model (or of --only), saved after each one."""
   results = {"mnist": {}, "alexnet": {}, "missing": []}
   names = cfg.selected(cfg.mnist_models + cfg.alexnets)
-  x, points = mnist_points(cfg.n_data, cfg.data_dir, cfg.seed)
+  x, points = mnist_points(cfg.n_data, cfg.data_dir, cfg.seed, cfg.dataset)
   pairs = None
   if cfg.pairs:
     with np.load(cfg.pairs) as z:

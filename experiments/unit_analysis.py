@@ -107,7 +107,7 @@ def run(cfg: config.Config, workdir: str) -> dict:
   """Every analysis of cfg (or of --only): statistics, grids, summary figures."""
   analyses = [a for a in cfg.analyses
               if a.key in cfg.selected([b.key for b in cfg.analyses])]
-  ds = data.load("mnist", "test", cfg.data_dir)
+  ds = data.load(cfg.dataset, "test", cfg.data_dir)  # the paper: MNIST
   if cfg.n_test:
     ds = data.subset(ds, np.arange(min(cfg.n_test, len(ds.x))))
   nets = load_nets(cfg, analyses)

@@ -10,9 +10,10 @@ Command (full):  python experiments/lipschitz_bounds.py     (after train_models.
                  the models of the first seed; torchvision weights with
                  --config.alexnet_weights=alexnet-owt-7be5be79.pth)
 Command (quick): python experiments/lipschitz_bounds.py --quick
-Runtime: Table 5 of the two random-init AlexNets 30 s + 11 s measured on 2
-CPU cores shared at load ~5 (rows 0.2-3.6 s, one at 17 s under contention;
-94 s + 117 s before issue 13, BUILD_NOTES.md); the MNIST models ≈ 1 min
+Runtime: Table 5 of the two random-init AlexNets 19 s + 16 s measured on 2
+CPU cores shared at load ~5 with OPENBLAS_NUM_THREADS=1 (every row 0.25-4.9 s;
+38 s + 57 s before issue 13; with threaded BLAS on the loaded machine 2-10×
+more and erratic, BUILD_NOTES.md); the MNIST models ≈ 1 min
 (`--config.alexnets=` for none); quick ≈ 5-10 s.
 Expected: every conv/FC row has estimate ≤ certified bound with the FFT bound
 within ~1% of the estimate at AlexNet sizes; the paper's values (ImageNet

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -95,6 +96,12 @@ class AttackOptions(NamedTuple):
 
   def check(self) -> "AttackOptions":
     """These options with their types coerced; raises ValueError if out of range."""
+    for f, d, v in zip(self._fields, AttackOptions(), self):
+      if isinstance(d, bool) and not isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{f}={v!r}: must be True or False.")
+      if isinstance(d, int) and not isinstance(d, bool) and (
+          isinstance(v, bool) or not float(v).is_integer()):
+        raise ValueError(f"{f}={v!r}: must be an integer.")
     o = AttackOptions(*(type(d)(v) for d, v in zip(AttackOptions(), self)))
     if o.solver not in _lbfgsb.SOLVERS:
       raise ValueError(f"solver={o.solver!r}; choose one of {sorted(_lbfgsb.SOLVERS)}.")
@@ -104,8 +111,17 @@ class AttackOptions(NamedTuple):
             and o.max_bracket >= 1 and o.maxiter >= 1 and o.history >= 1
             and o.maxls >= 1 and o.polish_steps >= 0 and o.refine_steps >= 0
             and o.screen >= 0):
-      raise ValueError(f"{o}: need c_init > 0, c_factor > 1, bisect_steps >= 0 "
-                       "and max_bracket, maxiter, history, maxls >= 1.")
+      raise ValueError(f"{o}: need c_init > 0, c_factor > 1, bisect_steps, "
+                       "polish_steps, refine_steps, screen >= 0 and max_bracket, "
+                       "maxiter, history, maxls >= 1.")
+    if o.solver == "jaxopt":
+      try:
+        with warnings.catch_warnings():  # jaxopt warns that it is unmaintained
+          warnings.simplefilter("ignore", DeprecationWarning)
+          import jaxopt  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+      except ImportError as e:
+        raise ValueError("solver='jaxopt' needs jaxopt: pip install 'advjax[jaxopt]' "
+                         "(or use the default solver 'pqn').") from e
     return o
 
 

@@ -40,6 +40,14 @@ def _option_help() -> dict[str, str]:
   return {k: v.replace("%", "%%") for k, v in out.items()}  # argparse formats help
 
 
+def _bool(s: str) -> bool:
+  """A strict boolean flag value (a typo is an error, never False)."""
+  v = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+  if s.lower() not in v:
+    raise argparse.ArgumentTypeError(f"{s!r}: use true or false")
+  return v[s.lower()]
+
+
 def _add_attack_options(a: argparse.ArgumentParser) -> None:
   """One flag per AttackOptions field, its default and help from the class."""
   g = a.add_argument_group("attack options (advjax.attacks.AttackOptions)")
@@ -47,7 +55,7 @@ def _add_attack_options(a: argparse.ArgumentParser) -> None:
   for field, default in zip(AttackOptions._fields, AttackOptions()):
     flag = "--" + field.replace("_", "-")
     if isinstance(default, bool):
-      g.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"),
+      g.add_argument(flag, type=_bool,
                      default=default, metavar="BOOL", help=helps[field])
     else:
       g.add_argument(flag, type=type(default), default=default, help=helps[field])
@@ -163,15 +171,17 @@ def attack(args: argparse.Namespace) -> int:
                    options=opts, label=y, index=index, batch_size=args.batch_size,
                    stop_after=args.stop_after, progress=not args.no_progress,
                    untargeted=args.targets if target is None else "all")
+  if jax.process_index() != 0:  # process 0 holds the parts and reports
+    return 0
   if not driver.is_complete(work):
     print(f"stopped early: {len(res.get('index', []))} of {len(index)} examples "
           f"done in {work}; rerun the same command to resume.")
     return 0
-  if jax.process_index() == 0:
-    driver.save(args.output, res)
-    print(json.dumps(dict(output=args.output, n=int(len(res["index"])),
-                          success=float(res["success"].mean()),
-                          mean_distortion=float(res["distortion"].mean()))))
+  driver.save(args.output, res)
+  ok = res["success"].astype(bool)
+  print(json.dumps(dict(output=args.output, n=int(len(ok)), success=float(ok.mean()),
+                        mean_distortion_of_successes=float(res["distortion"][ok].mean())
+                        if ok.any() else None)))
   return 0
 
 
@@ -180,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   try:
     return attack(args)
-  except (ValueError, OSError) as e:  # UsageError, CheckpointError, DataError too
+  # UsageError, CheckpointError, DataError are ValueErrors; ImportError: a missing
+  # extra (e.g. --solver jaxopt); RuntimeError: jax.distributed could not start.
+  except (ValueError, OSError, ImportError, RuntimeError) as e:
     print(f"advjax {args.command}: error: {e}".splitlines()[0], file=sys.stderr)
     return 2
 

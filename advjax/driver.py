@@ -11,8 +11,10 @@ parts that progress.json lists.
 
 Multi-host: call `jax.distributed.initialize()` first (the CLI's
 `--distributed`). Every process passes the same full host inputs; results are
-gathered to every process and only process 0 writes. out_dir must be on a
-filesystem every process can read (each reads progress.json to resume).
+gathered to every process and only process 0 writes and reads out_dir
+(progress is broadcast from it), so the job runs wherever out_dir is; the
+merged results that `run` returns are complete on the other processes only
+when they can read out_dir too (a shared filesystem).
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ def _validate(model, x, target, label, index, bounds, options, batch_size, devic
   """Checks the whole job on host arrays before anything is sharded."""
   if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
     raise ValueError(f"batch_size={batch_size!r}; it must be a positive integer.")
+  batch_size = int(batch_size)  # np.int64 would not go into progress.json
   if batch_size % len(devices):
     raise ValueError(f"batch_size={batch_size} is not a multiple of the "
                      f"{len(devices)} devices; choose a multiple so batches shard evenly.")
@@ -148,7 +151,7 @@ def _validate(model, x, target, label, index, bounds, options, batch_size, devic
   index = np.arange(n) if index is None else np.asarray(index)
   if index.shape != (n,):
     raise ValueError(f"index has shape {index.shape}; it must be ({n},) like x.")
-  return p, x, target, label, index
+  return p, x, target, label, index, batch_size
 
 
 def run(model: Any, x, target, out_dir: str, *, bounds=(0.0, 1.0),
@@ -183,8 +186,8 @@ def run(model: Any, x, target, out_dir: str, *, bounds=(0.0, 1.0),
   """
   attacks.check_untargeted(untargeted, key)
   devices = list(jax.devices() if devices is None else devices)
-  p, x, target, label, index = _validate(model, x, target, label, index, bounds,
-                                         options, batch_size, devices)
+  p, x, target, label, index, batch_size = _validate(
+      model, x, target, label, index, bounds, options, batch_size, devices)
   job = job_identity(p, x, target, label, index, batch_size, untargeted, key)
   n, nb = len(x), -(-len(x) // batch_size)
   done = _agreed_progress(out_dir, job, nb)

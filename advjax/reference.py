@@ -26,7 +26,7 @@ from advjax.checks import check_labels, prepare
 def _search_one(f, reach, xi, li, lo, hi, c_init, c_factor, bisect_steps,
                 max_bracket, maxiter, history):
   """The c search of one example; returns (z, c, iterations, solves)."""
-  best, best_l2, best_c, it, n, last = xi, np.inf, np.inf, 0, 0, xi
+  best, best_l2, best_c, it, n, last = xi, np.inf, 0.0, 0, 0, xi  # c 0: no success
   c, c_ok, c_fail, nbr, nbi = c_init, 0., np.inf, 0, 0
   box = list(zip(lo.astype(np.float64), hi.astype(np.float64)))
   while ((c_ok > 0 and np.isfinite(c_fail) and nbi < bisect_steps) or

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import inspect
 import json
 import os
@@ -296,9 +297,21 @@ def load_model(cfg: ExperimentConfig, seed: int, folder: str):
   return checkpoint.load(path)
 
 
-def cache_dir(cfg: ExperimentConfig, table: str, seed: int, model: str) -> str:
-  """The `advjax.driver` folder caching one adversarial set (resumable)."""
-  return os.path.join(cfg.runs_dir, "adv", table, f"seed{seed}", model)
+def cache_dir(cfg: ExperimentConfig, table: str, seed: int, model: str,
+              n: int | None = None) -> str:
+  """The `advjax.driver` folder caching one adversarial set (resumable).
+
+  What defines the set besides the model (the data sizes, the number of
+  images `n` (default cfg.n_images), the protocol's seed, the attack options,
+  the batch size) is digested into the folder's name, so an override never
+  lands in (and is never refused by) the committed run's cache.
+  """
+  key = {"dataset": getattr(cfg, "dataset", "mnist"), "n_train": cfg.n_train,
+         "n_test": cfg.n_test, "n": getattr(cfg, "n_images", None) if n is None else n,
+         "seed": getattr(cfg, "seed", None), "attack": getattr(cfg, "attack", None),
+         "batch_size": getattr(cfg, "batch_size", None)}
+  tag = hashlib.sha1(json.dumps(plain(key), sort_keys=True).encode()).hexdigest()[:10]
+  return os.path.join(cfg.runs_dir, "adv", table, tag, f"seed{seed}", model)
 
 
 def summarize(values) -> dict:

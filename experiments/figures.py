@@ -26,7 +26,7 @@ def examples(cfg: config.Config, te, name: str) -> dict:
   model, params, _ = common.load_model(cfg, seed, name)
   n = cfg.n_noise_conv if model.name == "conv" else cfg.n_noise
   s = protocol.adversarial_set(model, params, te, n, cfg.seed,
-                               common.cache_dir(cfg, "figures", seed, name),
+                               common.cache_dir(cfg, "figures", seed, name, n),
                                cfg.attack, progress=cfg.progress)
   ok = s["success"].astype(bool)  # only successful examples are shown and matched
   idx, x_adv = s["index"][ok], s["x_adv"][ok]

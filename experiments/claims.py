@@ -102,8 +102,11 @@ CLAIMS: dict[str, Callable[[dict], tuple[bool, str]]] = {
     "advtrain_lowers_error": advtrain_lowers_error,
 }
 
-# As measured (BUILD_NOTES.md §3 on the 10k-image models; the lead's 60k
-# rerun updates this line and the table together if a finding changes).
+# As measured on the 60k-image models over 3 seeds (BUILD_NOTES.md, "Issue 10:
+# the 60k rerun", findings table; update both together if a finding changes).
+# transfer_above_noise changed against the 10k run: AE400-10's examples (RMS
+# 0.087) transfer to FC10(1e-4), FC100 and FC200 less than the σ = 0.3 noise
+# row (RMS 0.216, the smallest noise row of larger distortion) fools them.
 EXPECTED = {"success_small_distortion": True, "decay_raises_distortion": True,
-            "transfer_above_noise": True, "amplified_transfer_more": True,
+            "transfer_above_noise": False, "amplified_transfer_more": True,
             "advtrain_lowers_error": False}

@@ -72,6 +72,7 @@ def test_hidden_pool_trains_only_layers_above():
   st = ex.refresh(0, p0, st)
   g = jax.grad(lambda p: ex.loss(p, st, jax.random.PRNGKey(0), None))(p0)
   assert not np.any(np.asarray(g["fc1"]["kernel"]))
+  assert not np.any(np.asarray(g["fc2"]["kernel"]))  # fc2 is below sigmoid2 too
   assert np.any(np.asarray(g["logits"]["kernel"]))
 
 

@@ -227,3 +227,31 @@ def test_cli_help_and_version():
   v = subprocess.run([sys.executable, "-m", "advjax.cli", "--version"],
                      capture_output=True, text=True, timeout=120).stdout
   assert v.startswith("advjax ")
+
+
+RESUME = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from test_driver import logits_fn, _data, OPTS
+    from advjax import driver
+    x, y, t = _data(8)
+    driver.run(logits_fn, x, t, sys.argv[2], batch_size=4, progress=False,
+               options=OPTS, stop_after=1)
+""")
+
+
+def test_plain_function_resumes_in_another_process(tmp_path):
+  """The model fingerprint (traced program text + weights) is stable across processes."""
+  out = str(tmp_path / "job")
+  r = subprocess.run([sys.executable, "-c", RESUME, os.path.dirname(__file__), out],
+                     capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert not driver.is_complete(out)
+  x, y, t = _data(8)
+  res = driver.run(logits_fn, x, t, out, batch_size=4, progress=False, options=OPTS)
+  assert driver.is_complete(out) and len(res["index"]) == 8
+  whole = driver.run(logits_fn, x, t, str(tmp_path / "whole"), batch_size=4,
+                     progress=False, options=OPTS)
+  for k in whole:
+    np.testing.assert_array_equal(res[k], whole[k], err_msg=k)

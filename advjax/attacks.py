@@ -15,10 +15,8 @@ Formulation used here (documented in BUILD_NOTES.md §2):
 * The c search is per example but all examples advance together: a geometric
   bracket, then `bisect_steps` bisections in log c. The best (smallest ‖r‖)
   successful point at any c is kept; each solve is warm-started from it.
-* A point counts as reaching l during the search only if logit l leads every
-  other logit by MARGIN, so float differences between evaluations cannot flip
-  the final re-check; `success` itself is the argmax on the returned x_adv,
-  with finite logits.
+* Reaching l needs a lead of MARGIN in the search (`advjax.boundary`);
+  `success` is the argmax on the returned x_adv, with finite logits.
 
 `lbfgs` takes any JAX model (`advjax.adapt`: a function, an (apply_fn, params)
 pair, a Flax NNX or Equinox module) and any box `bounds=(lo, hi)`; the weights

@@ -51,20 +51,3 @@ def error_matrix(predictors: dict[str, Callable], sets: dict[str, tuple]
   """Error of every column predictor on every row set (x, y): Tables 2 and 4."""
   return {row: {col: error_rate(p, x, y) for col, p in predictors.items()}
           for row, (x, y) in sets.items()}
-
-
-def markdown_matrix(matrix: dict[str, dict[str, float]],
-                    paper: dict[str, dict[str, float]] | None = None,
-                    extra: dict[str, str] | None = None) -> str:
-  """A Markdown table of error rates (%), 'ours (paper)' where the paper has one."""
-  cols = list(next(iter(matrix.values())).keys())
-  head = "| examples ↓ / model → | " + " | ".join(cols) + (" | av. distortion |" if extra else " |")
-  lines = [head, "| --- " * (len(cols) + 1 + bool(extra)) + "|"]
-  for row, vals in matrix.items():
-    cells = []
-    for c in cols:
-      p = (paper or {}).get(row, {}).get(c)
-      cells.append(f"{100 * vals[c]:.1f}%" + (f" ({p}%)" if p is not None else ""))
-    tail = f" | {extra[row]}" if extra else ""
-    lines.append(f"| {row} | " + " | ".join(cells) + tail + " |")
-  return "\n".join(lines) + "\n"

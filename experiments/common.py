@@ -314,6 +314,23 @@ def cache_dir(cfg: ExperimentConfig, table: str, seed: int, model: str,
   return os.path.join(cfg.runs_dir, "adv", table, tag, f"seed{seed}", model)
 
 
+def adversarial_sets(cfg: ExperimentConfig, ds, seed: int, models, table: str) -> dict:
+  """name -> (model, params, meta, adversarial set) of one seed's checkpoints.
+
+  The §4.2 protocol (`protocol.adversarial_set`) on `ds`, cached per `table`
+  (Table 2 passes "table1" to reuse Table 1's sets).
+  """
+  from advjax import protocol  # pylint: disable=import-outside-toplevel
+  out = {}
+  for name in models:
+    model, params, meta = load_model(cfg, seed, name)
+    s = protocol.adversarial_set(model, params, ds, cfg.n_images, cfg.seed,
+                                 cache_dir(cfg, table, seed, name), cfg.attack,
+                                 cfg.batch_size, cfg.progress)
+    out[name] = (model, params, meta, s)
+  return out
+
+
 def summarize(values) -> dict:
   """mean, sd (ddof 1; 0 for one value), n and the per-seed values."""
   v = [float(x) for x in values]

@@ -22,18 +22,6 @@ FIELDS = ("train_err", "test_err", "success", "mean_distortion", "median_distort
           "mean_l2")
 
 
-def adversarial_sets(cfg, tr, seed: int, models) -> dict:
-  """name -> (model, params, meta, adversarial set on training images)."""
-  out = {}
-  for name in models:
-    model, params, meta = common.load_model(cfg, seed, name)
-    s = protocol.adversarial_set(model, params, tr, cfg.n_images, cfg.seed,
-                                 common.cache_dir(cfg, "table1", seed, name),
-                                 cfg.attack, cfg.batch_size, cfg.progress)
-    out[name] = (model, params, meta, s)
-  return out
-
-
 def row(name: str, seed: int, meta: dict, s: dict) -> dict:
   """One Table 1 row of one seed's model."""
   ok = s["success"].astype(bool)
@@ -51,7 +39,7 @@ def run(cfg: config.Config, workdir: str) -> dict:
   tr, _ = common.load_data(cfg)
   rows, hist = [], {}
   for seed in cfg.seeds:
-    for name, (_, _, meta, s) in adversarial_sets(cfg, tr, seed, names).items():
+    for name, (_, _, meta, s) in common.adversarial_sets(cfg, tr, seed, names, "table1").items():
       rows.append(row(name, seed, meta, s))
       if seed == cfg.seeds[0]:
         hist[name] = s["distortion"][s["success"].astype(bool)]

@@ -19,12 +19,9 @@ from experiments.configs import table2 as config  # noqa: E402
 def one_seed(cfg: config.Config, tr, seed: int, names) -> tuple[dict, dict, dict]:
   """(error matrix, distortion per row, clean errors) of one seed's models."""
   pairs, sets, dist, clean = {}, {}, {}, {}
-  for n in names:
-    model, params, _ = common.load_model(cfg, seed, n)
+  for n, (model, params, _, s) in common.adversarial_sets(cfg, tr, seed, names,
+                                                          "table1").items():
     pairs[n] = (model, params)
-    s = protocol.adversarial_set(model, params, tr, cfg.n_images, cfg.seed,
-                                 common.cache_dir(cfg, "table1", seed, n),
-                                 cfg.attack, cfg.batch_size, cfg.progress)
     sets[n] = protocol.succeeded(s)
     dist[n] = protocol.mean_distortion(s)
     clean[n] = (tr.x[s["index"]], s["label"])

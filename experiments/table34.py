@@ -19,12 +19,9 @@ from experiments.configs import table34 as config  # noqa: E402
 def one_seed(cfg: config.Config, te, seed: int, names) -> tuple[list, dict, dict]:
   """(Table 3 rows, Table 4 matrix, distortion per row) of one seed's models."""
   pairs, adv, amp, dist, rows = {}, {}, {}, {}, []
-  for n in names:
-    model, params, meta = common.load_model(cfg, seed, n)
+  for n, (model, params, meta, s) in common.adversarial_sets(cfg, te, seed, names,
+                                                             "table34").items():
     pairs[n] = (model, params)
-    s = protocol.adversarial_set(model, params, te, cfg.n_images, cfg.seed,
-                                 common.cache_dir(cfg, "table34", seed, n),
-                                 cfg.attack, cfg.batch_size, cfg.progress)
     adv[n], dist[n] = protocol.succeeded(s), protocol.mean_distortion(s)
     amp[f"{n} amplified"], dist[f"{n} amplified"] = protocol.amplified(te, s, cfg.amplify)
     e = meta["errors"]

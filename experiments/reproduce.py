@@ -59,7 +59,8 @@ def run_step(name: str, cfg: config.Config) -> dict:
   mod = importlib.import_module(f"experiments.{name}")
   conf_mod = importlib.import_module(f"experiments.configs.{CONFIGS.get(name, name)}")
   c = step_config(cfg, conf_mod)
-  workdir = common.default_workdir(conf_mod, c)
+  workdir = (os.path.join(cfg.steps_dir, name) if cfg.steps_dir
+             else common.default_workdir(conf_mod, c))
   if common.is_complete(workdir, c):
     return {"step": name, "status": "complete earlier (skipped)"}
   t0, per_step = time.time(), _reset_peak()

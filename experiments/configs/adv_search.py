@@ -72,13 +72,33 @@ def cells(c: PoolConfig) -> tuple[Variant, ...]:
       V("attack medium", pools=(c._replace(attack=MEDIUM),), note="attack bisect 6, maxiter 50"),
       V("attack full", pools=(c._replace(attack=FULL),), note="attack: full c search"),
       V("attack fast", pools=(c._replace(attack=AttackOptions()),),
-        note="attack: the fast default (3 bisections, 5 iterations, boundary polish)"),
+        note="attack: the fast default (2 bisections, 5 iterations, boundary polish)"),
       V("epochs 30", pools=(c,), epochs=30, note="training length 30 epochs"),
       V("epochs 120", pools=(c,), epochs=120, note="training length 120 epochs"),
       V("baseline 120", epochs=120, note="weight decay only, 120 epochs"),
       V("sigmoid2 medium", pools=(h2._replace(attack=MEDIUM),),
         note="sigmoid2 pool, attack bisect 6 / maxiter 50"),
       V("dropout + centre", dropout=0.3, pools=(c,), note="dropout 0.3 and the centre pool"),
+  ) + round2(c, h1, h2)
+
+
+def round2(c: PoolConfig, h1: PoolConfig, h2: PoolConfig) -> tuple[Variant, ...]:
+  """The second round, around round 1's best cells (sigmoid2 1.95%, every 5
+  2.19%, weight 0.3 2.43%; BUILD_NOTES "Issue 10"): combine what helped and
+  push each further (lighter mixing, rarer refresh, longer training)."""
+  V, light = Variant, dict(weight=0.3)
+  return (
+      V("sigmoid2 weight 0.3", pools=(h2._replace(**light),), note="sigmoid2 pool, weight 0.3"),
+      V("sigmoid2 every 5", pools=(h2._replace(every=5),), note="sigmoid2 pool, refresh every 5 epochs"),
+      V("sigmoid2 size 8000", pools=(h2._replace(size=8000),), note="sigmoid2 pool of 8000"),
+      V("sigmoid2 120", pools=(h2,), epochs=120, note="sigmoid2 pool, 120 epochs"),
+      V("hidden both 0.3", pools=(h1._replace(**light), h2._replace(**light)),
+        note="sigmoid1 and sigmoid2 pools, weight 0.3 each"),
+      V("weight 0.1", pools=(c._replace(weight=0.1),), note="input pool, mixing ratio 0.1"),
+      V("every 5 weight 0.3", pools=(c._replace(every=5, **light),),
+        note="input pool, every 5 epochs, weight 0.3"),
+      V("every 10 weight 0.1", pools=(c._replace(every=10, weight=0.1),),
+        note="input pool, every 10 epochs, weight 0.1"),
   )
 
 
@@ -102,7 +122,7 @@ def centre(quick: bool = False) -> PoolConfig:
 
 
 def get_config(quick: bool = False) -> Config:
-  """All 21 cells at 60k; quick: 5 cells on 600 images, 2 epochs."""
+  """All 29 cells (21 of round 1, 8 of round 2) at 60k; quick: 5 cells on 600 images, 2 epochs."""
   if quick:
     pick = ("baseline", "centre", "space sigmoid2", "space all", "refresh 0.5")
     return Config(**common.base(quick), n_train=600, n_test=500,

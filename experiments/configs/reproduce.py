@@ -30,9 +30,15 @@ SEPARATE = ("experiments/bench_attack.py (attack benchmark)",
 
 @dataclasses.dataclass(frozen=True)
 class Config(common.ExperimentConfig):
-  """Training seeds per step and steps to leave out."""
+  """Training seeds per step, steps to leave out, the steps' results folder."""
   n_seeds: int = 1
   skip: tuple[str, ...] = ()
+  # Where the steps write (None: each step's own folder, experiments/results/
+  # <step>/). Set it, with a fresh runs_dir, to time a full run from scratch
+  # without touching the committed results:
+  #   python experiments/reproduce.py --config.runs_dir=runs/full \
+  #     --config.steps_dir=runs/full/results
+  steps_dir: str | None = None
 
 
 def get_config(quick: bool = False) -> Config:

@@ -122,6 +122,9 @@ def mnist_rows(name, model, params, te, cfg, sizes, with_ref: bool) -> dict:
                                               y[:q], b, warm=False)
     rows[f"advjax default, {mode}, same {q}"] = _advjax(
         pair, x[:q], None if tt is None else tt[:q], y[:q], attacks.AttackOptions(), fn)
+  joint = attacks.AttackOptions(joint=True)  # the faster untargeted option
+  rows["advjax joint, untargeted"] = _advjax(pair, x, None, y, joint, fn)
+  rows[f"advjax joint, untargeted, same {q}"] = _advjax(pair, x[:q], None, y[:q], joint, fn)
   rows["advjax PAPER, targeted"] = _advjax(pair, x, t, y, attacks.PAPER, fn, warm=False)
   if with_ref:
     k = cfg.n_ref
@@ -181,14 +184,16 @@ def ratios(rows: dict, cfg) -> dict:
   """advjax/DDN speed and distortion ratios, advjax/reference distortion."""
   s, b = cfg.ddn_steps
   out = {}
-  for mode in ("targeted", "untargeted"):
-    a, d = rows.get(f"advjax default, {mode}"), rows.get(f"DDN-{s}, {mode}")
+  for who, mode in (("default", "targeted"), ("default", "untargeted"),
+                    ("joint", "untargeted")):
+    tag = f"{mode}: advjax{'' if who == 'default' else ' joint'}"
+    a, d = rows.get(f"advjax {who}, {mode}"), rows.get(f"DDN-{s}, {mode}")
     if a and d:
-      out[f"{mode}: advjax speed / DDN-{s} speed"] = a["images_per_s"] / d["images_per_s"]
-    q = [k for k in rows if k.startswith(f"advjax default, {mode}, same")]
+      out[f"{tag} speed / DDN-{s} speed"] = a["images_per_s"] / d["images_per_s"]
+    q = [k for k in rows if k.startswith(f"advjax {who}, {mode}, same")]
     dq = rows.get(f"DDN-{b} (quality), {mode}")
     if q and dq and rows[q[0]]["mean_rms"] and dq["mean_rms"]:
-      out[f"{mode}: advjax RMS / DDN-{b} RMS"] = rows[q[0]]["mean_rms"] / dq["mean_rms"]
+      out[f"{tag} RMS / DDN-{b} RMS"] = rows[q[0]]["mean_rms"] / dq["mean_rms"]
   ref = [k for k in rows if k.startswith("scipy reference")]
   if ref:
     k = ref[0].rsplit(" ", 1)[-1]

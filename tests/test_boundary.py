@@ -1,0 +1,112 @@
+"""Tests of the attack's speed parts: the lead root-finder, convolution input
+gradients on XLA:CPU's fast path (`advjax.convgrad`), and the joint untargeted
+search ('any label but l')."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from advjax import attacks, boundary, convgrad
+
+from test_attacks import K, _data, logits_fn
+
+
+def test_root_lands_on_the_reaching_side_and_beats_bisection():
+  roots = jnp.array([0.1, 0.37, 0.9, 1.2])
+  F = lambda a: jnp.tanh(3 * (a - roots)) + 0.2 * (a - roots) ** 3  # monotone, curved
+  a, b = jnp.zeros(4), jnp.full(4, 1.5)
+  got = boundary._root(F, a, F(a), b, F(b), 5)  # pylint: disable=protected-access
+  assert np.all(np.asarray(F(got)) >= 0), "the root must stay on the reaching side"
+  err = np.asarray(got - roots)
+  assert np.all(err >= 0) and err.max() < 1.5 / 2 ** 10, err  # 5 steps beat 10 bisections
+
+
+def test_root_falls_back_to_the_midpoint_on_a_flat_end():
+  F = lambda a: jnp.where(a < 0.5, -1.0, 1.0)  # a step: the secant is useless
+  got = boundary._root(F, jnp.zeros(1), F(jnp.zeros(1)), jnp.ones(1), F(jnp.ones(1)), 12)
+  assert 0.5 <= float(got[0]) < 0.5 + 2 ** -10
+
+
+def _convnet(dn, strides, padding, dilation):
+  k = jax.random.split(jax.random.PRNGKey(0), 3)
+  W1 = jax.random.normal(k[0], (3, 3, 2, 4)) * 0.3  # HWIO
+  W2 = jax.random.normal(k[1], (2, 2, 4, 3)) * 0.3
+  W3 = jax.random.normal(k[2], (3 * 16, K)) * 0.3
+  params = (W1, W2, W3)
+  def apply(params, x):  # one example (8, 8, 2)
+    W1, W2, W3 = params
+    lhs = x[None] if dn[0] == "NHWC" else jnp.transpose(x, (2, 0, 1))[None]
+    rhs = W1 if dn[1] == "HWIO" else jnp.transpose(W1, (3, 2, 0, 1))
+    h = jax.nn.relu(lax.conv_general_dilated(lhs, rhs, strides, padding,
+                                             rhs_dilation=dilation, dimension_numbers=dn))
+    h = h if dn[0] == "NHWC" else jnp.transpose(h, (0, 2, 3, 1))
+    h = jax.jit(lambda h: lax.conv_general_dilated(  # inside a pjit, too
+        h, W2, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))(h)
+    h = jax.image.resize(h, (1, 4, 4, 3), "nearest")
+    return h.reshape(-1) @ W3
+  return apply, params
+
+
+@pytest.mark.parametrize("dn,strides,padding,dilation", [
+    (("NHWC", "HWIO", "NHWC"), (1, 1), "SAME", (1, 1)),
+    (("NHWC", "HWIO", "NHWC"), (2, 2), "VALID", (1, 1)),
+    (("NCHW", "OIHW", "NCHW"), (2, 1), ((1, 2), (0, 1)), (2, 1)),
+])
+def test_convgrad_equals_autodiff(dn, strides, padding, dilation):
+  apply, params = _convnet(dn, strides, padding, dilation)
+  fast = convgrad._Canonical(apply)  # pylint: disable=protected-access (the CPU path)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (8, 8, 2))
+  f = lambda a: (lambda z: jnp.sum(jnp.sin(a(params, z))))
+  np.testing.assert_allclose(fast(params, x), apply(params, x), rtol=1e-6, atol=1e-6)
+  g0, g1 = jax.grad(f(apply))(x), jax.grad(f(fast))(x)
+  np.testing.assert_allclose(g1, g0, rtol=1e-5, atol=1e-6)
+  # batched and inside a loop, as the attack uses it
+  xs = jax.random.uniform(jax.random.PRNGKey(2), (3, 8, 8, 2))
+  def loop(a):
+    g = jax.vmap(jax.grad(f(a)))
+    return jax.jit(lambda z: lax.fori_loop(0, 3, lambda i, z: z - 0.1 * g(z), z))(xs)
+  np.testing.assert_allclose(loop(fast), loop(apply), rtol=1e-5, atol=1e-6)
+  # the weights' gradient too (not used by the attack, but never wrong)
+  gw0 = jax.grad(lambda p: jnp.sum(apply(p, x)))(params)
+  gw1 = jax.grad(lambda p: jnp.sum(fast(p, x)))(params)
+  for a, b in zip(gw1, gw0):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_convgrad_leaves_grouped_convs_and_dense_models_alone():
+  W = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 1, 4))
+  grouped = lambda p, x: lax.conv_general_dilated(
+      x[None], p, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=2).reshape(-1)
+  x = jnp.ones((5, 5, 2))
+  closed = jax.make_jaxpr(grouped)(W, x)
+  assert not convgrad._has_conv(closed.jaxpr)  # pylint: disable=protected-access
+  fast = convgrad._Canonical(grouped)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(fast(W, x), grouped(W, x))
+
+
+def test_joint_untargeted_reaches_another_label_in_the_box():
+  x, pred = _data(6, seed=11)
+  res = attacks.lbfgs(logits_fn, x, options=attacks.AttackOptions(joint=True))
+  ok = np.asarray(res.success)
+  assert ok.all()
+  xa = np.asarray(res.x_adv)
+  assert xa.min() >= 0 and xa.max() <= 1
+  out = np.asarray(logits_fn(jnp.asarray(xa))).argmax(-1)
+  np.testing.assert_array_equal(np.asarray(res.target), out)  # the label reached
+  assert np.all(out != pred)
+  # not the min over every label, but near it: within 10% per example
+  best = attacks.lbfgs(logits_fn, x, options=attacks.PAPER)
+  assert np.all(np.asarray(res.l2) <= 1.10 * np.asarray(best.l2) + 1e-6), (res.l2, best.l2)
+
+
+def test_joint_untargeted_returns_zero_for_already_wrong_labels():
+  x, pred = _data(3, seed=12)
+  label = pred.copy()
+  label[1:] = (pred[1:] + 1) % K  # x already classified away from these labels
+  res = attacks.lbfgs(logits_fn, x, label=label, options=attacks.AttackOptions(joint=True))
+  assert np.asarray(res.success).all()
+  np.testing.assert_array_equal(np.asarray(res.r[1:]), 0.)
+  assert float(res.l2[0]) > 0

@@ -15,10 +15,12 @@ images; a finding holds only beyond the seed spread.
 
 Command (full):  python experiments/adv_training.py     (3 seeds)
 Command (quick): python experiments/adv_training.py --quick
-Runtime: quick ≈ 20–30 s; full ≈ 3 seeds × 6 variants × 1.5–4 CPU-minutes
-≈ 40 min (per-cell measurement in configs/adv_search.py).
-Expected (measured at 10k, one seed): weight decay 3.93%, dropout 3.52%, pools
-4.5–5.1%: the paper's error reduction NOT reproduced there.
+Runtime: quick ≈ 20–30 s; full ≈ 3 seeds × 9 variants × 1–3 CPU-minutes
+≈ 60 min (per-cell measurement in configs/adv_search.py).
+Expected (measured at 60k, 3 seeds): weight decay 1.72 ± 0.03%, dropout
+1.97 ± 0.11%, the best pool (every 10 weight 0.1) 1.75 ± 0.11%, the others
+1.92–3.91%: the paper's error reduction NOT reproduced (BUILD_NOTES.md,
+session 3).
 """
 
 from __future__ import annotations

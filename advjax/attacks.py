@@ -44,7 +44,7 @@ class AttackOptions(NamedTuple):
   The defaults are the fast setting (BUILD_NOTES.md, issue 12): a short c search
   (2 bisections, 5 iterations per solve), then the minimiser shrunk back to the
   decision boundary (5 root steps) and walked along it towards x (10 steps);
-  untargeted 'all' attacks the 2 nearest labels. `PAPER` is the paper's procedure, which Tables 1–4 use.
+  untargeted 'all' is one joint search on 'any label but l'. `PAPER` is the paper's procedure, which Tables 1–4 use.
 
   Attributes:
     solver: 'pqn' (batched projected L-BFGS) or 'jaxopt' (jaxopt.LBFGSB per
@@ -71,7 +71,8 @@ class AttackOptions(NamedTuple):
     joint: untargeted 'all' only: one search on 'any label but l' (the
       not-l cross-entropy, then the not-l boundary) instead of `screen`
       targeted ones: about twice as fast, but it settles on a label that is
-      not always the nearest (BUILD_NOTES, issue 12); False: as `screen` says.
+      not always the nearest, so its distortion is ~1–3% larger (BUILD_NOTES,
+      issue 12); False: the `screen` nearest labels, the smallest distortion.
     screen: untargeted 'all' with joint=False: attack just the `screen` other
       labels nearest to x by the linearised distance, not all K−1 (0: all).
   """
@@ -89,7 +90,7 @@ class AttackOptions(NamedTuple):
   linesearch: str = "backtracking"
   polish_steps: int = 5
   refine_steps: int = 10
-  joint: bool = False
+  joint: bool = True
   screen: int = 2
 
   @property

@@ -209,15 +209,34 @@ def run(model: Any, x, target, out_dir: str, *, bounds=(0.0, 1.0),
     out["index"] = index[sl]
     if label is not None:
       out["label"] = label[sl]
+    err = None
     if writer:
-      _atomic_savez(os.path.join(out_dir, f"part-{i:05d}.npz"), **out)
-      done.add(i)
-      _atomic_json(os.path.join(out_dir, PROGRESS),
-                   dict(job=job, num_batches=nb, done=sorted(done)))
+      try:
+        _atomic_savez(os.path.join(out_dir, f"part-{i:05d}.npz"), **out)
+        done.add(i)
+        _atomic_json(os.path.join(out_dir, PROGRESS),
+                     dict(job=job, num_batches=nb, done=sorted(done)))
+      except OSError as e:
+        err = e
+    _agree_written(err, out_dir, i)
     bar.update(1)
   bar.close()
   _barrier("advjax.driver.run: parts written")
   return collect(out_dir)
+
+
+def _agree_written(err: OSError | None, out_dir: str, i: int) -> None:
+  """Raises on every process if process 0 could not write batch i, so that the
+  others stop too instead of waiting in the next collective attack."""
+  failed = err is not None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    failed = bool(np.asarray(multihost_utils.broadcast_one_to_all(np.int32(failed))))
+  if err is not None:
+    raise err
+  if failed:
+    raise OSError(f"process 0 could not write batch {i} to {out_dir}: see its error; "
+                  "the finished batches are kept, rerun to resume.")
 
 
 def _barrier(name: str) -> None:

@@ -78,3 +78,23 @@ def test_two_processes_refuse_a_bad_job_together(tmp_path, cli_job, bad):  # noq
   outs = [p.communicate(timeout=240)[0] for p in procs]
   for p, o in zip(procs, outs):
     assert p.returncode == 2 and "multiple of the 4 devices" in o, o[-2000:]
+
+
+def test_a_failed_write_on_process_0_stops_both(tmp_path, cli_job):  # noqa: F811
+  out = str(tmp_path / "w.npz")
+  blocker = tmp_path / "w.npz.parts" / "part-00000.npz"  # a folder: the rename fails
+  (blocker / "keep").mkdir(parents=True)
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "advjax.cli", *cli_job, "--output", out, "--batch-size", "4",
+       "--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2",
+       "--process-id", str(i)], env=ENV, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=240)[0] for p in procs]  # a hang fails here
+  finally:
+    for p in procs:
+      p.kill()
+  assert all(p.returncode != 0 for p in procs), outs
+  assert "could not write batch 0" in outs[1], outs[1][-2000:]
+  assert not os.path.exists(out)

@@ -10,16 +10,20 @@ epochs, cached under <runs_dir>/bench/), the paper's MNIST conv net (the
 seed-0 checkpoint of train_models.py if present, else trained here for
 `conv_epochs`), and an AlexNet-size net (torchvision layout, 224², random
 weights, params traced). Targeted (random wrong labels) and untargeted, the
-default options and the paper's procedure (`attacks.PAPER`).
+default options (untargeted: the joint search), the untargeted search of the
+2 nearest labels (`joint=False`) and the paper's procedure (`attacks.PAPER`).
 
 Command:  python experiments/bench_attack.py            (sizes for the device it finds)
 Command (quick): python experiments/bench_attack.py --quick   (about a minute)
 Sizes: None means "by device": on a GPU the issue's 10k-image rows and
 AlexNet batches 32 and 128; on a CPU 1,000 MLP images, 100 conv images and
-AlexNet batch 2. Runtime: ≈ 10 min on 2 CPU cores; GPU: one command < 8 min.
-Expected (2 CPU cores, measured in BUILD_NOTES.md): advjax default ≥ 1× DDN-100's
-speed targeted and untargeted at ≤ DDN-1000's mean distortion, 100% success,
-every x_adv in the box; the paper's procedure within 1.00× of the scipy
+AlexNet batch 2. Runtime: ≈ 12 min on 2 CPU cores (measured, load 4–5);
+GPU: one command < 8 min (not measured: no GPU was lent).
+Expected (2 CPU cores, measured in BUILD_NOTES.md, session 3): advjax default
+1.8× DDN-100's speed on the MLP, targeted and untargeted, at ≤ DDN-1000's
+mean distortion (0.998×, 0.999×); on the conv net 1.8–2.1× DDN-100's speed
+but 1.01–1.03× DDN-1000's distortion; 100% success, every x_adv in the box;
+the default within 0.99× and the paper's procedure within 1.00× of the scipy
 reference's distortion.
 """
 

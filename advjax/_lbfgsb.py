@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 class SolveOptions(NamedTuple):
   """Inner-solver settings (hashable: static under jit). No defaults here: they
-  are written once, in `advjax.attacks.AttackOptions`, which builds this."""
+  are written once, in `advjax.options.AttackOptions`, which builds this."""
   maxiter: int
   history: int
   gtol: float

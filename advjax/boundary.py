@@ -21,7 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from advjax import adapt, convgrad
+from advjax import convgrad
 
 # The search accepts a point only if the target's logit leads by this much, so
 # that float differences between evaluations (batched vs single, fused vs not)

@@ -293,9 +293,11 @@ def lbfgs(model: Any, x, target=None, *, bounds=(0.0, 1.0),
     options: one `AttackOptions` (c search and solver).
     label: (B,) labels the untargeted attack moves away from; default the
       model's prediction on x.
-    untargeted: with target=None: 'all' (closest adversarial example over all
-      K−1 other labels: K−1 attacks), 'logits' (the runner-up logit as target),
-      or 'random' (a random wrong label from `key`, the paper's protocol).
+    untargeted: with target=None: 'all' (the closest adversarial example over
+      the other labels: one joint search on 'any label but l' by default;
+      `options.joint=False`: the `screen` nearest labels, or all K−1 with
+      screen=0 as in `PAPER`), 'logits' (the runner-up logit as target), or
+      'random' (a random wrong label from `key`, the paper's protocol).
     key: PRNG key for untargeted='random'.
 
   Returns:

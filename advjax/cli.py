@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
                  help="attack only examples the model classifies correctly")
   a.add_argument("--targets", default="random", choices=("random", "all", "logits"),
                  help="random wrong labels (the paper), or untargeted: the closest "
-                 "over all labels / the runner-up logit")
+                 "over the other labels (see --joint, --screen) / the runner-up logit")
   a.add_argument("--seed", type=int, default=0, help="PRNG seed of random targets")
   a.add_argument("--bounds", type=float, nargs=2, default=(0.0, 1.0),
                  metavar=("LO", "HI"), help="the input box")

@@ -182,6 +182,27 @@ def test_reproduce_records_steps_and_resumes(quick, mnist_dir, monkeypatch):
   assert any("bench_attack" in s for s in first["separate"])
 
 
+def test_reproduce_steps_dir_leaves_the_step_folders_alone(quick, mnist_dir, monkeypatch,
+                                                          tmp_path):
+  monkeypatch.setenv("ADVJAX_DATA_DIR", os.path.abspath(mnist_dir))
+  steps = tmp_path / "steps"
+  cfg = dataclasses.replace(c_rep.get_config(True), runs_dir=str(quick["runs"]),
+                            progress=False, steps_dir=str(steps),
+                            skip=tuple(s for s in c_rep.STEPS if s != "table2"))
+  cwd = os.getcwd()
+  os.chdir(quick["root"])
+  try:
+    default = os.path.join("experiments", "results", "quick", "table2", "results.json")
+    before = os.path.getmtime(default) if os.path.exists(default) else None
+    out = reproduce.run(cfg, str(tmp_path / "rep"))
+    after = os.path.getmtime(default) if os.path.exists(default) else None
+  finally:
+    os.chdir(cwd)
+  assert [s["status"] for s in out["steps"] if s["step"] == "table2"] == ["ran"]
+  assert (steps / "table2" / "results.json").exists()
+  assert after == before  # the step's own folder was not written
+
+
 def test_overrides_coerce_and_reject():
   cfg = c_t1.get_config(True)
   cfg2 = common.override(cfg, "attack.bisect_steps", "5")

@@ -110,3 +110,26 @@ def test_joint_untargeted_returns_zero_for_already_wrong_labels():
   assert np.asarray(res.success).all()
   np.testing.assert_array_equal(np.asarray(res.r[1:]), 0.)
   assert float(res.l2[0]) > 0
+
+
+def test_attack_on_a_conv_net_is_unchanged_by_convgrad(monkeypatch):
+  apply, params = _convnet(("NHWC", "HWIO", "NHWC"), (1, 1), "SAME", (1, 1))
+  model = (lambda p, x: jax.vmap(apply, (None, 0))(p, x), params)
+  x = np.asarray(jax.random.uniform(jax.random.PRNGKey(3), (4, 8, 8, 2)))
+  t = (np.asarray(model[0](params, x)).argmax(-1) + 1) % K
+  opts = attacks.AttackOptions(refine_steps=3)
+  calls = []
+  real = convgrad._Canonical.__call__  # pylint: disable=protected-access
+  monkeypatch.setattr(convgrad._Canonical, "__call__",  # pylint: disable=protected-access
+                      lambda self, p, z: calls.append(1) or real(self, p, z))
+  jax.clear_caches()
+  fast = attacks.lbfgs(model, x, t, options=opts)
+  assert calls, "the attack did not use the rewrite on the CPU backend"
+  monkeypatch.setattr(convgrad, "canonical", lambda apply: apply)
+  jax.clear_caches()  # compile again, without the rewrite
+  n = len(calls)
+  plain = attacks.lbfgs(model, x, t, options=opts)
+  assert len(calls) == n
+  assert np.asarray(fast.success).all()
+  np.testing.assert_allclose(fast.x_adv, plain.x_adv, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(fast.solves, plain.solves)

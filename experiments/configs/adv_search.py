@@ -29,7 +29,7 @@ medium ≈ 2.5; dropout + centre ≈ 3. The 21 cells ≈ 80 CPU-minutes; then
 adv_training's 3 seeds × 6 variants ≈ 40: about 2 of the issue's 4
 CPU-hours, leaving room for a second screen round around the best cell.
 Measured: round 1's last 4 cells and round 2's 8 took 30 min wall (one
-process beside another job); all 29 cells ≈ 75 min.
+process beside another job); round 3 took 3.5 min; all 32 cells ≈ 80 min.
 Expected (measured, one seed): no cell beats weight decay alone beyond the
 seed spread; the best, an input pool refreshed every 10th epoch at weight
 0.1, 1.64% against the baseline's 1.73% (over 3 seeds in adv_training.py:

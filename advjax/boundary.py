@@ -8,8 +8,7 @@ end on the boundary.
 * `polish`: shrinks r back to the boundary along itself (a root of the lead).
 * `refine`: walks along the boundary towards x (the lead's gradient, then a
   root along the ray): the paper's D(x, l) = min ‖r‖ s.t. f(x + r) = l, more
-  closely than
-  the penalty's minimiser.
+  closely than the penalty's minimiser.
 * `screen`: the labels nearest to x by DeepFool's linearised distance, for the
   untargeted attack.
 """

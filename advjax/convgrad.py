@@ -8,7 +8,8 @@ not take: 20 conv-net input gradients cost 2.9× as much in a `fori_loop` as
 dispatched one by one from Python, and 3.7× on a plain two-conv net
 (BUILD_NOTES.md, issue 12). Swapping the kernel's features *physically*, behind
 an `optimization_barrier` so that the transpose is not folded back into the
-labels, restores the fast path: 1.07× of the top-level time.
+labels, restores the fast path: the conv net's 20 in-loop gradients took
+3.17 s before and 1.19 s after (1.63 s dispatched from Python).
 
 `canonical(apply)` re-evaluates a per-example apply(params, x) with every
 ungrouped `conv_general_dilated` replaced by a custom-VJP one that computes its

@@ -166,14 +166,16 @@ def _attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi
   apply = convgrad.canonical(apply)  # conv input gradients fast inside the loops
   logits = adapt.batched(apply)
   xf, lo, hi = x.reshape(B, -1), lo.reshape(-1), hi.reshape(-1)
-  done = (jnp.argmax(logits(params, x), -1) == target) != away  # r = 0, no solve
+  out0 = logits(params, x)  # once: the done test and the boundary steps' level at x
+  done = (jnp.argmax(out0, -1) == target) != away  # r = 0, no solve
+  f0 = boundary.above(out0, target, away)
   z, c, iters, solves = _search(apply, shape, opts, params, xf, target, done, lo, hi, away)
   z = jnp.clip(z, lo, hi)
   if opts.polish_steps:
-    z = boundary.polish(logits, params, xf, z, target, shape, opts.polish_steps, away)
+    z = boundary.polish(logits, params, xf, z, target, shape, opts.polish_steps, f0, away)
   if opts.refine_steps:
     z = boundary.refine(apply, logits, params, xf, z, target, shape, lo, hi,
-                        opts.refine_steps, opts.polish_steps or 10, away)
+                        opts.refine_steps, opts.polish_steps or 10, f0, away)
   x_adv = z.reshape(x.shape)
   r = x_adv - x
   out = logits(params, x_adv)

@@ -65,18 +65,30 @@ def _root(F, a, fa, b, fb, steps: int):
   return jax.lax.fori_loop(0, steps, body, (a, fa, b, fb, side))[2]
 
 
-def polish(logits, params, x, z, l, shape, steps: int, away: bool = False):
+def above(out: jax.Array, l: jax.Array, away: bool = False) -> jax.Array:
+  """`lead` minus 2·MARGIN, the level the roots aim at: >= 0 reaches l with
+  room to spare."""
+  return lead(out, l, away) - 2 * MARGIN
+
+
+def level(logits, params, l, shape, away: bool = False):
+  """F(v) = `above` at flat points v (B, n)."""
+  return lambda v: above(logits(params, v.reshape((v.shape[0],) + shape)), l, away)
+
+
+def polish(logits, params, x, z, l, shape, steps: int, f0, away: bool = False):
   """Shrinks each successful r = z − x towards x while z still reaches l.
 
   The penalty's minimiser overshoots the boundary (its margin is set by the CE
   level, not by MARGIN); a root of the lead along α in x + α·r (inside the
   box, which is convex) moves it back to the boundary along r: a smaller ‖r‖
-  for the same target, whatever the precision of the c search.
+  for the same target, whatever the precision of the c search. `f0` is
+  `level` at x.
   """
   B = x.shape[0]
-  F = lambda a: lead(logits(params, (x + a[:, None] * (z - x)).reshape((B,) + shape)), l,
-                     away) - 2 * MARGIN
-  f0, f1 = F(jnp.zeros(B)), F(jnp.ones(B))
+  at = level(logits, params, l, shape, away)
+  F = lambda a: at(x + a[:, None] * (z - x))
+  f1 = at(z)
   ok = (f1 >= 0) & (f0 < 0)
   a = _root(F, jnp.zeros(B), jnp.where(ok, f0, -1.), jnp.ones(B), jnp.where(ok, f1, 1.), steps)
   return jnp.where(ok[:, None], x + a[:, None] * (z - x), z)
@@ -88,22 +100,22 @@ def margin(apply, shape, away: bool = False):
 
 
 def refine(apply, logits, params, x, z, l, shape, lo, hi, steps: int,
-            root_steps: int, away: bool = False, eta: float = 0.5):
+            root_steps: int, f0, away: bool = False, eta: float = 0.5):
   """Walks each successful boundary point z towards x along the boundary.
 
   At z the boundary's tangent plane {g·(r' − r) = 0} (g the lead's gradient)
   has its smallest r' at (g·r / ‖g‖²)·g; a step η of the way there shortens
   r, and a root of the lead along x + α·r', α ∈ [0, 1.5], puts the point back
-  on the boundary. A step that does not shorten r is
-  refused and η halves. The result solves the paper's
-  D(x, l) = min ‖r‖ s.t. f(x + r) = l more closely than the penalty's minimiser.
+  on the boundary. A step that does not shorten r is refused and η halves.
+  The result solves the paper's D(x, l) = min ‖r‖ s.t. f(x + r) = l more
+  closely than the penalty's minimiser. `f0` is `level` at x.
   """
   B = x.shape[0]
   grad = jax.vmap(jax.grad(margin(apply, shape, away)), in_axes=(0, None, 0))
-  F = lambda v: lead(logits(params, v.reshape((B,) + shape)), l, away) - 2 * MARGIN
+  F = level(logits, params, l, shape, away)
   # z counts as on the target side at MARGIN; roots aim at 2·MARGIN, so that a
   # point found by a root is still accepted when evaluated again elsewhere.
-  ok0, f0 = F(z) >= -MARGIN, F(x)
+  ok0 = F(z) >= -MARGIN
   col = lambda v: v[:, None]
 
   def step(_, c):

@@ -117,6 +117,16 @@ def _eval(jaxpr, consts, *args):
   return [read(v) for v in jaxpr.outvars]
 
 
+@functools.lru_cache(maxsize=32)
+def _program(apply: Callable, tree, avals: tuple):
+  """(jaxpr, output tree, has a rewritable conv) of apply at these shapes,
+  traced once, not at every call site of the attack's trace."""
+  specs = [jax.ShapeDtypeStruct(s, d) for s, d in avals]
+  closed, shape = jax.make_jaxpr(apply, return_shape=True)(
+      *jax.tree_util.tree_unflatten(tree, specs))
+  return closed, jax.tree_util.tree_structure(shape), _has_conv(closed.jaxpr)
+
+
 class _Canonical:
   """apply(params, x) with its convolutions' input gradients on the fast path."""
 
@@ -124,11 +134,12 @@ class _Canonical:
     self.apply = apply
 
   def __call__(self, params, x):
-    closed, shape = jax.make_jaxpr(self.apply, return_shape=True)(params, x)
-    if not _has_conv(closed.jaxpr):
+    leaves, tree = jax.tree_util.tree_flatten((params, x))
+    avals = tuple((tuple(jnp.shape(a)), jnp.result_type(a)) for a in leaves)
+    closed, out_tree, conv = _program(self.apply, tree, avals)
+    if not conv:
       return self.apply(params, x)
-    out = _eval(closed.jaxpr, closed.consts, *jax.tree_util.tree_leaves((params, x)))
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), out)
+    return jax.tree_util.tree_unflatten(out_tree, _eval(closed.jaxpr, closed.consts, *leaves))
 
   def __hash__(self):
     return hash((_Canonical, self.apply))

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advjax import _lbfgsb, adapt, boundary, convgrad
+from advjax import _lbfgsb, adapt, boundary, convgrad, ddn
 from advjax.options import PAPER, AttackOptions  # noqa: F401  (re-exported)
 from advjax.checks import Prepared, check_labels, prepare
 
@@ -64,18 +64,10 @@ class AttackResult(NamedTuple):
   solves: jax.Array
 
 
-def _ce(logits: jax.Array, l: jax.Array, away: bool = False) -> jax.Array:
-  """Cross-entropy of the softmax for one example: loss_f(x, l) in §4.1
-  (away: of the event 'any label but l', −log(1 − p_l))."""
-  if away:
-    return jax.nn.logsumexp(logits) - jax.nn.logsumexp(logits.at[l].set(-jnp.inf))
-  return jax.nn.logsumexp(logits) - logits[l]
-
-
 def penalty(apply, shape: tuple[int, ...], away: bool = False):
   """The §4.1 objective on one flat z: c·‖z − x‖² + CE(logits(z), l)."""
   def fun(z, params, x, l, c):
-    return c * jnp.sum((z - x) ** 2) + _ce(apply(params, z.reshape(shape)), l, away)
+    return c * jnp.sum((z - x) ** 2) + boundary.ce(apply(params, z.reshape(shape)), l, away)
   return fun
 
 
@@ -173,6 +165,11 @@ def _attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi
   z = jnp.clip(z, lo, hi)
   if opts.polish_steps:
     z = boundary.polish(logits, params, xf, z, target, shape, opts.polish_steps, f0, away)
+  if opts.first_order_steps:  # a first-order point, shrunk to the boundary: the closer one goes on
+    zw = ddn.steps_lanes(apply, shape, opts.first_order_steps, away, params, xf, target, lo, hi)
+    zw = boundary.polish(logits, params, xf, zw, target, shape, opts.polish_steps or 10,
+                         f0, away)
+    z = _closer(logits, params, xf, z, zw, target, shape, away)
   if opts.refine_steps:
     z = boundary.refine(apply, logits, params, xf, z, target, shape, lo, hi,
                         opts.refine_steps, opts.polish_steps or 10, f0, away)
@@ -187,6 +184,15 @@ def _attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi
   l2 = jnp.sqrt(jnp.sum(r.reshape(B, -1) ** 2, -1))
   return AttackResult(x_adv, r, success, target, c, l2,
                       l2 / math.sqrt(xf.shape[1]), iters, solves)
+
+
+def _closer(logits, params, x, a, b, l, shape, away):
+  """Per lane, b where it reaches l and a does not or b is closer to x; else a."""
+  ok = lambda z: boundary.reaches(logits(params, z.reshape((z.shape[0],) + shape)), l, away)
+  n = lambda z: jnp.sum((z - x) ** 2, -1)
+  oa, ob = ok(a), ok(b)
+  take = ob & (~oa | (n(b) < n(a)))
+  return jnp.where(take[:, None], b, a)
 
 
 _attack_jit = jax.jit(_attack, static_argnums=(0, 1, 2))

@@ -28,6 +28,15 @@ from advjax import convgrad
 MARGIN = 1e-3
 
 
+def ce(logits: jax.Array, l: jax.Array, away: bool = False) -> jax.Array:
+  """Cross-entropy of the softmax for one example: loss_f(x, l) in §4.1
+  (away: of the event 'any label but l', −log(1 − p_l), whose gradient does
+  not vanish when p_l rounds to 1)."""
+  if away:
+    return jax.nn.logsumexp(logits) - jax.nn.logsumexp(logits.at[l].set(-jnp.inf))
+  return jax.nn.logsumexp(logits) - logits[l]
+
+
 def lead(logits: jax.Array, l: jax.Array, away: bool = False) -> jax.Array:
   """Per row: logits[l] minus the largest other logit (away: the largest other
   minus logits[l], the lead of 'any label but l'); −inf if not finite."""

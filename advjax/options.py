@@ -18,10 +18,11 @@ class AttackOptions(NamedTuple):
   """The attack's options (hashable: static under jit). Defaults live here only.
 
   The defaults are the fast setting (BUILD_NOTES.md, issue 12): a short c search
-  (2 bisections, 5 iterations per solve), then the minimiser shrunk back to the
-  decision boundary (5 root steps) and walked along it towards x (10 steps);
-  untargeted 'all' is one joint search on 'any label but l'. `PAPER` is the
-  paper's procedure, which Tables 1–4 use.
+  (2 bisections, 5 iterations per solve), its minimiser shrunk back to the
+  decision boundary (5 root steps); 50 first-order (DDN) steps from x, shrunk
+  the same way; the closer of the two walked along the boundary towards x
+  (10 steps). Untargeted 'all' is one joint search on 'any label but l'.
+  `PAPER` is the paper's procedure, which Tables 1–4 use.
 
   Attributes:
     solver: 'pqn' (batched projected L-BFGS) or 'jaxopt' (jaxopt.LBFGSB per
@@ -52,6 +53,12 @@ class AttackOptions(NamedTuple):
       issue 12); False: the `screen` nearest labels, the smallest distortion.
     screen: untargeted 'all' with joint=False: attack just the `screen` other
       labels nearest to x by the linearised distance, not all K−1 (0: all).
+    first_order_steps: also run this many steps of the first-order DDN attack
+      (`advjax.ddn`) from x; after both are shrunk to the boundary, the closer
+      of its point and the c search's is walked along the boundary (0: none,
+      the paper's procedure). On the conv net the c search's minimiser lies
+      ~2% farther than DDN's point and the boundary walk cannot close that
+      gap alone (BUILD_NOTES.md, issue 12).
   """
   solver: str = "pqn"
   c_init: float = 1.0
@@ -69,6 +76,7 @@ class AttackOptions(NamedTuple):
   refine_steps: int = 10
   joint: bool = True
   screen: int = 2
+  first_order_steps: int = 50
 
   @property
   def solve(self) -> _lbfgsb.SolveOptions:
@@ -92,10 +100,10 @@ class AttackOptions(NamedTuple):
     if not (o.c_init > 0 and o.c_factor > 1 and o.bisect_steps >= 0
             and o.max_bracket >= 1 and o.maxiter >= 1 and o.history >= 1
             and o.maxls >= 1 and o.polish_steps >= 0 and o.refine_steps >= 0
-            and o.screen >= 0):
+            and o.screen >= 0 and o.first_order_steps >= 0):
       raise ValueError(f"{o}: need c_init > 0, c_factor > 1, bisect_steps, "
-                       "polish_steps, refine_steps, screen >= 0 and max_bracket, "
-                       "maxiter, history, maxls >= 1.")
+                       "polish_steps, refine_steps, screen, first_order_steps >= 0 and "
+                       "max_bracket, maxiter, history, maxls >= 1.")
     if o.solver == "jaxopt":
       try:
         with warnings.catch_warnings():  # jaxopt warns that it is unmaintained
@@ -111,4 +119,4 @@ class AttackOptions(NamedTuple):
 # c of a fine search, solves run to (near) convergence, no boundary step; every
 # untargeted label tried. The committed tables use it.
 PAPER = AttackOptions(bisect_steps=10, maxiter=100, polish_steps=0,
-                      refine_steps=0, joint=False, screen=0)
+                      refine_steps=0, joint=False, screen=0, first_order_steps=0)

@@ -19,7 +19,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `experiments` importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from advjax import attacks, checkpoint, models, reference, train  # noqa: E402
+from advjax import attacks, checkpoint, ddn, models, reference, train  # noqa: E402
 from experiments import common, tables  # noqa: E402
 from experiments.configs import bench_attack as config  # noqa: E402
 
@@ -67,6 +67,14 @@ def _ddn(fn, x, t, y, steps: int, warm: bool = True):
   check = (lambda xa: pred(xa) == t) if t is not None else (lambda xa: pred(xa) != y)
   return measure(f, x, lambda o: (np.clip(np.asarray(o[1]), 0, 1), np.asarray(o[2])), check,
                  warm)
+
+
+def _own_ddn(model, fn, x, t, y, steps: int):
+  """advjax's jitted DDN (the attack's first-order part), re-checked by the model."""
+  f = lambda: ddn.ddn(model, x, t, steps=steps, label=None if t is not None else y)
+  pred = lambda xa: np.asarray(jnp.argmax(fn(jnp.asarray(xa)), -1))
+  check = (lambda xa: pred(xa) == t) if t is not None else (lambda xa: pred(xa) != y)
+  return measure(f, x, lambda r: (np.asarray(r.x_adv), np.asarray(r.success)), check)
 
 
 def _points(fn, te, n: int, seed: int):
@@ -122,6 +130,11 @@ def mnist_rows(name, model, params, te, cfg, sizes, with_ref: bool) -> dict:
                                               y[:q], b, warm=False)
     rows[f"advjax default, {mode}, same {q}"] = _advjax(
         pair, x[:q], None if tt is None else tt[:q], y[:q], attacks.AttackOptions(), fn)
+    cold = attacks.AttackOptions(first_order_steps=0)  # the c search alone (session 3)
+    rows[f"advjax search only, {mode}"] = _advjax(pair, x, tt, y, cold, fn)
+    rows[f"advjax search only, {mode}, same {q}"] = _advjax(
+        pair, x[:q], None if tt is None else tt[:q], y[:q], cold, fn)
+    rows[f"advjax DDN-{s}, {mode}"] = _own_ddn(pair, fn, x, tt, y, s)
   near = attacks.AttackOptions(joint=False)  # untargeted: the 2 nearest labels instead
   rows["advjax screen 2, untargeted"] = _advjax(pair, x, None, y, near, fn)
   rows[f"advjax screen 2, untargeted, same {q}"] = _advjax(pair, x[:q], None, y[:q], near, fn)
@@ -185,7 +198,9 @@ def ratios(rows: dict, cfg) -> dict:
   s, b = cfg.ddn_steps
   out = {}
   for who, mode in (("default", "targeted"), ("default", "untargeted"),
-                    ("screen 2", "untargeted")):
+                    ("search only", "targeted"), ("search only", "untargeted"),
+                    ("screen 2", "untargeted"), (f"DDN-{s}", "targeted"),
+                    (f"DDN-{s}", "untargeted")):
     tag = f"{mode}: advjax{'' if who == 'default' else ' ' + who}"
     a, d = rows.get(f"advjax {who}, {mode}"), rows.get(f"DDN-{s}, {mode}")
     if a and d:
@@ -194,6 +209,10 @@ def ratios(rows: dict, cfg) -> dict:
     dq = rows.get(f"DDN-{b} (quality), {mode}")
     if q and dq and rows[q[0]]["mean_rms"] and dq["mean_rms"]:
       out[f"{tag} RMS / DDN-{b} RMS"] = rows[q[0]]["mean_rms"] / dq["mean_rms"]
+  for mode in ("targeted", "untargeted"):  # advjax's DDN against foolbox's
+    a, d = rows.get(f"advjax DDN-{s}, {mode}"), rows.get(f"DDN-{s}, {mode}")
+    if a and d and a["mean_rms"] and d["mean_rms"]:
+      out[f"{mode}: advjax DDN-{s} RMS / foolbox DDN-{s} RMS"] = a["mean_rms"] / d["mean_rms"]
   ref = [k for k in rows if k.startswith("scipy reference")]
   if ref:
     k = ref[0].rsplit(" ", 1)[-1]

@@ -17,6 +17,9 @@ Formulation used here (documented in BUILD_NOTES.md §2):
   successful point at any c is kept; each solve is warm-started from it.
 * Reaching l needs a lead of MARGIN in the search (`advjax.boundary`);
   `success` is the argmax on the returned x_adv, with finite logits.
+* By default (not in `PAPER`) a first-order pass (`advjax.ddn`) runs from x
+  beside the search; of the two points, each shrunk to the decision boundary,
+  the closer is walked along the boundary towards x.
 
 `lbfgs` takes any JAX model (`advjax.adapt`: a function, an (apply_fn, params)
 pair, a Flax NNX or Equinox module) and any box `bounds=(lo, hi)`; the weights
@@ -283,10 +286,11 @@ def lbfgs(model: Any, x, target=None, *, bounds=(0.0, 1.0),
   For each example minimises c·‖r‖₂² + CE(logits(x+r), l) over x+r in the box
   with box-constrained L-BFGS, searching c per example (geometric bracket,
   then bisection in log c; all examples advance together) and keeping the
-  smallest successful r. Examples already classified as their target return
-  r = 0 without a solve. Compiled once per (model computation, input shape,
-  options); the weights and the box are arguments, so new weights of the same
-  shapes reuse the compiled attack.
+  smallest successful r (by default also beside a first-order DDN pass, then
+  walked along the decision boundary: `AttackOptions`). Examples already
+  classified as their target return r = 0 without a solve. Compiled once per
+  (model computation, input shape, options); the weights and the box are
+  arguments, so new weights of the same shapes reuse the compiled attack.
 
   Args:
     model: a function f(x (B, ...)) -> logits (B, K); a pair (apply_fn,

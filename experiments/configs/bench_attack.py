@@ -10,20 +10,23 @@ epochs, cached under <runs_dir>/bench/), the paper's MNIST conv net (the
 seed-0 checkpoint of train_models.py if present, else trained here for
 `conv_epochs`), and an AlexNet-size net (torchvision layout, 224², random
 weights, params traced). Targeted (random wrong labels) and untargeted, the
-default options (untargeted: the joint search), the untargeted search of the
-2 nearest labels (`joint=False`) and the paper's procedure (`attacks.PAPER`).
+default options (untargeted: the joint search), the c search alone
+(`first_order_steps=0`), advjax's own DDN, the untargeted search of the 2
+nearest labels (`joint=False`) and the paper's procedure (`attacks.PAPER`).
 
 Command:  python experiments/bench_attack.py            (sizes for the device it finds)
 Command (quick): python experiments/bench_attack.py --quick   (about a minute)
 Sizes: None means "by device": on a GPU the issue's 10k-image rows and
 AlexNet batches 32 and 128; on a CPU 1,000 MLP images, 100 conv images and
-AlexNet batch 2. Runtime: ≈ 12 min on 2 CPU cores (measured, load 4–5);
+AlexNet batch 2. Runtime: 10 min on 2 quiet CPU cores (measured, session 4);
 GPU: one command < 8 min (not measured: no GPU was lent).
-Expected (2 CPU cores, measured in BUILD_NOTES.md, session 3): advjax default
-1.8× DDN-100's speed on the MLP, targeted and untargeted, at ≤ DDN-1000's
-mean distortion (0.998×, 0.999×); on the conv net 1.8–2.1× DDN-100's speed
-but 1.01–1.03× DDN-1000's distortion; 100% success, every x_adv in the box;
-the default within 0.99× and the paper's procedure within 1.00× of the scipy
+Expected (2 CPU cores, measured in BUILD_NOTES.md, session 4): advjax default
+1.9× (targeted) and 1.7× (untargeted) DDN-100's speed on the MLP at ≤
+DDN-1000's mean distortion (0.996×, 0.999×); on the conv net 1.3× DDN-100's
+speed but 1.010× and 1.003× DDN-1000's distortion ('search only', session 3's
+default: 2.3× at 1.028× and 1.014×); advjax's own DDN-100 1.000× foolbox's
+distortion at 1.6–4× its speed; 100% success, every x_adv in the box; the
+default within 0.99× and the paper's procedure within 1.00× of the scipy
 reference's distortion.
 """
 

@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from advjax import adapt, attacks
 from advjax.checks import check_finite, check_labels, prepare
+from advjax.options import identity as options_identity
 
 PROGRESS = "progress.json"
 FIELDS = attacks.AttackResult._fields
@@ -59,7 +60,7 @@ def job_identity(p, x, target, label, index, batch_size: int, untargeted: str,
                                      p.input_shape),
           "inputs": _digest(x), "targets": _digest(target),
           "labels": _digest(label), "index": _digest(index),
-          "bounds": _digest(p.lo, p.hi), "options": p.options._asdict(),
+          "bounds": _digest(p.lo, p.hi), "options": options_identity(p.options),
           "untargeted": None if target is not None else untargeted,
           "key": None if key is None else _digest(_key_data(key)),
           "batch_size": batch_size, "n": int(len(x))}
@@ -106,7 +107,9 @@ def _check_progress(out_dir: str, job: dict) -> set[int]:
   prog = _read_progress(out_dir)
   if prog is None:
     return set()
-  old = prog["job"]
+  old = dict(prog["job"])
+  if isinstance(old.get("options"), dict):  # recorded before a field existed
+    old["options"] = options_identity(old["options"])
   diff = [k for k in job if old.get(k) != job[k]]
   if diff:
     raise ResumeError(f"{out_dir} holds results of a different job (it differs in: "

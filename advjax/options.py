@@ -120,3 +120,17 @@ class AttackOptions(NamedTuple):
 # untargeted label tried. The committed tables use it.
 PAPER = AttackOptions(bisect_steps=10, maxiter=100, polish_steps=0,
                       refine_steps=0, joint=False, screen=0, first_order_steps=0)
+
+
+# Fields added after results were first cached, at the value that behaves as
+# advjax did before they existed: a job or cache recorded without them is the
+# same job, so it resumes instead of being refused or recomputed.
+LEGACY = {"joint": False, "first_order_steps": 0}
+
+
+def identity(options) -> dict:
+  """`AttackOptions` (or its recorded dict) as a dict that is equal across
+  advjax versions for the same behaviour: fields at their `LEGACY` value are
+  left out."""
+  d = options._asdict() if hasattr(options, "_asdict") else dict(options)
+  return {k: v for k, v in d.items() if not (k in LEGACY and v == LEGACY[k])}

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from advjax import checkpoint
+from advjax import checkpoint, options
 # Re-exported: the harness's override API lives in overrides.py.
 from experiments.overrides import (coerce, diff, fields, format_value,  # noqa: F401
                                   is_record, override)
@@ -297,6 +297,12 @@ def load_model(cfg: ExperimentConfig, seed: int, folder: str):
   return checkpoint.load(path)
 
 
+def _attack_key(attack):
+  """The attack options as cached: fields added later at their old behaviour are
+  left out (`advjax.options.identity`), so existing caches stay found."""
+  return attack if attack is None else options.identity(attack)
+
+
 def cache_dir(cfg: ExperimentConfig, table: str, seed: int, model: str,
               n: int | None = None) -> str:
   """The `advjax.driver` folder caching one adversarial set (resumable).
@@ -308,7 +314,7 @@ def cache_dir(cfg: ExperimentConfig, table: str, seed: int, model: str,
   """
   key = {"dataset": getattr(cfg, "dataset", "mnist"), "n_train": cfg.n_train,
          "n_test": cfg.n_test, "n": getattr(cfg, "n_images", None) if n is None else n,
-         "seed": getattr(cfg, "seed", None), "attack": getattr(cfg, "attack", None),
+         "seed": getattr(cfg, "seed", None), "attack": _attack_key(getattr(cfg, "attack", None)),
          "batch_size": getattr(cfg, "batch_size", None)}
   tag = hashlib.sha1(json.dumps(plain(key), sort_keys=True).encode()).hexdigest()[:10]
   return os.path.join(cfg.runs_dir, "adv", table, tag, f"seed{seed}", model)

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from advjax import attacks, driver
+from advjax import attacks, driver, options
 
 OPTS = attacks.AttackOptions(bisect_steps=4)
 
@@ -59,6 +59,28 @@ def test_other_run_in_same_dir_is_refused(tmp_path):
   with pytest.raises(driver.ResumeError, match="differs in: targets"):
     driver.run(logits_fn, x, (t + 1) % K, str(tmp_path), batch_size=4,
                progress=False, options=OPTS)
+
+
+def test_a_job_recorded_before_an_option_existed_resumes_only_if_it_behaves_alike(tmp_path):
+  ident = options.identity
+  assert "first_order_steps" not in ident(attacks.PAPER) and "joint" not in ident(attacks.PAPER)
+  assert ident(attacks.AttackOptions())["first_order_steps"] == 50
+  x, y, t = _data(8)
+  paper = attacks.PAPER._replace(bisect_steps=3)
+  driver.run(logits_fn, x, t, str(tmp_path), batch_size=4, progress=False,
+             options=paper, stop_after=1)
+  path = tmp_path / driver.PROGRESS
+  prog = json.load(open(path))  # as an advjax without joint / first_order_steps wrote it
+  for k in ("joint", "first_order_steps"):
+    prog["job"]["options"].pop(k, None)
+  json.dump(prog, open(path, "w"))
+  done = driver.run(logits_fn, x, t, str(tmp_path), batch_size=4, progress=False,
+                    options=paper)  # the same behaviour: resumed
+  np.testing.assert_array_equal(done["index"], np.arange(8))
+  json.dump(prog, open(path, "w"))
+  with pytest.raises(driver.ResumeError, match="differs in: options"):
+    driver.run(logits_fn, x, t, str(tmp_path), batch_size=4, progress=False,
+               options=paper._replace(first_order_steps=50))
 
 
 def _apply(params, x):

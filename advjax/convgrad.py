@@ -151,6 +151,6 @@ class _Canonical:
 def canonical(apply: Callable) -> Callable:
   """`apply` itself off the CPU backend or without jax's padding rule, else a
   re-evaluation whose convolutions have fast input gradients inside loops."""
-  if _vjp_padding is None or jax.default_backend() != "cpu":
+  if _vjp_padding is None or jax.default_backend() != "cpu" or isinstance(apply, _Canonical):
     return apply
   return _Canonical(apply)

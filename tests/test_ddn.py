@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import attacks, ddn
+from advjax import attacks, boundary, checks, ddn
 
 from test_attacks import K, _data, logits_fn
 
@@ -59,7 +59,13 @@ def test_warm_start_beats_both_of_its_parts(untargeted):
   warm = attacks.lbfgs(logits_fn, x, t)  # the default: 50 first-order steps too
   search = attacks.lbfgs(logits_fn, x, t, options=attacks.AttackOptions(
       first_order_steps=0, refine_steps=0))
-  first = ddn.ddn(logits_fn, x, t, steps=attacks.AttackOptions().first_order_steps)
+  # untargeted, the first-order pass is targeted DDN towards the label nearest by
+  # the linearised distance
+  p = checks.prepare(logits_fn, x, (0.0, 1.0), attacks.AttackOptions())
+  near = None if t is not None else np.asarray(
+      boundary.screen(p.apply, K, 1, p.params, jnp.asarray(x), jnp.asarray(pred))[:, 0])
+  first = ddn.ddn(logits_fn, x, t if t is not None else near,
+                  steps=attacks.AttackOptions().first_order_steps)
   assert np.all(np.asarray(warm.success)) and np.all(np.asarray(search.success))
   xa = np.asarray(warm.x_adv)
   assert xa.min() >= 0 and xa.max() <= 1

@@ -6,10 +6,11 @@ adversarial and grown by (1 + γ) while it is not; the best adversarial r is
 kept. It is foolbox 3's `DDNAttack` step for step (tested against it): cosine
 step sizes from 1 to 0.01, ε capped by the box's farthest corner.
 
-advjax uses it as the §4.1 attack's first-order warm start
-(`AttackOptions.first_order_steps`): its point seeds the c search and the boundary
-steps, which then solve the paper's problem from there. `ddn` is public so that
-the warm start can be compared with the attack it is borrowed from.
+advjax uses it as the §4.1 attack's first-order pass
+(`AttackOptions.first_order_steps`): its point, shrunk to the decision
+boundary, competes with the c search's, and the closer one is walked along the
+boundary (the paper's D(x, l) from the better start). `ddn` is public so that
+the pass can be compared with the attack it is borrowed from.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _ddn(apply, steps: int, gamma: float, init_epsilon: float, params, x, l,
   apply = convgrad.canonical(apply)
   xf = x.reshape(B, -1)
   z = steps_lanes(apply, shape, steps, away, params, xf, l, lo.reshape(-1),
-                     hi.reshape(-1), gamma, init_epsilon)
+                  hi.reshape(-1), gamma, init_epsilon)
   x_adv = z.reshape(x.shape)
   out = adapt.batched(apply)(params, x_adv)
   pred = jnp.argmax(out, -1).astype(jnp.int32)
@@ -105,7 +106,7 @@ _ddn_jit = jax.jit(_ddn, static_argnums=(0, 1, 2, 3, 9))
 
 def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = 100,
         gamma: float = 0.05, init_epsilon: float = 1.0, label=None) -> DDNResult:
-  """DDN (Rony et al. 2019), the first-order warm start of the §4.1 attack.
+  """DDN (Rony et al. 2019), the first-order pass of the §4.1 attack's default.
 
   Args:
     model: any model `advjax.attacks.lbfgs` takes (function, (apply_fn,
@@ -113,8 +114,8 @@ def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = 100,
     x: inputs (B, ...) inside the box.
     target: (B,) labels to reach, or None: untargeted, away from `label`.
     bounds: (lo, hi) broadcastable to one input.
-    steps: gradient steps (foolbox's default 10; 100 matches its 1,000-step
-      distortion within ~1%).
+    steps: gradient steps (foolbox's default, 100; within 0.7–2.2% of 1,000
+      steps' mean distortion on the benchmark's conv net and MLP).
     gamma: the radius' factor per step.
     init_epsilon: the first radius.
     label: untargeted: the labels to leave (default the prediction on x).

@@ -22,12 +22,12 @@ AlexNet batch 2. Runtime: 10 min on 2 quiet CPU cores (measured, session 4);
 GPU: one command < 8 min (not measured: no GPU was lent).
 Expected (2 CPU cores, measured in BUILD_NOTES.md, session 4): advjax default
 1.9× (targeted) and 1.7× (untargeted) DDN-100's speed on the MLP at ≤
-DDN-1000's mean distortion (0.996×, 0.999×); on the conv net 1.3× DDN-100's
-speed but 1.010× and 1.003× DDN-1000's distortion ('search only', session 3's
-default: 2.3× at 1.028× and 1.014×); advjax's own DDN-100 1.000× foolbox's
-distortion at 1.6–4× its speed; 100% success, every x_adv in the box; the
-default within 0.99× and the paper's procedure within 1.00× of the scipy
-reference's distortion.
+DDN-1000's mean distortion (0.996×, 0.993×); on the conv net untargeted 1.1×
+DDN-100's speed at 0.989× DDN-1000's distortion, targeted 1.3× but 1.010×
+('search only', session 3's default: 2.2× at 1.028× and 1.014×); advjax's own
+DDN-100 1.000× foolbox's distortion at 1.5–4× its speed; 100% success, every
+x_adv in the box; the default within 0.99× and the paper's procedure within
+1.00× of the scipy reference's distortion.
 """
 
 from __future__ import annotations

@@ -54,11 +54,12 @@ class AttackOptions(NamedTuple):
     screen: untargeted 'all' with joint=False: attack just the `screen` other
       labels nearest to x by the linearised distance, not all K−1 (0: all).
     first_order_steps: also run this many steps of the first-order DDN attack
-      (`advjax.ddn`) from x; after both are shrunk to the boundary, the closer
-      of its point and the c search's is walked along the boundary (0: none,
-      the paper's procedure). On the conv net the c search's minimiser lies
-      ~2% farther than DDN's point and the boundary walk cannot close that
-      gap alone (BUILD_NOTES.md, issue 12).
+      (`advjax.ddn`) from x (joint untargeted: targeted DDN towards the label
+      nearest by the linearised distance); after both are shrunk to the
+      boundary, the closer of its point and the c search's is walked along
+      the boundary (0: none, the paper's procedure). On the conv net the c
+      search's minimiser lies ~2% farther than DDN's point and the boundary
+      walk cannot close that gap alone (BUILD_NOTES.md, session 4).
   """
   solver: str = "pqn"
   c_init: float = 1.0

@@ -189,6 +189,8 @@ def run(cfg: config.Config, workdir: str) -> dict:
       raise ValueError(f"workload {w!r}: choose from mlp, conv, alexnet.")
     out["workloads"][w] = {"rows": rows, "ratios": ratios(rows, cfg),
                            "wall_s": time.perf_counter() - t0}
+    # each workload as it ends, so a run stopped at a time limit keeps what it did
+    common.save_results(workdir, cfg, dict(out, complete=False), tables.bench, config.TITLE)
   out["loadavg_end"] = os.getloadavg()
   return out
 

@@ -46,13 +46,18 @@ def measure(f, x, xa_fn, y_ok, warm: bool = True) -> dict:
               in_box=bool(xa.min() >= 0 and xa.max() <= 1))
 
 
+def _reached(fn, t, y):
+  """x_adv -> per example: the model's argmax is t (targeted) or not y."""
+  pred = lambda xa: np.asarray(jnp.argmax(fn(jnp.asarray(xa)), -1))
+  return (lambda xa: pred(xa) == t) if t is not None else (lambda xa: pred(xa) != y)
+
+
 def _advjax(model, x, t, y, opts, fn, warm: bool = True):
   """advjax targeted (t given) or untargeted, re-checked by the model."""
   f = ((lambda: attacks.lbfgs(model, x, t, options=opts)) if t is not None else
        (lambda: attacks.lbfgs(model, x, label=y, options=opts)))
-  pred = lambda xa: np.asarray(jnp.argmax(fn(jnp.asarray(xa)), -1))
-  check = (lambda xa: pred(xa) == t) if t is not None else (lambda xa: pred(xa) != y)
-  return measure(f, x, lambda r: (np.asarray(r.x_adv), np.asarray(r.success)), check, warm)
+  return measure(f, x, lambda r: (np.asarray(r.x_adv), np.asarray(r.success)),
+                 _reached(fn, t, y), warm)
 
 
 def _ddn(fn, x, t, y, steps: int, warm: bool = True):
@@ -63,18 +68,15 @@ def _ddn(fn, x, t, y, steps: int, warm: bool = True):
           else fb.criteria.Misclassification(jnp.asarray(y)))
   atk = fb.attacks.DDNAttack(steps=steps)
   f = lambda: atk(fm, jnp.asarray(x), crit, epsilons=None)
-  pred = lambda xa: np.asarray(jnp.argmax(fn(jnp.asarray(xa)), -1))
-  check = (lambda xa: pred(xa) == t) if t is not None else (lambda xa: pred(xa) != y)
-  return measure(f, x, lambda o: (np.clip(np.asarray(o[1]), 0, 1), np.asarray(o[2])), check,
-                 warm)
+  return measure(f, x, lambda o: (np.clip(np.asarray(o[1]), 0, 1), np.asarray(o[2])),
+                 _reached(fn, t, y), warm)
 
 
 def _own_ddn(model, fn, x, t, y, steps: int):
   """advjax's jitted DDN (the attack's first-order part), re-checked by the model."""
   f = lambda: ddn.ddn(model, x, t, steps=steps, label=None if t is not None else y)
-  pred = lambda xa: np.asarray(jnp.argmax(fn(jnp.asarray(xa)), -1))
-  check = (lambda xa: pred(xa) == t) if t is not None else (lambda xa: pred(xa) != y)
-  return measure(f, x, lambda r: (np.asarray(r.x_adv), np.asarray(r.success)), check)
+  return measure(f, x, lambda r: (np.asarray(r.x_adv), np.asarray(r.success)),
+                 _reached(fn, t, y))
 
 
 def _points(fn, te, n: int, seed: int):

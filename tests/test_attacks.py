@@ -178,6 +178,10 @@ def test_bad_options_raise():
     attacks.lbfgs(logits_fn, x, pred, options=Opts(solver="adam"))
   with pytest.raises(ValueError, match="c_factor > 1"):
     attacks.lbfgs(logits_fn, x, pred, options=Opts(c_factor=0.5))
+  with pytest.raises(ValueError, match="first_order_steps >= 0"):
+    attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_steps=-1))
+  with pytest.raises(ValueError, match="first_order_steps=2.5: must be an integer"):
+    attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_steps=2.5))
   with pytest.raises(ValueError, match="PRNG key"):
     attacks.lbfgs(logits_fn, x, untargeted="random")
   with pytest.raises(ValueError, match="untargeted"):

@@ -77,7 +77,8 @@ def cells(c: PoolConfig) -> tuple[Variant, ...]:
       V("weight 3", pools=(c._replace(weight=3.0),), note="mixing ratio 3"),
       V("attack medium", pools=(c._replace(attack=MEDIUM),), note="attack bisect 6, maxiter 50"),
       V("attack full", pools=(c._replace(attack=FULL),), note="attack: full c search"),
-      V("attack fast", pools=(c._replace(attack=AttackOptions()),),
+      # the fast default as the search ran it: without session 4's first-order pass
+      V("attack fast", pools=(c._replace(attack=AttackOptions(first_order_steps=0)),),
         note="attack: the fast default (2 bisections, 5 iterations, boundary polish)"),
       V("epochs 30", pools=(c,), epochs=30, note="training length 30 epochs"),
       V("epochs 120", pools=(c,), epochs=120, note="training length 120 epochs"),

@@ -166,22 +166,21 @@ def _attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi
   f0 = boundary.above(out0, target, away)
   z, c, iters, solves = _search(apply, shape, opts, params, xf, target, done, lo, hi, away)
   z = jnp.clip(z, lo, hi)
+  roots = opts.polish_steps or 10  # root steps of every boundary step after the search
   if opts.polish_steps:
-    z = boundary.polish(logits, params, xf, z, target, shape, opts.polish_steps, f0, away)
+    z = boundary.polish(logits, params, xf, z, target, shape, roots, f0, away)
   if opts.first_order_steps:  # a first-order point, shrunk to the boundary: the closer goes on
     zw = _first_order(apply, shape, opts.first_order_steps, away, params, x, target,
                       out0.shape[-1], lo, hi)
-    zw = boundary.polish(logits, params, xf, zw, target, shape, opts.polish_steps or 10,
-                         f0, away)
+    zw = boundary.polish(logits, params, xf, zw, target, shape, roots, f0, away)
     z = jnp.where(done[:, None], xf, _closer(logits, params, xf, z, zw, target, shape, away))
   if opts.refine_steps:
     z = boundary.refine(apply, logits, params, xf, z, target, shape, lo, hi,
-                        opts.refine_steps, opts.polish_steps or 10, f0, away)
+                        opts.refine_steps, roots, f0, away)
   x_adv = z.reshape(x.shape)
   r = x_adv - x
   out = logits(params, x_adv)
-  pred = jnp.argmax(out, -1).astype(jnp.int32)
-  success = ((pred == target) != away) & jnp.all(jnp.isfinite(out), -1)
+  success, pred = boundary.verdict(out, target, away)
   if away:  # the label reached (or, on failure, the runner-up)
     target = jnp.where(success, pred, jnp.argmax(out.at[jnp.arange(B), target].set(
         -jnp.inf), -1).astype(jnp.int32))

@@ -52,6 +52,13 @@ def reaches(logits: jax.Array, l: jax.Array, away: bool = False) -> jax.Array:
   return lead(logits, l, away) > MARGIN
 
 
+def verdict(out: jax.Array, l: jax.Array, away: bool = False):
+  """The final re-check on the returned points' logits: (success, argmax);
+  success is argmax == l (away: != l) with finite logits, no margin."""
+  pred = jnp.argmax(out, -1).astype(jnp.int32)
+  return ((pred == l) != away) & jnp.all(jnp.isfinite(out), -1), pred
+
+
 def _root(F, a, fa, b, fb, steps: int):
   """Per lane, b with F(b) >= 0 next to the root of F in [a, b] (F(a) < 0 <= F(b)).
 

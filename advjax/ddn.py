@@ -92,9 +92,7 @@ def _ddn(apply, steps: int, gamma: float, init_epsilon: float, params, x, l,
   z = steps_lanes(apply, shape, steps, away, params, xf, l, lo.reshape(-1),
                   hi.reshape(-1), gamma, init_epsilon)
   x_adv = z.reshape(x.shape)
-  out = adapt.batched(apply)(params, x_adv)
-  pred = jnp.argmax(out, -1).astype(jnp.int32)
-  success = ((pred == l) != away) & jnp.all(jnp.isfinite(out), -1)
+  success, pred = boundary.verdict(adapt.batched(apply)(params, x_adv), l, away)
   r = x_adv - x
   l2 = jnp.sqrt(jnp.sum(r.reshape(B, -1) ** 2, -1))
   return DDNResult(x_adv, r, success, jnp.where(success, pred, l) if away else l,

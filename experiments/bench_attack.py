@@ -124,22 +124,24 @@ def mnist_rows(name, model, params, te, cfg, sizes, with_ref: bool) -> dict:
   pair = (model.apply, params)
   s, b = cfg.ddn_steps
   rows = {}
+  q = sizes["n_quality"] if name == "mlp" else min(n, sizes["n_quality"])
+
+  def full_and_same(label, opts, tt):
+    """The row on all images and on DDN-1000's first q (the same row if q covers all)."""
+    rows[label] = _advjax(pair, x, tt, y, opts, fn)
+    rows[f"{label}, same {q}"] = rows[label] if q >= len(x) else _advjax(
+        pair, x[:q], None if tt is None else tt[:q], y[:q], opts, fn)
+
   for mode, tt in (("targeted", t), ("untargeted", None)):
-    rows[f"advjax default, {mode}"] = _advjax(pair, x, tt, y, attacks.AttackOptions(), fn)
+    full_and_same(f"advjax default, {mode}", attacks.AttackOptions(), tt)
     rows[f"DDN-{s}, {mode}"] = _ddn(fn, x, tt, y, s)
-    q = sizes["n_quality"] if name == "mlp" else min(n, sizes["n_quality"])
     rows[f"DDN-{b} (quality), {mode}"] = _ddn(fn, x[:q], None if tt is None else tt[:q],
                                               y[:q], b, warm=False)
-    rows[f"advjax default, {mode}, same {q}"] = _advjax(
-        pair, x[:q], None if tt is None else tt[:q], y[:q], attacks.AttackOptions(), fn)
-    cold = attacks.AttackOptions(first_order_steps=0)  # the c search alone (session 3)
-    rows[f"advjax search only, {mode}"] = _advjax(pair, x, tt, y, cold, fn)
-    rows[f"advjax search only, {mode}, same {q}"] = _advjax(
-        pair, x[:q], None if tt is None else tt[:q], y[:q], cold, fn)
+    # the c search alone (session 3's default)
+    full_and_same(f"advjax search only, {mode}", attacks.AttackOptions(first_order_steps=0), tt)
     rows[f"advjax DDN-{s}, {mode}"] = _own_ddn(pair, fn, x, tt, y, s)
-  near = attacks.AttackOptions(joint=False)  # untargeted: the 2 nearest labels instead
-  rows["advjax screen 2, untargeted"] = _advjax(pair, x, None, y, near, fn)
-  rows[f"advjax screen 2, untargeted, same {q}"] = _advjax(pair, x[:q], None, y[:q], near, fn)
+  # untargeted: the 2 nearest labels instead
+  full_and_same("advjax screen 2, untargeted", attacks.AttackOptions(joint=False), None)
   rows["advjax PAPER, targeted"] = _advjax(pair, x, t, y, attacks.PAPER, fn, warm=False)
   if with_ref:
     k = cfg.n_ref

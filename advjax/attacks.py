@@ -170,8 +170,7 @@ def _attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi
   if opts.polish_steps:
     z = boundary.polish(logits, params, xf, z, target, shape, roots, f0, away)
   if opts.first_order_steps:  # a first-order point, shrunk to the boundary: the closer goes on
-    zw = _first_order(apply, shape, opts.first_order_steps, away, params, x, target,
-                      out0.shape[-1], lo, hi)
+    zw = _first_order(apply, shape, opts, away, params, x, target, out0.shape[-1], lo, hi)
     zw = boundary.polish(logits, params, xf, zw, target, shape, roots, f0, away)
     z = jnp.where(done[:, None], xf, _closer(logits, params, xf, z, zw, target, shape, away))
   if opts.refine_steps:
@@ -189,14 +188,16 @@ def _attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi
                       l2 / math.sqrt(xf.shape[1]), iters, solves)
 
 
-def _first_order(apply, shape, steps: int, away: bool, params, x, target, K: int, lo, hi):
+def _first_order(apply, shape, opts: AttackOptions, away: bool, params, x, target, K: int,
+                 lo, hi):
   """DDN's point (flat lanes) towards target; away from it, towards the label
   nearest to x by the linearised distance: targeted DDN there ends closer than
   DDN away from l (conv net 2.0%, MLP 0.3%; BUILD_NOTES.md, session 4)."""
   if away:
     target = boundary.screen(apply, K, 1, params, x, target)[:, 0]
-  return ddn.steps_lanes(apply, shape, steps, False, params, x.reshape(len(x), -1), target,
-                         lo, hi)
+  return ddn.steps_lanes(apply, shape, opts.first_order_steps, False, params,
+                         x.reshape(len(x), -1), target, lo, hi, opts.first_order_gamma,
+                         alpha=opts.first_order_alpha)
 
 
 def _closer(logits, params, x, a, b, l, shape, away):

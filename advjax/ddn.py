@@ -45,13 +45,14 @@ class DDNResult(NamedTuple):
 
 
 def steps_lanes(apply, shape, steps: int, away: bool, params, x, l, lo, hi,
-                gamma: float = 0.05, init_epsilon: float = 1.0):
+                gamma: float = 0.05, init_epsilon: float = 1.0, alpha: float = 1.0):
   """DDN on flat lanes x (B, n) towards l (or, away, from l): the best z.
 
   `apply` is per example; lanes where no adversarial point was met return x.
   Away from l the steps descend −log(1 − p_l), whose gradient has the
   direction of CE(l)'s (foolbox ascends CE(l)) but does not vanish where p_l
-  rounds to 1; foolbox steps in a random direction there.
+  rounds to 1; foolbox steps in a random direction there. Step sizes fall
+  from `alpha` to 0.01 along a cosine (foolbox: alpha = 1).
   """
   B = x.shape[0]
   col = lambda v: v[:, None]
@@ -65,7 +66,7 @@ def steps_lanes(apply, shape, steps: int, away: bool, params, x, l, lo, hi,
 
   def body(i, c):
     delta, eps, best_l2, best = c
-    alpha = 0.01 + (1 - 0.01) * (1 + jnp.cos(math.pi * i / steps)) / 2
+    a = 0.01 + (alpha - 0.01) * (1 + jnp.cos(math.pi * i / steps)) / 2
     (_, out), g = vg(x + delta, l)
     g = g / col(jnp.maximum(norm(g), 1e-12))
     adv = (jnp.argmax(out, -1) == l) != away
@@ -73,7 +74,7 @@ def steps_lanes(apply, shape, steps: int, away: bool, params, x, l, lo, hi,
     both = adv & (l2 <= best_l2)
     best_l2 = jnp.where(both, l2, best_l2)
     best = jnp.where(col(both), delta, best)
-    delta = delta + alpha * g
+    delta = delta + a * g
     eps = jnp.minimum(eps * jnp.where(adv, 1 - gamma, 1 + gamma), worst)
     delta = delta * col(eps / jnp.maximum(norm(delta), 1e-12))
     delta = jnp.clip(x + delta, lo, hi) - x

@@ -18,10 +18,10 @@ class AttackOptions(NamedTuple):
   """The attack's options (hashable: static under jit). Defaults live here only.
 
   The defaults are the fast setting (BUILD_NOTES.md, issue 12): a short c search
-  (2 bisections, 5 iterations per solve), its minimiser shrunk back to the
-  decision boundary (5 root steps); 50 first-order (DDN) steps from x, shrunk
-  the same way; the closer of the two walked along the boundary towards x
-  (10 steps). Untargeted 'all' is one joint search on 'any label but l'.
+  (1 bisection, 5 iterations per solve), its minimiser shrunk back to the
+  decision boundary (8 root steps); 70 first-order (DDN, large steps) steps
+  from x, shrunk the same way; the closer of the two walked along the boundary
+  towards x (10 steps). Untargeted 'all' is one joint search on 'any label but l'.
   `PAPER` is the paper's procedure, which Tables 1–4 use.
 
   Attributes:
@@ -60,11 +60,17 @@ class AttackOptions(NamedTuple):
       the boundary (0: none, the paper's procedure). On the conv net the c
       search's minimiser lies ~2% farther than DDN's point and the boundary
       walk cannot close that gap alone (BUILD_NOTES.md, session 4).
+    first_order_alpha: the pass's first step size in input units (cosine
+      down to 0.01). foolbox's DDN uses 1; steps several times ‖r‖ make each
+      step nearly r = ε·∇/‖∇‖, which explores the boundary like a long DDN
+      run: on the conv net DDN-50 then ends 0.3% closer after the walk at
+      6 than at 1 (BUILD_NOTES.md, session 5).
+    first_order_gamma: the pass's radius factor per step (foolbox: 0.05).
   """
   solver: str = "pqn"
   c_init: float = 1.0
   c_factor: float = 10.0
-  bisect_steps: int = 2
+  bisect_steps: int = 1
   max_bracket: int = 8
   warm_start: bool = True
   maxiter: int = 5
@@ -73,11 +79,13 @@ class AttackOptions(NamedTuple):
   ftol: float = 1e-6
   maxls: int = 20
   linesearch: str = "backtracking"
-  polish_steps: int = 5
+  polish_steps: int = 8
   refine_steps: int = 10
   joint: bool = True
   screen: int = 2
-  first_order_steps: int = 50
+  first_order_steps: int = 70
+  first_order_alpha: float = 6.0
+  first_order_gamma: float = 0.1
 
   @property
   def solve(self) -> _lbfgsb.SolveOptions:
@@ -101,10 +109,12 @@ class AttackOptions(NamedTuple):
     if not (o.c_init > 0 and o.c_factor > 1 and o.bisect_steps >= 0
             and o.max_bracket >= 1 and o.maxiter >= 1 and o.history >= 1
             and o.maxls >= 1 and o.polish_steps >= 0 and o.refine_steps >= 0
-            and o.screen >= 0 and o.first_order_steps >= 0):
+            and o.screen >= 0 and o.first_order_steps >= 0
+            and o.first_order_alpha > 0 and 0 < o.first_order_gamma < 1):
       raise ValueError(f"{o}: need c_init > 0, c_factor > 1, bisect_steps, "
-                       "polish_steps, refine_steps, screen, first_order_steps >= 0 and "
-                       "max_bracket, maxiter, history, maxls >= 1.")
+                       "polish_steps, refine_steps, screen, first_order_steps >= 0, "
+                       "max_bracket, maxiter, history, maxls >= 1, first_order_alpha > 0 "
+                       "and 0 < first_order_gamma < 1.")
     if o.solver == "jaxopt":
       try:
         with warnings.catch_warnings():  # jaxopt warns that it is unmaintained
@@ -126,12 +136,17 @@ PAPER = AttackOptions(bisect_steps=10, maxiter=100, polish_steps=0,
 # Fields added after results were first cached, at the value that behaves as
 # advjax did before they existed: a job or cache recorded without them is the
 # same job, so it resumes instead of being refused or recomputed.
-LEGACY = {"joint": False, "first_order_steps": 0}
+LEGACY = {"joint": False, "first_order_steps": 0, "first_order_alpha": 1.0,
+          "first_order_gamma": 0.05}
+# Fields that have no effect while another is 0: left out of the identity then.
+INERT = {"first_order_steps": ("first_order_alpha", "first_order_gamma")}
 
 
 def identity(options) -> dict:
   """`AttackOptions` (or its recorded dict) as a dict that is equal across
   advjax versions for the same behaviour: fields at their `LEGACY` value are
-  left out."""
+  left out, and so are fields `INERT` makes of no effect."""
   d = options._asdict() if hasattr(options, "_asdict") else dict(options)
-  return {k: v for k, v in d.items() if not (k in LEGACY and v == LEGACY[k])}
+  inert = {f for k, fs in INERT.items() if d.get(k, LEGACY.get(k)) == 0 for f in fs}
+  return {k: v for k, v in d.items()
+          if k not in inert and not (k in LEGACY and v == LEGACY[k])}

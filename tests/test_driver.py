@@ -64,7 +64,16 @@ def test_other_run_in_same_dir_is_refused(tmp_path):
 def test_a_job_recorded_before_an_option_existed_resumes_only_if_it_behaves_alike(tmp_path):
   ident = options.identity
   assert "first_order_steps" not in ident(attacks.PAPER) and "joint" not in ident(attacks.PAPER)
-  assert ident(attacks.AttackOptions())["first_order_steps"] == 50
+  default = attacks.AttackOptions()
+  assert ident(default)["first_order_steps"] == default.first_order_steps > 0
+  assert "first_order_alpha" not in ident(attacks.PAPER)  # inert without the pass
+  # a session-4 record (DDN pass, no step-size fields) is foolbox's step sizes
+  s4 = default._replace(first_order_steps=50)._asdict()
+  for k in ("first_order_alpha", "first_order_gamma"):
+    s4.pop(k)
+  assert ident(s4) == ident(default._replace(first_order_steps=50, first_order_alpha=1.0,
+                                             first_order_gamma=0.05)) != ident(
+                                                 default._replace(first_order_steps=50))
   x, y, t = _data(8)
   paper = attacks.PAPER._replace(bisect_steps=3)
   driver.run(logits_fn, x, t, str(tmp_path), batch_size=4, progress=False,

@@ -77,8 +77,10 @@ def cells(c: PoolConfig) -> tuple[Variant, ...]:
       V("weight 3", pools=(c._replace(weight=3.0),), note="mixing ratio 3"),
       V("attack medium", pools=(c._replace(attack=MEDIUM),), note="attack bisect 6, maxiter 50"),
       V("attack full", pools=(c._replace(attack=FULL),), note="attack: full c search"),
-      # the fast default as the search ran it: without session 4's first-order pass
-      V("attack fast", pools=(c._replace(attack=AttackOptions(first_order_steps=0)),),
+      # the fast default as the search ran it (session 3): no first-order pass,
+      # 2 bisections, 5 root steps
+      V("attack fast", pools=(c._replace(attack=AttackOptions(
+          first_order_steps=0, bisect_steps=2, polish_steps=5)),),
         note="attack: the fast default (2 bisections, 5 iterations, boundary polish)"),
       V("epochs 30", pools=(c,), epochs=30, note="training length 30 epochs"),
       V("epochs 120", pools=(c,), epochs=120, note="training length 120 epochs"),

@@ -85,13 +85,13 @@ def steps_lanes(apply, shape, steps: int, away: bool, params, x, l, lo, hi,
   return x + jax.lax.fori_loop(0, steps, body, c)[3]
 
 
-def _ddn(apply, steps: int, gamma: float, init_epsilon: float, params, x, l,
-         lo, hi, away: bool):
+def _ddn(apply, steps: int, gamma: float, init_epsilon: float, alpha: float, params, x,
+         l, lo, hi, away: bool):
   B, shape = x.shape[0], x.shape[1:]
   apply = convgrad.canonical(apply)
   xf = x.reshape(B, -1)
   z = steps_lanes(apply, shape, steps, away, params, xf, l, lo.reshape(-1),
-                  hi.reshape(-1), gamma, init_epsilon)
+                  hi.reshape(-1), gamma, init_epsilon, alpha)
   x_adv = z.reshape(x.shape)
   success, pred = boundary.verdict(adapt.batched(apply)(params, x_adv), l, away)
   r = x_adv - x
@@ -100,11 +100,12 @@ def _ddn(apply, steps: int, gamma: float, init_epsilon: float, params, x, l,
                    l2, l2 / math.sqrt(xf.shape[1]))
 
 
-_ddn_jit = jax.jit(_ddn, static_argnums=(0, 1, 2, 3, 9))
+_ddn_jit = jax.jit(_ddn, static_argnums=(0, 1, 2, 3, 4, 10))
 
 
 def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = 100,
-        gamma: float = 0.05, init_epsilon: float = 1.0, label=None) -> DDNResult:
+        gamma: float = 0.05, init_epsilon: float = 1.0, alpha: float = 1.0,
+        label=None) -> DDNResult:
   """DDN (Rony et al. 2019), the first-order pass of the §4.1 attack's default.
 
   Args:
@@ -117,6 +118,8 @@ def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = 100,
       steps' mean distortion on the benchmark's conv net and MLP).
     gamma: the radius' factor per step.
     init_epsilon: the first radius.
+    alpha: the first step size, cosine down to 0.01 (foolbox: 1; the attack's
+      pass: `AttackOptions.first_order_alpha`).
     label: untargeted: the labels to leave (default the prediction on x).
 
   Returns:
@@ -127,9 +130,9 @@ def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = 100,
   """
   if not (isinstance(steps, (int, np.integer)) and steps >= 1):
     raise ValueError(f"steps={steps!r}: must be an integer >= 1.")
-  if not (0 < gamma < 1 and init_epsilon > 0):
-    raise ValueError(f"gamma={gamma!r}, init_epsilon={init_epsilon!r}: need "
-                     "0 < gamma < 1 and init_epsilon > 0.")
+  if not (0 < gamma < 1 and init_epsilon > 0 and alpha > 0):
+    raise ValueError(f"gamma={gamma!r}, init_epsilon={init_epsilon!r}, alpha={alpha!r}: "
+                     "need 0 < gamma < 1, init_epsilon > 0 and alpha > 0.")
   p = checks.prepare(model, x, bounds, None)
   x = jnp.asarray(np.asarray(x, np.float32))
   B, K = x.shape[0], p.num_classes
@@ -139,5 +142,5 @@ def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = 100,
          jnp.argmax(adapt.logits(p.apply, p.params, x), -1).astype(jnp.int32))
   else:
     l = checks.check_labels(target, B, K, "target")
-  return _ddn_jit(p.apply, int(steps), float(gamma), float(init_epsilon), p.params,
-                  x, l, jnp.asarray(p.lo), jnp.asarray(p.hi), away)
+  return _ddn_jit(p.apply, int(steps), float(gamma), float(init_epsilon), float(alpha),
+                  p.params, x, l, jnp.asarray(p.lo), jnp.asarray(p.hi), away)

@@ -87,6 +87,41 @@ def test_convgrad_leaves_grouped_convs_and_dense_models_alone():
   np.testing.assert_array_equal(fast(W, x), grouped(W, x))
 
 
+def _pooled(window, stride):
+  """A conv, ReLU, max-pool net on 8x8x2 inputs (window, stride: per spatial axis)."""
+  n = 4 * ((8 - window[0]) // stride[0] + 1) * ((8 - window[1]) // stride[1] + 1)
+  W1 = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 2, 4))
+  W2 = jax.random.normal(jax.random.PRNGKey(1), (n, K))
+  def apply(p, x):
+    h = lax.conv_general_dilated(x[None], p[0], (1, 1), "SAME",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    h = lax.reduce_window(jax.nn.relu(h), -jnp.inf, lax.max, (1,) + window + (1,),
+                          (1,) + stride + (1,), "VALID")
+    return h.reshape(-1) @ p[1]
+  return apply, (W1, W2)
+
+
+def test_convgrad_pools_equal_autodiff_ties_included():
+  apply, params = _pooled((2, 2), (2, 2))
+  fast = convgrad._Canonical(apply)  # pylint: disable=protected-access (the CPU path)
+  # few grey levels, so that many windows hold equal maxima (and ReLU zeros)
+  xs = jnp.round(4 * jax.random.uniform(jax.random.PRNGKey(2), (3, 8, 8, 2))) / 4
+  f = lambda a: (lambda z: jnp.sum(jnp.sin(a(params, z))))
+  ties = jnp.round(4 * jnp.ones((8, 8, 2))) / 4  # every window tied
+  for x in (xs[0], ties):
+    np.testing.assert_array_equal(fast(params, x), apply(params, x))
+    np.testing.assert_array_equal(jax.grad(f(fast))(x), jax.grad(f(apply))(x))
+  def loop(a):
+    g = jax.vmap(jax.grad(f(a)))
+    return jax.jit(lambda z: lax.fori_loop(0, 3, lambda i, z: z - 0.1 * g(z), z))(xs)
+  np.testing.assert_allclose(loop(fast), loop(apply), rtol=1e-5, atol=1e-6)
+  # an overlapping pool (AlexNet's 3x3, stride 2) is not rewritten
+  over, p3 = _pooled((3, 3), (2, 2))
+  eqns = jax.make_jaxpr(over)(p3, xs[0]).jaxpr.eqns
+  pool = [e for e in eqns if e.primitive is lax.reduce_window_max_p]
+  assert pool and not any(convgrad._rewritable(e) for e in pool)  # pylint: disable=protected-access
+
+
 def test_joint_untargeted_reaches_another_label_in_the_box():
   x, pred = _data(6, seed=11)
   res = attacks.lbfgs(logits_fn, x, options=attacks.AttackOptions(joint=True))

@@ -45,7 +45,8 @@ def test_ddn_result_in_any_box_and_rechecked():
   assert ok.all() and np.all(np.asarray(away.target) != pred)
 
 
-@pytest.mark.parametrize("kw,msg", [(dict(steps=0), "steps"), (dict(gamma=1.5), "gamma")])
+@pytest.mark.parametrize("kw,msg", [(dict(steps=0), "steps"), (dict(gamma=1.5), "gamma"),
+                                    (dict(alpha=0.0), "alpha")])
 def test_ddn_bad_arguments_raise(kw, msg):
   x, pred = _data(2)
   with pytest.raises(ValueError, match=msg):
@@ -56,7 +57,7 @@ def test_ddn_bad_arguments_raise(kw, msg):
 def test_warm_start_beats_both_of_its_parts(untargeted):
   x, pred = _data(8, seed=9)
   t = None if untargeted else (pred + 1 + np.arange(8) % (K - 1)) % K
-  warm = attacks.lbfgs(logits_fn, x, t)  # the default: 50 first-order steps too
+  warm = attacks.lbfgs(logits_fn, x, t)  # the default: first-order steps too
   search = attacks.lbfgs(logits_fn, x, t, options=attacks.AttackOptions(
       first_order_steps=0, refine_steps=0))
   # untargeted, the first-order pass is targeted DDN towards the label nearest by
@@ -64,8 +65,9 @@ def test_warm_start_beats_both_of_its_parts(untargeted):
   p = checks.prepare(logits_fn, x, (0.0, 1.0), attacks.AttackOptions())
   near = None if t is not None else np.asarray(
       boundary.screen(p.apply, K, 1, p.params, jnp.asarray(x), jnp.asarray(pred))[:, 0])
-  first = ddn.ddn(logits_fn, x, t if t is not None else near,
-                  steps=attacks.AttackOptions().first_order_steps)
+  o = attacks.AttackOptions()
+  first = ddn.ddn(logits_fn, x, t if t is not None else near, steps=o.first_order_steps,
+                  gamma=o.first_order_gamma, alpha=o.first_order_alpha)
   assert np.all(np.asarray(warm.success)) and np.all(np.asarray(search.success))
   xa = np.asarray(warm.x_adv)
   assert xa.min() >= 0 and xa.max() <= 1

@@ -18,16 +18,15 @@ Command:  python experiments/bench_attack.py            (sizes for the device it
 Command (quick): python experiments/bench_attack.py --quick   (about a minute)
 Sizes: None means "by device": on a GPU the issue's 10k-image rows and
 AlexNet batches 32 and 128; on a CPU 1,000 MLP images, 100 conv images and
-AlexNet batch 2. Runtime: 10 min on 2 quiet CPU cores (measured, session 5);
+AlexNet batch 2. Runtime: 8.5 min on 2 quiet CPU cores (measured, session 5);
 GPU: one command < 8 min (not measured: no GPU was lent).
 Expected (2 CPU cores, measured in BUILD_NOTES.md, session 5): advjax default
-1.7× DDN-100's speed on the MLP, targeted and untargeted, at ≤ DDN-1000's mean
-distortion (0.994×, 0.992×); on the conv net 1.19× (targeted) and 1.08×
-(untargeted) DDN-100's speed at 1.000× and 0.982× DDN-1000's distortion
-('search only': 2.6× at 1.031× and 2.2× at 1.016×); advjax's own DDN-100
-1.000× foolbox's distortion at 1.6–3.9× its speed; 100% success, every x_adv
-in the box; the default within 0.99× and the paper's procedure within 1.00×
-of the scipy reference's distortion.
+1.55× (targeted) and 1.49× (untargeted) DDN-100's speed on the MLP at 0.993×
+and 0.992× DDN-1000's mean distortion; on the conv net 1.44× and 1.38× at
+0.999× and 0.981× ('search only': 3.2× at 1.031× and 3.0× at 1.016×);
+advjax's own DDN-100 1.000× foolbox's distortion at 2.4–4.1× its speed; 100%
+success, every x_adv in the box; the default within 0.99× and the paper's
+procedure within 1.00× of the scipy reference's distortion.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ labels, restores the fast path: the conv net's 20 in-loop gradients took
 `canonical(apply)` re-evaluates a per-example apply(params, x) with every
 ungrouped `conv_general_dilated` replaced by a custom-VJP one that computes its
 input gradient that way; values and gradients are identical (tested against
-plain autodiff).
+plain autodiff). It is applied only where the attack differentiates (reverse
+mode) on the CPU backend; grouped convolutions and other backends are left as
+they are.
 
 Max-pooling whose window equals its stride (no padding, sizes divisible: the
 MNIST conv net's 2×2 pools) is re-expressed too. Its autodiff gradient is an
@@ -22,10 +24,8 @@ XLA `select_and_scatter`, slow on XLA:CPU: the conv net's in-loop input
 gradient took 48.0 ms per 100 images with it and 31.7 ms with a reshape-max
 whose custom VJP sends each window's gradient to its first maximal element,
 which is what `select_and_scatter` does, so gradients are identical, ties
-included (BUILD_NOTES.md, session 5). Overlapping pools (AlexNet's 3×3 stride
-2) are left as they are. It is applied only where the attack differentiates (reverse
-mode) on the CPU backend; grouped convolutions and other backends are left as
-they are.
+included (BUILD_NOTES.md, session 5). Overlapping pools (AlexNet's 3×3,
+stride 2) are left as they are.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def _eval(jaxpr, consts, *args):
     env[v] = a
   for eqn in jaxpr.eqns:
     ins = [read(v) for v in eqn.invars]
-    if _rewritable(eqn) and eqn.primitive is lax.reduce_window_max_p:
+    if eqn.primitive is lax.reduce_window_max_p and _rewritable(eqn):
       outs = [_pool(tuple(ins[0].shape), tuple(eqn.params["window_dimensions"]))(ins[0])]
     elif _rewritable(eqn):
       outs = [_conv(tuple(sorted(eqn.params.items())))(*ins)]

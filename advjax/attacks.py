@@ -195,9 +195,14 @@ def _first_order(apply, shape, opts: AttackOptions, away: bool, params, x, targe
   DDN away from l (conv net 2.0%, MLP 0.3%; BUILD_NOTES.md, session 4)."""
   if away:
     target = boundary.screen(apply, K, 1, params, x, target)[:, 0]
+  # 'box': step sizes in units of the box's RMS width (finite coordinates), 1 for
+  # [0, 1] and 255 for [0, 255], so that the pass does not depend on how x is scaled
+  w = jnp.where(jnp.isfinite(hi - lo), hi - lo, 0.0)
+  rms = jnp.sqrt(jnp.sum(w * w) / jnp.maximum(jnp.sum(w > 0), 1))
+  unit = jnp.where(rms > 0, rms, 1.0) if opts.first_order_unit == "box" else 1.0
   return ddn.steps_lanes(apply, shape, opts.first_order_steps, False, params,
                          x.reshape(len(x), -1), target, lo, hi, opts.first_order_gamma,
-                         alpha=opts.first_order_alpha)
+                         alpha=opts.first_order_alpha, unit=unit)
 
 
 def _closer(logits, params, x, a, b, l, shape, away):

@@ -45,14 +45,16 @@ class DDNResult(NamedTuple):
 
 
 def steps_lanes(apply, shape, steps: int, away: bool, params, x, l, lo, hi,
-                gamma: float = 0.05, init_epsilon: float = 1.0, alpha: float = 1.0):
+                gamma: float = 0.05, init_epsilon: float = 1.0, alpha: float = 1.0,
+                unit=1.0):
   """DDN on flat lanes x (B, n) towards l (or, away, from l): the best z.
 
   `apply` is per example; lanes where no adversarial point was met return x.
   Away from l the steps descend −log(1 − p_l), whose gradient has the
   direction of CE(l)'s (foolbox ascends CE(l)) but does not vanish where p_l
   rounds to 1; foolbox steps in a random direction there. Step sizes fall
-  from `alpha` to 0.01 along a cosine (foolbox: alpha = 1).
+  from `alpha` to 0.01 along a cosine (foolbox: alpha = 1); they and the first
+  radius are in units of `unit` (foolbox: 1, whatever the box).
   """
   B = x.shape[0]
   col = lambda v: v[:, None]
@@ -66,7 +68,7 @@ def steps_lanes(apply, shape, steps: int, away: bool, params, x, l, lo, hi,
 
   def body(i, c):
     delta, eps, best_l2, best = c
-    a = 0.01 + (alpha - 0.01) * (1 + jnp.cos(math.pi * i / steps)) / 2
+    a = unit * (0.01 + (alpha - 0.01) * (1 + jnp.cos(math.pi * i / steps)) / 2)
     (_, out), g = vg(x + delta, l)
     g = g / col(jnp.maximum(norm(g), 1e-12))
     adv = (jnp.argmax(out, -1) == l) != away
@@ -81,7 +83,7 @@ def steps_lanes(apply, shape, steps: int, away: bool, params, x, l, lo, hi,
     return delta, eps, best_l2, best
 
   zero = jnp.zeros_like(x)
-  c = (zero, jnp.full((B,), init_epsilon, x.dtype), worst, zero)
+  c = (zero, jnp.full((B,), init_epsilon * unit, x.dtype), worst, zero)
   return x + jax.lax.fori_loop(0, steps, body, c)[3]
 
 

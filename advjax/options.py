@@ -60,13 +60,18 @@ class AttackOptions(NamedTuple):
       the boundary (0: none, the paper's procedure). On the conv net the c
       search's minimiser lies ~2% farther than DDN's point and the boundary
       walk cannot close that gap alone (BUILD_NOTES.md, session 4).
-    first_order_alpha: the pass's first step size in input units (cosine
-      down to 0.01). foolbox's DDN uses 1; steps several times ‖r‖ make each
+    first_order_alpha: the pass's first step size (cosine down to 0.01),
+      like its first radius in units of the box's RMS width (1 for [0, 1],
+      255 for [0, 255]: the pass does not depend on how x is scaled). foolbox's
+      DDN uses 1 in input units; steps several times ‖r‖ make each
       step nearly r = ε·∇/‖∇‖, which explores the boundary like a long DDN
       run: on the conv net, with 50 steps, the attack ended 0.5% closer at
       alpha 6 and gamma 0.1 than at foolbox's 1 and 0.05 (BUILD_NOTES.md,
       session 5).
     first_order_gamma: the pass's radius factor per step (foolbox: 0.05).
+    first_order_unit: 'box' (the pass's step sizes and first radius in units
+      of the box's RMS width) or 'input' (in input units, as foolbox and
+      advjax before session 5).
   """
   solver: str = "pqn"
   c_init: float = 1.0
@@ -87,6 +92,7 @@ class AttackOptions(NamedTuple):
   first_order_steps: int = 100
   first_order_alpha: float = 6.0
   first_order_gamma: float = 0.15
+  first_order_unit: str = "box"
 
   @property
   def solve(self) -> _lbfgsb.SolveOptions:
@@ -105,6 +111,8 @@ class AttackOptions(NamedTuple):
     o = AttackOptions(*(type(d)(v) for d, v in zip(AttackOptions(), self)))
     if o.solver not in _lbfgsb.SOLVERS:
       raise ValueError(f"solver={o.solver!r}; choose one of {sorted(_lbfgsb.SOLVERS)}.")
+    if o.first_order_unit not in ("box", "input"):
+      raise ValueError(f"first_order_unit={o.first_order_unit!r}; choose 'box' or 'input'.")
     if o.linesearch not in ("backtracking", "zoom"):
       raise ValueError(f"linesearch={o.linesearch!r}; choose 'backtracking' or 'zoom'.")
     if not (o.c_init > 0 and o.c_factor > 1 and o.bisect_steps >= 0
@@ -138,9 +146,9 @@ PAPER = AttackOptions(bisect_steps=10, maxiter=100, polish_steps=0,
 # advjax did before they existed: a job or cache recorded without them is the
 # same job, so it resumes instead of being refused or recomputed.
 LEGACY = {"joint": False, "first_order_steps": 0, "first_order_alpha": 1.0,
-          "first_order_gamma": 0.05}
+          "first_order_gamma": 0.05, "first_order_unit": "input"}
 # Fields that have no effect while another is 0: left out of the identity then.
-INERT = {"first_order_steps": ("first_order_alpha", "first_order_gamma")}
+INERT = {"first_order_steps": ("first_order_alpha", "first_order_gamma", "first_order_unit")}
 
 
 def identity(options) -> dict:

@@ -186,6 +186,8 @@ def test_bad_options_raise():
     attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_alpha=0.0))
   with pytest.raises(ValueError, match="0 < first_order_gamma < 1"):
     attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_gamma=1.0))
+  with pytest.raises(ValueError, match="first_order_unit"):
+    attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_unit="pixels"))
   with pytest.raises(ValueError, match="PRNG key"):
     attacks.lbfgs(logits_fn, x, untargeted="random")
   with pytest.raises(ValueError, match="untargeted"):

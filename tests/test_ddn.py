@@ -77,3 +77,20 @@ def test_warm_start_beats_both_of_its_parts(untargeted):
   ok = np.asarray(first.success)
   assert ok.any() and np.all(d[ok] <= np.asarray(first.l2)[ok] + 1e-5), (d, first.l2)
   assert attacks.PAPER.first_order_steps == 0  # the paper's tables keep the paper's procedure
+
+
+def test_first_order_pass_does_not_depend_on_how_x_is_scaled():
+  # the same model on x in [0, 255]: the pass's steps are in units of the box's
+  # width, so the attack's point is 255 times the one in [0, 1]
+  x, pred = _data(8, seed=9)
+  t = (pred + 1 + np.arange(8) % (K - 1)) % K
+  unit = attacks.lbfgs(logits_fn, x, t)
+  byte = attacks.lbfgs(lambda z: logits_fn(z / 255.0), 255 * x, t, bounds=(0, 255))
+  assert np.asarray(unit.success).all() and np.asarray(byte.success).all()
+  np.testing.assert_allclose(np.asarray(byte.l2) / 255, np.asarray(unit.l2), rtol=1e-3)
+  # in input units (foolbox's, and advjax's before): not the same point
+  raw = attacks.lbfgs(lambda z: logits_fn(z / 255.0), 255 * x, t, bounds=(0, 255),
+                      options=attacks.AttackOptions(first_order_unit="input"))
+  assert np.abs(np.asarray(raw.l2) / 255 - np.asarray(unit.l2)).max() > 1e-3
+  xa = np.asarray(byte.x_adv)
+  assert xa.min() >= 0 and xa.max() <= 255

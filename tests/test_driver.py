@@ -69,11 +69,11 @@ def test_a_job_recorded_before_an_option_existed_resumes_only_if_it_behaves_alik
   assert "first_order_alpha" not in ident(attacks.PAPER)  # inert without the pass
   # a session-4 record (DDN pass, no step-size fields) is foolbox's step sizes
   s4 = default._replace(first_order_steps=50)._asdict()
-  for k in ("first_order_alpha", "first_order_gamma"):
+  for k in ("first_order_alpha", "first_order_gamma", "first_order_unit"):
     s4.pop(k)
-  assert ident(s4) == ident(default._replace(first_order_steps=50, first_order_alpha=1.0,
-                                             first_order_gamma=0.05)) != ident(
-                                                 default._replace(first_order_steps=50))
+  assert ident(s4) == ident(default._replace(
+      first_order_steps=50, first_order_alpha=1.0, first_order_gamma=0.05,
+      first_order_unit="input")) != ident(default._replace(first_order_steps=50))
   x, y, t = _data(8)
   paper = attacks.PAPER._replace(bisect_steps=3)
   driver.run(logits_fn, x, t, str(tmp_path), batch_size=4, progress=False,

@@ -137,7 +137,7 @@ def mnist_rows(name, model, params, te, cfg, sizes, with_ref: bool) -> dict:
     rows[f"DDN-{s}, {mode}"] = _ddn(fn, x, tt, y, s)
     rows[f"DDN-{b} (quality), {mode}"] = _ddn(fn, x[:q], None if tt is None else tt[:q],
                                               y[:q], b, warm=False)
-    # the c search alone (session 3's default)
+    # the c search alone: the default without the first-order pass
     full_and_same(f"advjax search only, {mode}", attacks.AttackOptions(first_order_steps=0), tt)
     rows[f"advjax DDN-{s}, {mode}"] = _own_ddn(pair, fn, x, tt, y, s)
   # untargeted: the 2 nearest labels instead

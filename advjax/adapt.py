@@ -67,14 +67,37 @@ class _NNX:
     return nnx.merge(self.graphdef, state)(x[None])[0]
 
 
-@dataclasses.dataclass(frozen=True)
 class _Equinox:
-  """An Equinox module rebuilt from its arrays and its static half."""
-  static: Any
+  """An Equinox module rebuilt from its arrays and its static half.
+
+  Hashed and compared as equinox's `filter_jit` does, by the static half's tree
+  structure and leaves, so that a module with list fields (equinox's README
+  shape) is a static jit argument like any other.
+  """
+
+  def __init__(self, static: Any):
+    leaves, self.treedef = jax.tree_util.tree_flatten(static)
+    self.leaves = tuple(leaves)
+    self.key = (self.treedef, tuple(_hashable(v) for v in leaves))
 
   def __call__(self, params, x):
     import equinox as eqx  # pylint: disable=import-outside-toplevel
-    return eqx.combine(params, self.static)(x)
+    return eqx.combine(params, jax.tree_util.tree_unflatten(self.treedef, self.leaves))(x)
+
+  def __hash__(self):
+    return hash(self.key)
+
+  def __eq__(self, other):
+    return isinstance(other, _Equinox) and other.key == self.key
+
+
+def _hashable(v: Any) -> Any:
+  """v itself where hashable, else its identity (an unhashable static leaf)."""
+  try:
+    hash(v)
+    return v
+  except TypeError:
+    return ("id", id(v))
 
 
 class _Program:
@@ -165,10 +188,21 @@ def logits(apply: Callable, params, x) -> jax.Array:
 
 
 def _update(h, a) -> None:
-  """Feeds one array (shape, dtype, bytes) into a hash."""
+  """Feeds one array (shape, dtype, bytes) into a hash; None counts as absent."""
+  if a is None:
+    h.update(b"none")
+    return
   a = np.ascontiguousarray(jax.device_get(a))
   h.update(str((a.shape, a.dtype)).encode())
   h.update(a.tobytes())
+
+
+def digest(*arrays) -> str:
+  """sha1 of arrays' shapes, dtypes and bytes: the package's one array digest."""
+  h = hashlib.sha1()
+  for a in arrays:
+    _update(h, a)
+  return h.hexdigest()
 
 
 def fingerprint(w: Wrapped, example_shape: tuple[int, ...]) -> str:

@@ -9,6 +9,10 @@ No library has these; `advjax.spectral` pairs them with its lower estimates:
   * `circular_conv_norm`: the polyphase FFT formula for a strided circular
     convolution (which bounds the zero-padded one it contains), per frequency
     exact (eigenvalues) or screened by the same Cholesky test.
+
+Each refuses NaN/inf input (`NonFiniteError`, naming the argument), answers 0
+exactly for zero and empty operators, and checks its result before returning
+it: a certified bound is a finite float or an error, never NaN or inf.
 """
 
 from __future__ import annotations
@@ -18,6 +22,47 @@ from typing import Any
 
 import numpy as np
 from scipy.linalg import blas, lapack
+
+
+class NonFiniteError(ValueError):
+  """Weights or a bound are NaN/inf: no certified norm exists for them."""
+
+
+def check_finite(a: Any, what: str) -> None:
+  """Raises a one-line NonFiniteError naming `what` if `a` holds NaN/inf."""
+  a = np.asarray(a)
+  bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+  if bad:
+    raise NonFiniteError(
+        f"{what} holds {bad} NaN/inf of its {a.size} entries, so it has no norm "
+        "bound: fix the weights (the training diverged, or the file is damaged).")
+
+
+def certified(value: float, what: str) -> float:
+  """`value` as a float if finite; raises otherwise (guards every return)."""
+  value = float(value)
+  if not math.isfinite(value):
+    raise NonFiniteError(f"{what} came out {value}, not a finite bound (overflow "
+                         "of finite weights?): rescale the weights.")
+  return value
+
+
+def _matrix(W: Any, what: str) -> np.ndarray:
+  """W as a finite float64 matrix, or an error naming `what`."""
+  check_finite(W, what)
+  A = np.asarray(W, np.float64)
+  if A.ndim != 2:
+    raise ValueError(f"{what} must be a matrix, got shape {A.shape}.")
+  return A
+
+
+def _pow2(A: np.ndarray) -> float:
+  """A power of two s with max |A/s| in [0.5, 1): scaling by it is exact (no
+  rounding), and keeps squares and products of A clear of overflow and of
+  underflow (1e-200 entries would otherwise square to 0 and bound a nonzero
+  matrix by 0). 1 for a zero matrix."""
+  top = float(np.max(np.abs(A))) if A.size else 0.0
+  return math.ldexp(1.0, math.frexp(top)[1]) if top > 0 else 1.0
 
 
 def gram_upper(W: Any, lower: float = 0.0, rtol: float = 1e-4,
@@ -30,9 +75,11 @@ def gram_upper(W: Any, lower: float = 0.0, rtol: float = 1e-4,
   the bound is within `rtol` of a known `lower` bound, when it stops
   improving, or after `max_steps`.
   """
-  G = np.asarray(W, np.float64)
-  if G.ndim != 2:
-    raise ValueError(f"gram_upper needs a matrix, got shape {G.shape}.")
+  G = _matrix(W, "gram_upper: W")
+  if not G.any():  # zero or empty: exactly 0
+    return 0.0
+  s = _pow2(G)
+  G, lower = G / s, lower / s
   if G.shape[0] < G.shape[1]:
     G = G.T
   c, best = 0.0, float(np.linalg.norm(G))
@@ -48,7 +95,7 @@ def gram_upper(W: Any, lower: float = 0.0, rtol: float = 1e-4,
       best = min(best, bound)
       break
     best = bound
-  return 0.0 if np.linalg.norm(G) == 0 else best
+  return certified(s * best, "gram_upper")
 
 
 def _below(G: np.ndarray, mu: float) -> bool:
@@ -80,7 +127,13 @@ def cholesky_upper(W: Any, lower: float, rtol: float = 1e-4,
   if every μ failed (the lower bound was far from the norm). One syrk and a
   Cholesky, against the repeated n³ products of Gram iteration.
   """
-  A = np.asarray(W, np.float64)
+  A = _matrix(W, "cholesky_upper: W")
+  if not math.isfinite(lower):
+    raise NonFiniteError(f"cholesky_upper: lower = {lower}; pass a finite lower bound.")
+  if not A.any():  # zero or empty: exactly 0
+    return 0.0
+  s = _pow2(A)
+  A, lower = A / s, lower / s
   if A.shape[0] < A.shape[1]:
     A = A.T
   # C-ordered A (m, n) is Aᵀ in Fortran order: syrk of it gives AᵀA, no copy.
@@ -88,7 +141,8 @@ def cholesky_upper(W: Any, lower: float, rtol: float = 1e-4,
   for i in range(tries):
     mu = (lower * (1 + rtol * 10 ** i)) ** 2
     if mu > 0 and _below(G, mu):
-      return math.sqrt(mu * (1 + _margin(G.shape[0])))
+      return certified(s * math.sqrt(mu * (1 + _margin(G.shape[0]))),
+                       "cholesky_upper")
   return None
 
 
@@ -183,10 +237,18 @@ def circular_conv_norm(kernel: Any, N: tuple[int, int],
   fails): still a certified bound, at most a factor sqrt(1 + rtol) above the
   exact norm, for a Cholesky instead of an eigensolver per frequency.
   """
+  check_finite(kernel, "circular_conv_norm: kernel")
   K = np.asarray(kernel, np.float64)
+  if K.ndim != 4:
+    raise ValueError(f"circular_conv_norm: kernel must be HWIO (kh, kw, C_in, "
+                     f"C_out), got shape {K.shape}.")
   (Nh, Nw), (sh, sw) = N, stride
   if Nh % sh or Nw % sw:
     raise ValueError(f"circular size {N} must be divisible by the stride {stride}.")
+  if not K.any():  # zero or empty (C_in or C_out = 0): exactly 0
+    return 0.0
+  scale = _pow2(K)
+  K = K / scale
   n = min(sh * sw * K.shape[2], K.shape[3])
   best, lam = 0.0, 0.0
   for G in _aliased_grams(K, N, stride):
@@ -195,4 +257,5 @@ def circular_conv_norm(kernel: Any, N: tuple[int, int],
     else:
       lam = max(lam, float(_top_eigs_lower(G).max()))
       best = max(best, _certified_max(G, lam * (1 + rtol), _margin(n)))
-  return math.sqrt(max(best, 0.0) / (sh * sw))
+  return certified(scale * math.sqrt(max(best, 0.0) / (sh * sw)),
+                   "circular_conv_norm")

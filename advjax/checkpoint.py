@@ -1,16 +1,23 @@
 """Checkpoints: a folder with `params.msgpack` (flax serialization) and `meta.json`.
 
-`meta.json` names the model (so `load` rebuilds it), λ, data, seed, errors and the
-code version. `load` checks every parameter's shape against the named model and
-says what differs, so a checkpoint of another model is never silently used.
+`meta.json` names the model (so `load` rebuilds it), λ, data, seed, errors, the
+code version and the sha256 of `params.msgpack`. `load` verifies the checksum (a
+flipped bit in a float would otherwise load silently), then checks every
+parameter's shape against the named model and says what differs, so a
+checkpoint of another model is never silently used. Checkpoints written before
+checksums existed load without the check.
+
+`atomic_write` (and `atomic_json`) is the package's one way to write a file.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import subprocess
+import tempfile
 from typing import Any
 
 import jax
@@ -23,6 +30,7 @@ from advjax import models
 PARAMS = "params.msgpack"
 META = "meta.json"
 REQUIRED = ("model", "num_params")  # what load needs from meta.json
+CHECKSUMS = "sha256"  # meta.json key: {file name: hex sha256}
 
 
 class CheckpointError(ValueError):
@@ -45,24 +53,74 @@ def code_version() -> str:
   return f"{__version__}+{sha}{'.dirty' if dirty else ''}" if sha else __version__
 
 
+def _umask() -> int:
+  """The process umask (read once, at import: setting it back is not atomic)."""
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+_UMASK = _umask()
+
+
 def atomic_write(path: str, data: bytes) -> None:
-  """Writes via a temporary file and rename, so an interrupt never leaves half."""
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+  """Writes `data` to `path` so that readers see the old file or the new one,
+  never half of it (an interrupt, a full disk, a crash).
+
+  A uniquely named temporary file in the same folder (so concurrent writers do
+  not share it, and the rename stays on one filesystem), flushed to disk, then
+  `os.replace`d over `path`; removed if anything fails before the rename.
+  """
+  if not isinstance(data, (bytes, bytearray, memoryview)):
+    raise TypeError(f"atomic_write({path!r}): data must be bytes, got "
+                    f"{type(data).__name__}; encode text with .encode().")
+  folder = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".",
+                             suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      # mkstemp makes the file 0600: give it the mode open() would have.
+      os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _json_default(x: Any) -> Any:
+  """numpy/JAX scalars and arrays as Python numbers and lists, other numbers
+  as floats, for json."""
+  if hasattr(x, "tolist"):
+    return x.tolist()
+  return float(x)  # raises TypeError/ValueError for anything else
+
+
+def atomic_json(path: str, obj: Any) -> None:
+  """`obj` as indented JSON (numpy values as numbers), by `atomic_write`."""
+  atomic_write(path, json.dumps(obj, indent=2, default=_json_default).encode())
+
+
+def sha256(data: bytes) -> str:
+  """Hex sha256 of `data`, as recorded in meta.json."""
+  return hashlib.sha256(data).hexdigest()
 
 
 def save(folder: str, model: models.Model, params: Any,
          meta: dict[str, Any] | None = None, dropout: float = 0.0) -> None:
-  """Writes params and metadata (model name, dropout, code version, ...)."""
+  """Writes params and metadata (model name, dropout, code version, sha256 of
+  the params file, ...); params first, so a folder with meta.json is whole."""
   os.makedirs(folder, exist_ok=True)
+  blob = serialization.to_bytes(jax.device_get(params))
+  # Set after the caller's meta, so a re-save of a loaded meta gets new values.
   meta = dict(meta or {}, model=model.name, dropout=dropout,
               num_params=models.num_params(params), code_version=code_version())
-  atomic_write(os.path.join(folder, PARAMS),
-                serialization.to_bytes(jax.device_get(params)))
-  atomic_write(os.path.join(folder, META),
-                json.dumps(meta, indent=2, default=float).encode())
+  meta[CHECKSUMS] = {PARAMS: sha256(blob)}
+  atomic_write(os.path.join(folder, PARAMS), blob)
+  atomic_json(os.path.join(folder, META), meta)
 
 
 def read_meta(folder: str) -> dict[str, Any]:
@@ -80,7 +138,22 @@ def read_meta(folder: str) -> dict[str, Any]:
   if missing:
     raise CheckpointError(f"{path} lacks the keys {missing}: it was not written by "
                           "advjax.checkpoint.save; re-save the checkpoint.")
+  sums = meta.get(CHECKSUMS, {})
+  if not (isinstance(sums, dict) and all(isinstance(v, str) for v in sums.values())):
+    raise CheckpointError(f"{path}: {CHECKSUMS!r} must map file names to hex "
+                          "digests; the file was edited by hand: re-save the checkpoint.")
   return meta
+
+
+def _verify(path: str, raw: bytes, meta: dict[str, Any]) -> None:
+  """Raises unless `raw` (the bytes of `path`) has the sha256 in meta.json.
+  Checkpoints from before checksums have none to verify."""
+  want = meta.get(CHECKSUMS, {}).get(os.path.basename(path))
+  if want is not None and sha256(raw) != want:
+    raise CheckpointError(
+        f"{path}: sha256 {sha256(raw)[:12]}… differs from {want[:12]}… in "
+        f"{META}: the file is damaged or not the one saved with it; re-copy the "
+        "checkpoint or retrain it.")
 
 
 def _check_shapes(template: Any, params: Any, where: str) -> None:
@@ -111,6 +184,7 @@ def load(folder: str, model: models.Model | None = None
     raise CheckpointError(f"{path} not found; the checkpoint is incomplete.")
   with open(path, "rb") as f:
     raw = f.read()
+  _verify(path, raw, meta)
   try:
     tree = serialization.msgpack_restore(raw)
   except Exception as e:  # msgpack raises several types for corrupt bytes.

@@ -1,10 +1,11 @@
 """The `advjax` command line: the one thin shell in the package that parses args.
 
-`advjax attack` runs the §4.1 attack (`advjax.attacks.lbfgs`) over a dataset
-split with `advjax.driver.run` (batched, sharded over all devices and
-processes, resumable) and writes one .npz. Every attack option of
-`attacks.AttackOptions` is a flag with the same default. Errors are one line
-on stderr and exit code 2; the whole job is checked before any attack runs.
+`advjax attack` runs the §4.1 attack (`advjax.attacks.lbfgs`, or with
+`--method ddn` DDN, `advjax.ddn.ddn`) over a dataset split with the job
+engine (`advjax.runs.driver`: batched, sharded over all devices and processes,
+resumable) and writes one .npz. Every attack option of `AttackOptions` and
+`DDNOptions` is a flag with the same default. Errors are one line on stderr
+and exit code 2; the whole job is checked before any attack runs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import sys
 import numpy as np
 
 from advjax import __version__
-from advjax.attacks import AttackOptions
+from advjax.attack.ddn import DDNOptions
+from advjax.attack.options import FLAT, PARTS, AttackOptions
 
 EXAMPLE = """example:
   advjax attack --checkpoint runs/models/seed0/FC100-100-10 --split test \\
@@ -27,9 +29,9 @@ EXAMPLE = """example:
   runs/adv-FC100.npz.parts/; with several hosts add --distributed)"""
 
 
-def _option_help() -> dict[str, str]:
-  """Per-field help, read from AttackOptions' docstring (written once there)."""
-  doc = AttackOptions.__doc__.split("Attributes:")[1]
+def _field_help(cls) -> dict[str, str]:
+  """Per-field help of a NamedTuple, read from its docstring (written once there)."""
+  doc = cls.__doc__.split("Attributes:")[1]
   out, name = {}, None
   for line in doc.splitlines():
     m = re.match(r"\s{4}(\w+): (.*)", line)
@@ -38,6 +40,12 @@ def _option_help() -> dict[str, str]:
     elif name and line.strip():
       out[name] += " " + line.strip()
   return {k: v.replace("%", "%%") for k, v in out.items()}  # argparse formats help
+
+
+def _option_help() -> dict[str, str]:
+  """Help of every flat attack option, from its part's docstring."""
+  helps = {part: _field_help(cls) for part, cls in PARTS.items()}
+  return {flat: helps[part][field] for flat, (part, field) in FLAT.items()}
 
 
 def _bool(s: str) -> bool:
@@ -50,15 +58,19 @@ def _bool(s: str) -> bool:
 
 def _add_attack_options(a: argparse.ArgumentParser) -> None:
   """One flag per AttackOptions field, its default and help from the class."""
-  g = a.add_argument_group("attack options (advjax.attacks.AttackOptions)")
+  g = a.add_argument_group("L-BFGS attack options (advjax.attacks.AttackOptions)")
   helps = _option_help()
-  for field, default in zip(AttackOptions._fields, AttackOptions()):
+  for field, default in AttackOptions().flat().items():
     flag = "--" + field.replace("_", "-")
     if isinstance(default, bool):
       g.add_argument(flag, type=_bool,
                      default=default, metavar="BOOL", help=helps[field])
     else:
       g.add_argument(flag, type=type(default), default=default, help=helps[field])
+  d = a.add_argument_group("DDN options, with --method ddn (advjax.ddn.DDNOptions)")
+  for field, default in DDNOptions()._asdict().items():
+    d.add_argument("--ddn-" + field.replace("_", "-"), dest="ddn_" + field,
+                   type=type(default), default=default, help=_field_help(DDNOptions)[field])
 
 
 class _Format(argparse.ArgumentDefaultsHelpFormatter,
@@ -76,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
   a = sub.add_parser("attack", help="box-constrained L-BFGS attack on a dataset split",
                      description="The §4.1 attack over a dataset split, resumable.",
                      epilog=EXAMPLE, formatter_class=lambda prog: fmt(prog, width=100))
+  a.add_argument("--method", default="lbfgs", choices=("lbfgs", "ddn"),
+                 help="the paper's box-constrained L-BFGS attack, or DDN alone")
   a.add_argument("--checkpoint", required=True,
                  help="model folder written by advjax.checkpoint.save")
   a.add_argument("--output", required=True, help=".npz file to write")
@@ -119,6 +133,9 @@ def _check_args(args: argparse.Namespace, n_split: int) -> None:
   """Refuses a job that cannot run, before any attack."""
   if args.batch_size < 1:
     raise UsageError(f"--batch-size {args.batch_size}: must be >= 1.")
+  if args.stop_after is not None and args.stop_after < 0:
+    raise UsageError(f"--stop-after {args.stop_after}: must be >= 0 (omit it for all batches).")
+
   if args.n is not None and args.n < 1:
     raise UsageError(f"--n {args.n}: must be >= 1 (omit it for the whole split).")
   if not 0 <= args.start < n_split:
@@ -145,13 +162,36 @@ def _distributed(args: argparse.Namespace) -> None:
   jax.distributed.initialize(**kw)
 
 
+def _job(args: argparse.Namespace, targeted: bool, key):
+  """The engine's job for --method, its options checked and named by flag."""
+  from advjax.runs import jobs  # pylint: disable=import-outside-toplevel
+  try:
+    if args.method == "ddn":
+      if args.targets == "logits":
+        raise UsageError("--method ddn takes --targets random (targeted) or all "
+                         "(untargeted, away from the label).")
+      return jobs.ddn(DDNOptions(**{f: getattr(args, "ddn_" + f) for f in DDNOptions._fields}),
+                      targeted=targeted)
+    opts = AttackOptions(**{f: getattr(args, f) for f in FLAT})
+    return jobs.attack(opts, targeted=targeted, untargeted=args.targets, key=key)
+  except UsageError:
+    raise
+  except ValueError as e:  # "maxiter=0: must be >= 1." -> "--maxiter 0: must be >= 1."
+    prefix = "--ddn-" if args.method == "ddn" else "--"
+    raise UsageError(re.sub(r"^(\w+)=", lambda m: prefix + m.group(1).replace("_", "-") + " ",
+                            str(e))) from e
+
+
 def attack(args: argparse.Namespace) -> int:
-  """`advjax attack`: load, pick examples and targets, run the driver, save."""
+  """`advjax attack`: load, pick examples and targets, run the engine, save."""
+  _check_distributed_flags(args)
   if args.distributed:
     _distributed(args)
   import jax  # pylint: disable=import-outside-toplevel
-  from advjax import attacks, checkpoint, data, driver, models  # pylint: disable=import-outside-toplevel
-  opts = AttackOptions(**{f: getattr(args, f) for f in AttackOptions._fields}).check()
+  from advjax import attacks, checkpoint, data, inputs, models  # pylint: disable=import-outside-toplevel
+  from advjax.runs import driver  # pylint: disable=import-outside-toplevel
+  key = jax.random.PRNGKey(args.seed)
+  job = _job(args, args.targets == "random", key)
   model, params, _ = checkpoint.load(args.checkpoint)
   ds = data.load(args.dataset, args.split, args.data_dir)
   _check_args(args, len(ds.y))
@@ -162,15 +202,15 @@ def attack(args: argparse.Namespace) -> int:
     if not len(index):
       raise UsageError(f"no example in [{args.start}, {stop}) is classified correctly.")
   x, y = ds.x[index], ds.y[index]
-  key = jax.random.PRNGKey(args.seed)
   target = None
   if args.targets == "random":
     target = np.asarray(attacks.random_targets(key, y, model.num_classes))
   work = args.work_dir or args.output + ".parts"
-  res = driver.run((model.apply, params), x, target, work, bounds=tuple(args.bounds),
-                   options=opts, label=y, index=index, batch_size=args.batch_size,
-                   stop_after=args.stop_after, progress=not args.no_progress,
-                   untargeted=args.targets if target is None else "all")
+  pb = inputs.problem((model.apply, params), x, tuple(args.bounds), target=target, label=y,
+                      check_logits=False)
+  res = driver.execute(job, pb, work, index=index, batch_size=args.batch_size,
+                       stop_after=args.stop_after, progress=not args.no_progress,
+                       key=key if job.identity.get("untargeted") == "random" else None)
   if jax.process_index() != 0:  # process 0 holds the parts and reports
     return 0
   if not driver.is_complete(work):
@@ -179,10 +219,21 @@ def attack(args: argparse.Namespace) -> int:
     return 0
   driver.save(args.output, res)
   ok = res["success"].astype(bool)
-  print(json.dumps(dict(output=args.output, n=int(len(ok)), success=float(ok.mean()),
+  print(json.dumps(dict(output=args.output, method=args.method, n=int(len(ok)),
+                        success=float(ok.mean()),
                         mean_distortion_of_successes=float(res["distortion"][ok].mean())
                         if ok.any() else None)))
   return 0
+
+
+def _check_distributed_flags(args: argparse.Namespace) -> None:
+  """--coordinator, --num-processes and --process-id mean nothing without --distributed."""
+  given = [f for f, v in (("--coordinator", args.coordinator),
+                          ("--num-processes", args.num_processes),
+                          ("--process-id", args.process_id)) if v is not None]
+  if given and not args.distributed:
+    raise UsageError(f"{', '.join(given)} given without --distributed; add --distributed "
+                     "to run as one process of a multi-process job.")
 
 
 def main(argv: list[str] | None = None) -> int:

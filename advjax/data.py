@@ -10,12 +10,16 @@ IDX files do not say which dataset they hold, so each dataset has its own
 variable: MNIST's folder is never read as Fashion-MNIST.
 
 A folder that is given but broken is an error, never a silent fallback to TFDS.
+Nor does TFDS get to retry a download for minutes without a network: when the
+dataset is not in its cache, a 3 s connection probe of its download host comes
+first, and failing it is an error that says which folder to pass.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import socket
 import struct
 from typing import NamedTuple
 
@@ -28,6 +32,9 @@ DATASETS = ("mnist", "fashion_mnist")
 SPLITS = ("train", "test")
 _PREFIX = {"train": "train", "test": "t10k"}
 _MAGIC = {"images": 0x00000803, "labels": 0x00000801}
+# Where TFDS's builders download each dataset from.
+TFDS_HOSTS = {"mnist": ("storage.googleapis.com", 443),
+              "fashion_mnist": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80)}
 
 
 class DataError(ValueError):
@@ -89,20 +96,44 @@ def _load_idx(folder: str, split: str) -> Dataset:
                  lb.astype(np.int32))
 
 
+def network_reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+  """Whether a TCP connection to host:port opens within `timeout` seconds."""
+  try:
+    socket.create_connection((host, port), timeout=timeout).close()
+    return True
+  except OSError:  # DNS failure, refused, unreachable, timed out
+    return False
+
+
+def _tfds_prepared(tfds, name: str) -> bool:
+  """Whether TFDS has `name` in its local cache (so no download is needed)."""
+  try:
+    return bool(tfds.builder(name).is_prepared())
+  except Exception:  # pylint: disable=broad-except  # unknown: let load decide
+    return False
+
+
 def _load_tfds(name: str, split: str) -> Dataset:
   """Loads one split through tensorflow-datasets (needs the network once)."""
+  var = ENV_VARS[name]
   try:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise DataError(f"No data folder given (argument or {ENV_VAR}) and "
-                    "tensorflow-datasets is not installed: set "
-                    f"{ENV_VAR} to a folder of the four IDX files, or "
+    raise DataError(f"No data folder given for {name} (data_dir=... or {var}) "
+                    "and tensorflow-datasets is not installed: set "
+                    f"{var} to a folder of the four IDX files, or "
                     "pip install 'advjax[tfds]'.") from e
+  host, port = TFDS_HOSTS[name]
+  # Without a network, TFDS retries the download for minutes before failing.
+  if not _tfds_prepared(tfds, name) and not network_reachable(host, port):
+    raise DataError(f"No data folder given for {name}, it is not in the "
+                    f"tensorflow-datasets cache and {host} is unreachable: set "
+                    f"{var} or pass data_dir= a folder of the four IDX files.")
   try:
     ds = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1))
   except Exception as e:  # TFDS raises many types; all mean the same here.
     raise DataError(f"tensorflow-datasets could not load {name}/{split} ({e}). "
-                    f"Set {ENV_VAR} to a folder of the four IDX files.") from e
+                    f"Set {var} to a folder of the four IDX files.") from e
   return Dataset((ds["image"] / np.float32(255)).astype(np.float32),
                  ds["label"].astype(np.int32))
 

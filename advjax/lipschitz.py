@@ -13,7 +13,7 @@ module gives L_k for every layer kind in `advjax.models`:
 
 `layer_bounds` walks a `Model` and returns the Table 5 rows and the product;
 `empirical_lower_bound` measures how loose that product is on data. The
-operator-norm functions are re-exported here for callers of the old module.
+operator norms themselves live in `advjax.spectral`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from advjax.spectral import (  # noqa: F401  (re-exported)
-    NormResult, circular_conv_norm, conv_fn, conv_norm, conv_padding,
-    as_pair, dense_norm, gram_upper, operator_norm)
+from advjax.certificates import certified
+from advjax.spectral import as_pair, conv_norm, conv_padding, dense_norm
 
 
 # ----------------------------------------------------------------------------
@@ -138,13 +137,16 @@ class NetworkBounds(NamedTuple):
 
 
 def _linear_row(L, params, shape, options) -> LayerBound:
-  """Row of a dense or conv layer."""
+  """Row of a dense or conv layer; errors (NaN/inf weights, ...) name it."""
   W = np.asarray(params[L.name]["kernel"])
-  if L.kind == "dense":
-    r, size, stride = dense_norm(W, **options), f"{W.shape[0]}×{W.shape[1]}", None
-  else:
-    r = conv_norm(W, shape, L.stride, L.padding, **options)
-    size, stride = "×".join(str(v) for v in (W.shape[2],) + W.shape[:2] + W.shape[3:]), L.stride
+  try:
+    if L.kind == "dense":
+      r, size, stride = dense_norm(W, **options), f"{W.shape[0]}×{W.shape[1]}", None
+    else:
+      r = conv_norm(W, shape, L.stride, L.padding, **options)
+      size, stride = "×".join(str(v) for v in (W.shape[2],) + W.shape[:2] + W.shape[3:]), L.stride
+  except ValueError as e:  # same type, so callers can still catch NonFiniteError
+    raise type(e)(f"layer {L.name!r} ({L.kind}): {e}") from e
   up = r.upper if r.upper is not None else r.estimate
   return LayerBound(L.name, L.kind, size, stride, shape, up, r.estimate,
                     r.upper is not None, r.iterations, r.seconds,
@@ -196,7 +198,9 @@ def layer_bounds(model, params, input_shape: Sequence[int] | None = None,
            else _analytic_row(L, shape))
     rows.append(row)
     shape = jax.eval_shape(lambda v, n=L.name: model.features(params, v, n), x).shape[1:]
-  return NetworkBounds(tuple(rows), math.prod(r.bound for r in rows),
+  # Every row is finite, but a deep product can still overflow: never inf.
+  return NetworkBounds(tuple(rows),
+                       certified(math.prod(r.bound for r in rows), "layer_bounds product"),
                        math.prod(r.estimate for r in rows),
                        all(r.certified for r in rows))
 

@@ -17,6 +17,9 @@ numbers bracket ‖W‖₂:
     norm is max_ξ ‖A(ξ)‖ / sqrt(Δ_h Δ_w), A(ξ) stacking the Δ_h·Δ_w aliased
     frequencies of the kernel's DFT. (The paper prints the factor as Δ⁻²;
     1/Δ is what matches a dense SVD, see BUILD_NOTES.md §5.)
+
+NaN/inf weights are refused (`certificates.NonFiniteError`, naming the
+argument); zero and empty operators get the exact answer 0 for both numbers.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ import numpy as np
 import optax
 from scipy.sparse import linalg as sla
 
-from advjax.certificates import (  # noqa: F401  (re-exported)
-    cholesky_upper, circular_conv_norm, gram_upper)
+from advjax import certificates
+from advjax.certificates import NonFiniteError, check_finite, certified
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -92,6 +95,9 @@ def _linear_ops(fn, input_shape, dtype, rng, args, check: bool = True):
   u, w = jnp.asarray(rng.standard_normal((2, n)), dtype)
   fj = jax.jit(f)
   fu, fw, f0 = fj(u, args), fj(w, args), fj(jnp.zeros(n, dtype), args)
+  if not (jnp.isfinite(fu).all() and jnp.isfinite(f0).all()):
+    raise NonFiniteError("fn gives NaN/inf on a finite input: the weights it "
+                         "closes over are non-finite (or overflow); fix them.")
   scale = jnp.linalg.norm(fu) + jnp.linalg.norm(fw) + 1e-30
   if jnp.linalg.norm(f0) > 1e-6 * scale:
     raise ValueError("fn(0) ≠ 0: fn is affine (has a bias?); pass its linear part.")
@@ -133,7 +139,17 @@ def _estimate(gram, dim, dtype, args, method, tol, max_iters, ncv, rng):
     calls[0] += 1
     return np.asarray(gj(jnp.asarray(v, dtype), args), np.float64)
 
-  if method == "lanczos":
+  w0 = np.asarray(gj(jnp.asarray(v0, dtype), args), np.float64)  # not counted
+  if not np.isfinite(w0).all():
+    raise NonFiniteError(f"WᵀW overflows {jnp.dtype(dtype).name} at a unit "
+                         "vector: the weights are too large; rescale them or "
+                         "use float64.")
+  if not w0.any():
+    # v0 is in the null space: for a random v0, the operator is (almost
+    # surely) zero. ARPACK and power iteration would fail or give NaN
+    # (0/0); the Rayleigh quotient at v0, 0, is still a valid lower bound.
+    y = v0
+  elif method == "lanczos":
     y = _eigsh_top(host_mv, dim, v0, tol, max_iters, ncv)
   else:
     run = jax.jit(lambda v, a: optax.power_iteration(
@@ -145,6 +161,9 @@ def _estimate(gram, dim, dtype, args, method, tol, max_iters, ncv, rng):
   y /= np.linalg.norm(y)
   w = host_mv(y)
   lam = float(y @ w)
+  if not math.isfinite(lam):
+    raise NonFiniteError(f"the Rayleigh quotient came out {lam} in "
+                         f"{jnp.dtype(dtype).name}: rescale the weights or use float64.")
   res = float(np.linalg.norm(w - lam * y) / max(lam, 1e-300))
   return lam, res, (calls[0] if method == "lanczos" else 0)
 
@@ -186,8 +205,14 @@ def operator_norm(fn: Callable, input_shape: Sequence[int], *,
   Returns:
     NormResult; `upper` is None when the operator is too big to certify here
     (use `conv_norm` / `dense_norm`, which have structured certificates).
+    Empty operators (no inputs or no outputs) give exactly 0.
+
+  Raises:
+    NonFiniteError: an array in `args` (or the map's output) is NaN/inf.
   """
   t0 = time.time()
+  for i, a in enumerate(jax.tree_util.tree_leaves(args)):
+    check_finite(a, f"operator_norm: args[{i}]")
   input_shape = tuple(int(d) for d in input_shape)
   dtype = _check_dtype(dtype)
   tol = (1e-5 if dtype == jnp.float32 else 1e-9) if tol is None else tol
@@ -197,6 +222,8 @@ def operator_norm(fn: Callable, input_shape: Sequence[int], *,
     rng = np.random.RandomState(seed)
     f, fT, m = _linear_ops(fn, input_shape, dtype, rng, args, check_linear)
     n = math.prod(input_shape)
+    if min(m, n) == 0:  # a map from or to nothing: ‖W‖ = 0 exactly
+      return _exact_zero(method, certify, t0)
     # Iterate on the smaller side: ‖WᵀW‖ = ‖WWᵀ‖, shorter vectors.
     gram = ((lambda y, a: f(fT(y, a), a)) if m < n else
             (lambda v, a: fT(f(v, a), a)))
@@ -205,9 +232,23 @@ def operator_norm(fn: Callable, input_shape: Sequence[int], *,
     est = math.sqrt(max(lam, 0.0))
     upper, how = None, None
     if certify and max(n, m) <= dense_limit:
-      upper = gram_upper(_dense_matrix(f, n, dtype, args), est, gram_rtol)
+      upper = certificates.gram_upper(_dense_matrix(f, n, dtype, args), est,
+                                      gram_rtol)
       how = "gram"
-  return NormResult(est, upper, int(it), res, method, how, time.time() - t0)
+  return _result(est, upper, int(it), res, method, how, t0)
+
+
+def _result(est, upper, it, res, method, how, t0) -> NormResult:
+  """The NormResult, after checking that its bounds are finite (never NaN)."""
+  est = certified(est, f"{method} estimate")
+  upper = None if upper is None else certified(upper, f"{how} upper bound")
+  return NormResult(est, upper, it, res, method, how, time.time() - t0)
+
+
+def _exact_zero(method: str, certify: bool, t0: float) -> NormResult:
+  """The norm of a zero or empty operator: 0, exactly (no iteration)."""
+  return NormResult(0.0, 0.0 if certify else None, 0, 0.0, method,
+                    "exact" if certify else None, time.time() - t0)
 
 
 # ----------------------------------------------------------------------------
@@ -311,6 +352,7 @@ def conv_norm(kernel_hwio: Any, input_hwc: Sequence[int], stride=1,
     NormResult.
   """
   t0 = time.time()
+  check_finite(kernel_hwio, "conv_norm: kernel_hwio")
   K = np.asarray(kernel_hwio)
   s, d = as_pair(stride, "stride"), as_pair(dilation, "dilation")
   circ = isinstance(padding, str) and padding.upper() == "CIRCULAR"
@@ -322,6 +364,8 @@ def conv_norm(kernel_hwio: Any, input_hwc: Sequence[int], stride=1,
     if n + p[0] + p[1] < k or (circ and k > n):
       raise ValueError(f"input {hw} with padding {pads} is smaller than the "
                        f"(dilated) kernel {keff}: the conv has no output.")
+  if not K.any():  # zero or empty kernel: the zero map
+    return _exact_zero(options.get("method", "lanczos"), certify, t0)
   options.setdefault("check_linear", False)
   r = operator_norm(conv_fn(K, s, padding, d, hw), tuple(input_hwc),
                     certify=certify, args=(jnp.asarray(K),), **options)
@@ -335,10 +379,11 @@ def conv_norm(kernel_hwio: Any, input_hwc: Sequence[int], stride=1,
     if N is not None:
       # Exact eigenvalues for small Gram sides, Cholesky screening for big.
       n = min(s[0] * s[1] * K.shape[2], K.shape[3])
-      b = circular_conv_norm(_dilate(K, d), N, s, None if n <= 64 else 1e-4)
+      b = certificates.circular_conv_norm(_dilate(K, d), N, s,
+                                          None if n <= 64 else 1e-4)
       if upper is None or b < upper:
         upper, how = b, f"fft-N={N[0]}x{N[1]}"
-  return r._replace(upper=upper, upper_method=how, seconds=time.time() - t0)
+  return _result(r.estimate, upper, r.iterations, r.residual, r.method, how, t0)
 
 
 def dense_norm(W: Any, *, certify: bool = True, gram_rtol: float = 1e-4,
@@ -351,16 +396,19 @@ def dense_norm(W: Any, *, certify: bool = True, gram_rtol: float = 1e-4,
   which for a matrix converges to the exact norm.
   """
   t0 = time.time()
+  check_finite(W, "dense_norm: W")
   W = np.asarray(W)
   if W.ndim != 2:
     raise ValueError(f"W must be a matrix (in, out), got shape {W.shape}.")
+  if not W.any():  # zero or empty (in or out = 0): the zero map
+    return _exact_zero(options.get("method", "lanczos"), certify, t0)
   fn = lambda x, w: jnp.dot(x, w.astype(x.dtype), precision=HIGHEST)
   options.setdefault("check_linear", False)
   r = operator_norm(fn, W.shape[:1], certify=False, args=(jnp.asarray(W),),
                     **options)
   upper, how = None, None
   if certify:
-    upper, how = cholesky_upper(W, r.estimate, gram_rtol), "cholesky"
+    upper, how = certificates.cholesky_upper(W, r.estimate, gram_rtol), "cholesky"
     if upper is None:
-      upper, how = gram_upper(W, r.estimate, gram_rtol), "gram"
-  return r._replace(upper=upper, upper_method=how, seconds=time.time() - t0)
+      upper, how = certificates.gram_upper(W, r.estimate, gram_rtol), "gram"
+  return _result(r.estimate, upper, r.iterations, r.residual, r.method, how, t0)

@@ -87,13 +87,8 @@ def make_optimizer(cfg: TrainConfig, params, n: int = 0
 
 
 def error_rate(model: models.Model, params, x, y, batch_size: int = 500) -> float:
-  """Alias of `models.error_rate` (kept for advjax.cli)."""
+  """`models.error_rate`: the per-epoch error of `train`'s eval_sets."""
   return models.error_rate(model, params, x, y, batch_size)
-
-
-def predict(model: models.Model, params, x, batch_size: int = 500) -> np.ndarray:
-  """Alias of `models.predict` (kept for advjax.cli)."""
-  return models.predict(model, params, x, batch_size)
 
 
 class ExtraLoss(NamedTuple):
@@ -243,8 +238,7 @@ def _save_state(folder: str, state) -> None:
     tree["extra"] = xstate
   blob = serialization.to_bytes(tree)
   checkpoint.atomic_write(os.path.join(folder, STATE), blob)
-  checkpoint.atomic_write(os.path.join(folder, "history.json"),
-                          json.dumps(history).encode())
+  checkpoint.atomic_json(os.path.join(folder, "history.json"), history)
 
 
 def _restore(folder: str, state):

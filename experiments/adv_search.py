@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from advjax import advtrain
+from experiments import common, tables
+from experiments.configs import adv_search as config
 
-from advjax import advtrain  # noqa: E402
-from experiments import common, tables  # noqa: E402
-from experiments.configs import adv_search as config  # noqa: E402
+markdown = tables.adv_search  # results.md
 
 
 def run_cell(cfg: config.Config, v, tr, te, folder: str) -> dict:
@@ -43,16 +41,16 @@ def run(cfg: config.Config, workdir: str) -> dict:
   def results():
     return {"cells": rows, "n_cells": len(names), "seed": cfg.seeds[0],
             "model": cfg.model, "n_train_used": len(tr.x)}
-  for v in (v for v in cfg.cells if v.name in names):
+  cells = [v for v in cfg.cells if v.name in names]
+  for v in common.save_each(cells, workdir, cfg, config, markdown, results):
     folder = os.path.join(cfg.runs_dir, "adv_search", f"seed{cfg.seeds[0]}",
                           v.name.replace(" ", "_"))
     rows.append(run_cell(cfg, v, tr, te, folder))
-    common.save_results(workdir, cfg, results(), tables.adv_search, config.TITLE)
   return results()
 
 
 def main(argv=None) -> dict:
-  return common.main(run, config, argv, markdown=tables.adv_search)
+  return common.main(run, config, argv, markdown=markdown)
 
 
 if __name__ == "__main__":

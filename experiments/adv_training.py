@@ -7,14 +7,12 @@ per epoch, pools included) and is loaded once its checkpoint exists.
 from __future__ import annotations
 
 import os
-import sys
 
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from advjax import advtrain
+from experiments import common, tables
+from experiments.configs import adv_training as config
 
-from advjax import advtrain  # noqa: E402
-from experiments import common, tables  # noqa: E402
-from experiments.configs import adv_training as config  # noqa: E402
+markdown = tables.adv_training  # results.md
 
 FIELDS = ("test_err", "success", "mean_distortion", "train_seconds")
 
@@ -27,20 +25,19 @@ def run(cfg: config.Config, workdir: str) -> dict:
   def results():
     return {"rows": rows, "summary": common.summarize_rows(rows, "variant", FIELDS),
             "seeds": list(cfg.seeds), "model": cfg.model, "n_train_used": len(tr.x)}
-  for s in cfg.seeds:
-    for v in (v for v in cfg.variants if v.name in names):
-      v_s, tc = advtrain.seeded(v, cfg.train, s)
-      folder = os.path.join(cfg.runs_dir, "advtrain", f"seed{s}", v.name.replace(" ", "_"))
-      model, params, meta = advtrain.fit(cfg.model, v_s, tr, tc, folder, cfg.progress)
-      ev = advtrain.evaluate(model, params, te, cfg.n_eval, cfg.seed, cfg.eval_attack,
-                             os.path.join(folder, "adv_eval"), cfg.progress)
-      rows.append(dict(variant=v.name, seed=s, train_seconds=meta["train_seconds"], **ev))
-      common.save_results(workdir, cfg, results(), tables.adv_training, config.TITLE)
+  items = [(s, v) for s in cfg.seeds for v in cfg.variants if v.name in names]
+  for s, v in common.save_each(items, workdir, cfg, config, markdown, results):
+    v_s, tc = advtrain.seeded(v, cfg.train, s)
+    folder = os.path.join(cfg.runs_dir, "advtrain", f"seed{s}", v.name.replace(" ", "_"))
+    model, params, meta = advtrain.fit(cfg.model, v_s, tr, tc, folder, cfg.progress)
+    ev = advtrain.evaluate(model, params, te, cfg.n_eval, cfg.seed, cfg.eval_attack,
+                           os.path.join(folder, "adv_eval"), cfg.progress)
+    rows.append(dict(variant=v.name, seed=s, train_seconds=meta["train_seconds"], **ev))
   return results()
 
 
 def main(argv=None) -> dict:
-  return common.main(run, config, argv, markdown=tables.adv_training)
+  return common.main(run, config, argv, markdown=markdown)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from advjax import attacks, checkpoint, ddn, models, reference, train
+from experiments import common, tables
+from experiments.configs import bench_attack as config
 
-from advjax import attacks, checkpoint, ddn, models, reference, train  # noqa: E402
-from experiments import common, tables  # noqa: E402
-from experiments.configs import bench_attack as config  # noqa: E402
+markdown = tables.bench_attack  # results.md
 
 
 def timed(f):
@@ -174,12 +172,13 @@ def run(cfg: config.Config, workdir: str) -> dict:
   kind = "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else "cpu"
   sizes = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else v)
            for k, v in config.SIZES[kind].items()}
-  tr, te = common.load_mnist(cfg)
+  tr, te = common.load_data(cfg)
   out = {"device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
          "jax": jax.__version__, "python": platform.python_version(),
          "sizes": sizes, "loadavg_start": os.getloadavg(), "workloads": {},
          "n_train_used": len(tr.x)}
-  for w in cfg.workloads:
+  # each workload's rows as it ends, so a run stopped at a time limit keeps them
+  for w in common.save_each(cfg.workloads, workdir, cfg, config, markdown, lambda: out):
     t0 = time.perf_counter()
     if w == "mlp":
       rows = mnist_rows(w, *_mlp(cfg, tr), te, cfg, sizes, with_ref=True)
@@ -193,8 +192,6 @@ def run(cfg: config.Config, workdir: str) -> dict:
       raise ValueError(f"workload {w!r}: choose from mlp, conv, alexnet.")
     out["workloads"][w] = {"rows": rows, "ratios": ratios(rows, cfg),
                            "wall_s": time.perf_counter() - t0}
-    # each workload as it ends, so a run stopped at a time limit keeps what it did
-    common.save_results(workdir, cfg, dict(out, complete=False), tables.bench, config.TITLE)
   out["loadavg_end"] = os.getloadavg()
   return out
 
@@ -230,7 +227,7 @@ def ratios(rows: dict, cfg) -> dict:
 
 
 def main(argv=None) -> dict:
-  return common.main(run, config, argv, markdown=tables.bench)
+  return common.main(run, config, argv, markdown=markdown)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 """The one experiment harness: config type, flags, overrides, JSON and Markdown.
 
-Every experiment is `run(cfg, workdir) -> results` plus a thin `main`:
+Every experiment is a module `experiments/<name>.py` with its config in
+`experiments/configs/<name>.py`, run as `python -m experiments.<name>`: it is
+`run(cfg, workdir) -> results`, a `markdown(results, cfg)` and a thin `main`:
 
     def main(argv=None):
-      return common.main(run, config, argv, markdown=tables.table1)
+      return common.main(run, config, argv, markdown=markdown)
 
 `main` parses `--quick`, `--config.FIELD=VALUE` (dotted paths into nested
 dataclasses and NamedTuples, coerced to the field's type), `--only NAME...`
 and `--workdir`, then `execute` writes config.json (the config, a command that
 reproduces the run as written, the code version), calls `run`, and writes
-results.json and results.md (a QUICK run says so at the top). Tests and
-`reproduce.py` call `run` or `execute` directly, never argv strings.
+results.json and results.md (a QUICK run says so at the top). A run over
+several items (cells, models, seeds, steps) loops with `save_each`, which
+writes the results so far after each item. Tests and `reproduce.py` call
+`run` or `execute` directly, never argv strings.
 
 Where results go (so that no README command changes a tracked file):
 experiments/results/<name>/ for a full run of the committed config (any
@@ -25,16 +29,16 @@ import argparse
 import dataclasses
 import datetime
 import hashlib
-import inspect
 import json
 import os
 import shlex
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from advjax import checkpoint, options
+from advjax import checkpoint
+from advjax.runs import identity
 # Re-exported: the harness's override API lives in overrides.py.
 from experiments.overrides import (coerce, diff, fields, format_value,  # noqa: F401
                                   is_record, override)
@@ -89,17 +93,14 @@ def base(quick: bool) -> dict:
   return {"quick": quick, "runs_dir": os.path.join("runs", "quick") if quick else "runs"}
 
 
-def command(script: str, config_module, cfg: ExperimentConfig,
-            workdir: str | None = None) -> str:
-  """A command line that reproduces `cfg` exactly, as written.
-
-  `script` is the file under experiments/ (e.g. 'table1'); the results folder
-  name is the config module's.
-  """
+def command(config_module, cfg: ExperimentConfig, workdir: str | None = None) -> str:
+  """A command line that reproduces `cfg` exactly, as written:
+  `python -m experiments.<name> ...` (the config module's name)."""
   env = ""
   if cfg.data_dir is None and os.environ.get("ADVJAX_DATA_DIR"):
     env = "ADVJAX_DATA_DIR=" + shlex.quote(os.environ["ADVJAX_DATA_DIR"]) + " "
-  parts = ["python", f"experiments/{script}.py"] + (["--quick"] if cfg.quick else [])
+  parts = ["python", "-m", f"experiments.{name_of(config_module)}"]
+  parts += ["--quick"] if cfg.quick else []
   for path, v in diff(config_module.get_config(cfg.quick), cfg):
     if path == "only":
       parts += ["--only", *map(shlex.quote, v)]
@@ -188,21 +189,28 @@ def save_results(workdir: str, cfg: ExperimentConfig, results: dict,
   checkpoint.atomic_write(os.path.join(workdir, "results.md"), text.encode())
 
 
-def write_run_config(workdir: str, script: str, config_module, cfg, extra=None) -> None:
+def save_each(items: Iterable, workdir: str, cfg: ExperimentConfig, config_module,
+              markdown: Callable, results: Callable[[], dict]) -> Iterator:
+  """Yields every item (cell, model, seed, step); once the loop's body has
+  handled one, writes `results()` so far (marked incomplete: `execute` writes
+  the complete ones), so that an interrupt loses one item at most."""
+  for item in items:
+    yield item
+    save_results(workdir, cfg, dict(results(), complete=False), markdown,
+                 config_module.TITLE)
+
+
+def write_run_config(workdir: str, config_module, cfg, extra=None) -> None:
   """config.json: the config, the command that reproduces it, the code version."""
   dump_json(os.path.join(workdir, "config.json"),
-            dict({"config": cfg, "command": command(script, config_module, cfg, workdir),
+            dict({"config": cfg, "command": command(config_module, cfg, workdir),
                   "code_version": checkpoint.code_version()}, **(extra or {})))
 
 
 def name_of(config_module) -> str:
-  """An experiment's name: its config module's (configs/table1.py: 'table1')."""
+  """An experiment's name: its config module's, which is its script's
+  (configs/table1.py: 'table1', run as `python -m experiments.table1`)."""
   return config_module.__name__.rsplit(".", 1)[-1]
-
-
-def script_of(run: Callable) -> str:
-  """The experiments/ script that defines `run` (also when run as __main__)."""
-  return os.path.splitext(os.path.basename(inspect.getfile(run)))[0]
 
 
 def is_complete(workdir: str, cfg: ExperimentConfig) -> bool:
@@ -219,12 +227,11 @@ def is_complete(workdir: str, cfg: ExperimentConfig) -> bool:
 def execute(run: Callable, config_module, cfg: ExperimentConfig,
             workdir: str | None = None, *, markdown: Callable) -> dict:
   """Writes config.json, calls `run(cfg, workdir)`, writes the results."""
-  script = script_of(run)
   workdir = workdir or default_workdir(config_module, cfg)
-  write_run_config(workdir, script, config_module, cfg)
+  write_run_config(workdir, config_module, cfg)
   results = run(cfg, workdir)
   # The training-set size is known once the data is loaded: record it too.
-  write_run_config(workdir, script, config_module, cfg,
+  write_run_config(workdir, config_module, cfg,
                    {"n_train_used": results.get("n_train_used")})
   results = dict(results, complete=True)
   save_results(workdir, cfg, results, markdown, config_module.TITLE)
@@ -238,7 +245,7 @@ def parse_flags(argv: list[str] | None, config_module, doc: str | None = None):
       description=doc or config_module.__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog="--config.FIELD=VALUE overrides a config field (dotted paths into "
-             f"nested ones, e.g. --config.attack.maxiter=50); fields: {fields_help}.")
+             f"nested ones, e.g. --config.attack.solve.maxiter=50); fields: {fields_help}.")
   p.add_argument("--quick", action="store_true", help="seconds-sized run")
   p.add_argument("--only", nargs="+", default=None, help="a partial run of these rows")
   p.add_argument("--workdir", default=None, help="results folder")
@@ -283,24 +290,21 @@ def load_data(cfg: ExperimentConfig):
   return tr, te
 
 
-load_mnist = load_data  # the name the benchmark uses
-
-
 def load_model(cfg: ExperimentConfig, seed: int, folder: str):
-  """(model, params, meta) of a checkpoint trained by train_models.py."""
+  """(model, params, meta) of a checkpoint trained by experiments.train_models."""
   path = os.path.join(cfg.models_dir(seed), folder)
   if not os.path.exists(os.path.join(path, checkpoint.META)):
     raise checkpoint.CheckpointError(
-        f"{path} holds no trained model; train it first: python "
-        f"experiments/train_models.py{' --quick' if cfg.quick else ''} "
+        f"{path} holds no trained model; train it first: python -m "
+        f"experiments.train_models{' --quick' if cfg.quick else ''} "
         f"--config.seeds={format_value(cfg.seeds)}")
   return checkpoint.load(path)
 
 
 def _attack_key(attack):
   """The attack options as cached: fields added later at their old behaviour are
-  left out (`advjax.options.identity`), so existing caches stay found."""
-  return attack if attack is None else options.identity(attack)
+  left out (`advjax.runs.identity`), so existing caches stay found."""
+  return attack if attack is None else identity.options(attack)
 
 
 def cache_dir(cfg: ExperimentConfig, table: str, seed: int, model: str,

@@ -7,17 +7,15 @@ Adversarial sets (on test images, models of the first seed) are cached in
 from __future__ import annotations
 
 import os
-import sys
 
 import jax
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from advjax import models, protocol
+from experiments import common, plots, tables
+from experiments.configs import figures as config
 
-from advjax import models, protocol  # noqa: E402
-from experiments import common, plots, tables  # noqa: E402
-from experiments.configs import figures as config  # noqa: E402
+markdown = tables.figures  # results.md
 
 
 def examples(cfg: config.Config, te, name: str) -> dict:
@@ -60,7 +58,7 @@ def run(cfg: config.Config, workdir: str) -> dict:
 
 
 def main(argv=None) -> dict:
-  return common.main(run, config, argv, markdown=tables.figures)
+  return common.main(run, config, argv, markdown=markdown)
 
 
 if __name__ == "__main__":

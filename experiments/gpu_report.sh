@@ -7,9 +7,10 @@
 # puts foolbox's wheels (the yardstick; the GPU host is assumed to have jax with
 # CUDA, flax, optax, scipy, matplotlib) in .whl/, the four MNIST files in
 # .data/mnist/, and checks that the two checkpoints the benchmark reads exist
-# under runs/ (train_models.py and one CPU run of bench_attack.py make them).
+# under runs/ (`python -m experiments.train_models` and one CPU run of
+# `python -m experiments.bench_attack` make them).
 # Copy the tree with those git-ignored folders to the GPU host, then there:
-#   bash experiments/gpu_report.sh run OUTDIR [bench_attack.py flags, e.g. --quick]
+#   bash experiments/gpu_report.sh run OUTDIR [bench_attack flags, e.g. --quick]
 # writes OUTDIR/results.{json,md} (after each workload) and OUTDIR/log.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,8 @@ case "${1:-}" in
     mkdir -p .data/mnist
     cp "$ADVJAX_DATA_DIR"/*-ubyte* .data/mnist/
     for c in $CKPTS; do
-      [ -d "$c" ] || { echo "missing $c: run experiments/train_models.py and a CPU" \
-                            "bench_attack.py first" >&2; exit 1; }
+      [ -d "$c" ] || { echo "missing $c: run python -m experiments.train_models and" \
+                            "a CPU python -m experiments.bench_attack first" >&2; exit 1; }
     done
     du -sh .whl .data $CKPTS
     ;;
@@ -33,10 +34,11 @@ case "${1:-}" in
     mkdir -p "$out"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
       --upgrade --target /tmp/advjax-site .whl/*.whl
-    export PYTHONPATH="/tmp/advjax-site:$PWD" ADVJAX_DATA_DIR="$PWD/.data/mnist" \
+    # the repository root (here, the working folder) is on the path of python -m
+    export PYTHONPATH="/tmp/advjax-site" ADVJAX_DATA_DIR="$PWD/.data/mnist" \
       PYTHONUNBUFFERED=1
     python3 -c "import jax, foolbox; print('jax', jax.__version__, jax.devices())"
-    python3 experiments/bench_attack.py --workdir "$out" "$@" 2>&1 | tee "$out/log.txt"
+    python3 -m experiments.bench_attack --workdir "$out" "$@" 2>&1 | tee "$out/log.txt"
     ;;
-  *) echo "usage: gpu_report.sh prepare | run OUTDIR [bench_attack.py flags]" >&2; exit 2;;
+  *) echo "usage: gpu_report.sh prepare | run OUTDIR [bench_attack flags]" >&2; exit 2;;
 esac

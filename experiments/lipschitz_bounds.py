@@ -1,4 +1,4 @@
-"""Table 5 (§4.3): per-layer Lipschitz bounds; see configs/lipschitz.py.
+"""Table 5 (§4.3): per-layer Lipschitz bounds; see configs/lipschitz_bounds.py.
 
 For each MNIST checkpoint (of the first seed) and for AlexNet (random init,
 or a torchvision state_dict via --config.alexnet_weights) prints every
@@ -12,18 +12,14 @@ loses one model).
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import jax
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from advjax import checkpoint, convert, data, lipschitz, models
 from experiments import common
-from experiments.configs import lipschitz as config
+from experiments.configs import lipschitz_bounds as config
 
 
 def mnist_points(n: int, data_dir: str | None, seed: int, dataset: str = "mnist"):
@@ -93,12 +89,26 @@ def table(name: str, res: dict, paper: bool) -> str:
   return "\n".join(lines)
 
 
-def _alexnet(cfg: config.Config, name: str):
-  """(model, params, source) of one AlexNet variant."""
+def alexnet_result(cfg: config.Config, name: str) -> dict:
+  """Table 5 of one AlexNet variant, on uniform-noise images."""
   model = models.get_model(name)
   if cfg.alexnet_weights and name == "alexnet-torchvision":
-    return model, convert.load_alexnet(cfg.alexnet_weights, name)[1], cfg.alexnet_weights
-  return model, model.init(jax.random.PRNGKey(cfg.seed)), "random init (flax default)"
+    params, source = convert.load_alexnet(cfg.alexnet_weights, name)[1], cfg.alexnet_weights
+  else:
+    params, source = model.init(jax.random.PRNGKey(cfg.seed)), "random init (flax default)"
+  xa = np.random.RandomState(cfg.seed).rand(
+      cfg.n_alexnet_data, *model.input_shape).astype(np.float32)
+  return dict(analyse(model, params, xa, cfg), source=source, points="uniform-noise")
+
+
+def mnist_result(cfg: config.Config, folder: str, x, points: str, pairs) -> dict | None:
+  """Table 5 of one MNIST checkpoint (None: the checkpoint is missing)."""
+  model, params, source = get_mnist_model(cfg, folder)
+  if model is None:
+    print(source)
+    return None
+  xs = pairs[0] if pairs is not None else x
+  return dict(analyse(model, params, xs, cfg, pairs), source=source, points=points)
 
 
 def run(cfg: config.Config, workdir: str) -> dict:
@@ -110,23 +120,16 @@ def run(cfg: config.Config, workdir: str) -> dict:
   if cfg.pairs:
     with np.load(cfg.pairs) as z:
       pairs = (z["x"], z["x_adv"])
-  for folder in (m for m in cfg.mnist_models if m in names):
-    model, params, source = get_mnist_model(cfg, folder)
-    if model is None:
-      print(source)
-      results["missing"].append(folder)
-      continue
-    xs = pairs[0] if pairs is not None else x
-    results["mnist"][folder] = dict(analyse(model, params, xs, cfg, pairs),
-                                    source=source, points=points)
-    common.save_results(workdir, cfg, results, markdown, config.TITLE)
-  for name in (a for a in cfg.alexnets if a in names):
-    model, params, source = _alexnet(cfg, name)
-    xa = np.random.RandomState(cfg.seed).rand(
-        cfg.n_alexnet_data, *model.input_shape).astype(np.float32)
-    results["alexnet"][name] = dict(analyse(model, params, xa, cfg), source=source,
-                                    points="uniform-noise")
-    common.save_results(workdir, cfg, results, markdown, config.TITLE)
+  items = ([("mnist", m) for m in cfg.mnist_models if m in names]
+           + [("alexnet", a) for a in cfg.alexnets if a in names])
+  for kind, name in common.save_each(items, workdir, cfg, config, markdown,
+                                     lambda: results):
+    res = (alexnet_result(cfg, name) if kind == "alexnet"
+           else mnist_result(cfg, name, x, points, pairs))
+    if res is None:
+      results["missing"].append(name)
+    else:
+      results[kind][name] = res
   return results
 
 

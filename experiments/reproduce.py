@@ -15,13 +15,10 @@ import resource
 import sys
 import time
 
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import common, tables
+from experiments.configs import reproduce as config
 
-from experiments import common, tables  # noqa: E402
-from experiments.configs import reproduce as config  # noqa: E402
-
-CONFIGS = {"lipschitz_bounds": "lipschitz"}  # step -> config module, where they differ
+markdown = tables.reproduce  # results.md
 
 
 def _reset_peak() -> bool:
@@ -57,15 +54,14 @@ def step_config(cfg: config.Config, conf_mod):
 def run_step(name: str, cfg: config.Config) -> dict:
   """Runs one step unless complete; returns its status row."""
   mod = importlib.import_module(f"experiments.{name}")
-  conf_mod = importlib.import_module(f"experiments.configs.{CONFIGS.get(name, name)}")
+  conf_mod = importlib.import_module(f"experiments.configs.{name}")
   c = step_config(cfg, conf_mod)
   workdir = (os.path.join(cfg.steps_dir, name) if cfg.steps_dir
              else common.default_workdir(conf_mod, c))
   if common.is_complete(workdir, c):
     return {"step": name, "status": "complete earlier (skipped)"}
   t0, per_step = time.time(), _reset_peak()
-  md = getattr(mod, "markdown", None) or getattr(tables, name)
-  common.execute(mod.run, conf_mod, c, workdir, markdown=md)
+  common.execute(mod.run, conf_mod, c, workdir, markdown=mod.markdown)
   return {"step": name, "status": "ran", "wall_seconds": round(time.time() - t0, 1),
           "peak_rss_mib": _peak_rss_mib(), "peak_rss_of": "step" if per_step else "process"}
 
@@ -76,19 +72,18 @@ def run(cfg: config.Config, workdir: str) -> dict:
   if unknown:
     raise ValueError(f"--config.skip {sorted(unknown)}: steps are {config.STEPS}.")
   t0, rows = time.time(), []
+  def results():
+    return {"steps": rows, "wall_seconds": round(time.time() - t0, 1),
+            "separate": list(config.SEPARATE), "n_seeds": cfg.n_seeds}
   print("steps:", ", ".join(n for n in config.STEPS if n not in cfg.skip),
         "| separate, not run here:", "; ".join(config.SEPARATE), flush=True)
-  for name in config.STEPS:
+  for name in common.save_each(config.STEPS, workdir, cfg, config, markdown, results):
     if name in cfg.skip:
       rows.append({"step": name, "status": "skipped (--config.skip)"})
       continue
     print(f"\n=== {name} ===", flush=True)
     rows.append(run_step(name, cfg))
-    out = {"steps": rows, "wall_seconds": round(time.time() - t0, 1),
-           "separate": list(config.SEPARATE), "n_seeds": cfg.n_seeds}
-    common.save_results(workdir, cfg, out, tables.reproduce, config.TITLE)
-  return {"steps": rows, "wall_seconds": round(time.time() - t0, 1),
-          "separate": list(config.SEPARATE), "n_seeds": cfg.n_seeds}
+  return results()
 
 
 def main(argv=None) -> dict:
@@ -98,7 +93,7 @@ def main(argv=None) -> dict:
     if i + 1 >= len(argv) or not argv[i + 1].isdigit() or int(argv[i + 1]) < 1:
       raise SystemExit("--seeds needs a number of training seeds >= 1, e.g. --seeds 3")
     argv[i:i + 2] = [f"--config.n_seeds={argv[i + 1]}"]
-  return common.main(run, config, argv, markdown=tables.reproduce)
+  return common.main(run, config, argv, markdown=markdown)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,14 @@ Adversarial sets are cached through `advjax.driver` in
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from advjax import protocol
+from experiments import common, plots, tables
+from experiments.configs import table1 as config
 
-from advjax import protocol  # noqa: E402
-from experiments import common, plots, tables  # noqa: E402
-from experiments.configs import table1 as config  # noqa: E402
+markdown = tables.table1  # results.md
 
 FIELDS = ("train_err", "test_err", "success", "mean_distortion", "median_distortion",
           "mean_l2")
@@ -49,7 +47,7 @@ def run(cfg: config.Config, workdir: str) -> dict:
 
 
 def main(argv=None) -> dict:
-  return common.main(run, config, argv, markdown=tables.table1)
+  return common.main(run, config, argv, markdown=markdown)
 
 
 if __name__ == "__main__":

@@ -5,15 +5,11 @@ Reuses Table 1's cached adversarial sets (<runs>/adv/table1/seed<s>/).
 
 from __future__ import annotations
 
-import os
-import sys
+from advjax import protocol
+from experiments import common, tables
+from experiments.configs import table2 as config
 
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from advjax import protocol  # noqa: E402
-from experiments import common, tables  # noqa: E402
-from experiments.configs import table2 as config  # noqa: E402
+markdown = tables.table2  # results.md
 
 
 def one_seed(cfg: config.Config, tr, seed: int, names) -> tuple[dict, dict, dict]:
@@ -45,7 +41,7 @@ def run(cfg: config.Config, workdir: str) -> dict:
 
 
 def main(argv=None) -> dict:
-  return common.main(run, config, argv, markdown=tables.table2)
+  return common.main(run, config, argv, markdown=markdown)
 
 
 if __name__ == "__main__":

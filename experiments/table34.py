@@ -5,15 +5,11 @@ Adversarial sets (on test images) are cached in <runs>/adv/table34/seed<s>/.
 
 from __future__ import annotations
 
-import os
-import sys
+from advjax import protocol
+from experiments import common, tables
+from experiments.configs import table34 as config
 
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from advjax import protocol  # noqa: E402
-from experiments import common, tables  # noqa: E402
-from experiments.configs import table34 as config  # noqa: E402
+markdown = tables.table34  # results.md
 
 
 def one_seed(cfg: config.Config, te, seed: int, names) -> tuple[list, dict, dict]:
@@ -55,7 +51,7 @@ def run(cfg: config.Config, workdir: str) -> dict:
 
 
 def main(argv=None) -> dict:
-  return common.main(run, config, argv, markdown=tables.table34)
+  return common.main(run, config, argv, markdown=markdown)
 
 
 if __name__ == "__main__":

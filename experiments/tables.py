@@ -133,7 +133,7 @@ def reproduce(res: dict, cfg) -> str:
           "scripts, not run here: " + ", ".join(res["separate"]) + ".\n")
 
 
-def bench(res: dict, cfg) -> str:
+def bench_attack(res: dict, cfg) -> str:
   """The attack benchmark's device report: one table per workload, then ratios."""
   del cfg
   head = (f"Device: {res['device']} ({res['backend']}), jax {res['jax']}, load average "

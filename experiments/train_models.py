@@ -11,17 +11,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 
 import jax
 
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from advjax import autoencoder, checkpoint, data, models, train
+from experiments import common, tables
+from experiments.configs import train_models as config
 
-from advjax import autoencoder, checkpoint, data, models, train  # noqa: E402
-from experiments import common, tables  # noqa: E402
-from experiments.configs import train_models as config  # noqa: E402
+markdown = tables.train_models  # results.md
 
 
 def splits(cfg: config.Config) -> dict:
@@ -106,19 +104,18 @@ def run(cfg: config.Config, workdir: str) -> dict:
   """Trains every selected job for every seed; writes results after each."""
   names = cfg.selected([j.folder for j in cfg.jobs])  # fails before any work
   sets = splits(cfg)
-  rows = []
-  for s in cfg.seeds:
-    for job in (j for j in cfg.jobs if j.folder in names):
-      folder = os.path.join(cfg.models_dir(s), job.folder)
-      rows.append(dict(run_job(seeded(job, cfg, s), sets, folder, cfg.progress,
-                               cfg.dataset), seed=s))
-      common.save_results(workdir, cfg, results(rows, cfg, len(sets["all"].x)),
-                          tables.train_models, config.TITLE)
-  return results(rows, cfg, len(sets["all"].x))
+  rows: list[dict] = []
+  so_far = lambda: results(rows, cfg, len(sets["all"].x))
+  items = [(s, j) for s in cfg.seeds for j in cfg.jobs if j.folder in names]
+  for s, job in common.save_each(items, workdir, cfg, config, markdown, so_far):
+    folder = os.path.join(cfg.models_dir(s), job.folder)
+    rows.append(dict(run_job(seeded(job, cfg, s), sets, folder, cfg.progress,
+                             cfg.dataset), seed=s))
+  return so_far()
 
 
 def main(argv=None) -> dict:
-  return common.main(run, config, argv, markdown=tables.train_models)
+  return common.main(run, config, argv, markdown=markdown)
 
 
 if __name__ == "__main__":

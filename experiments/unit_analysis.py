@@ -13,17 +13,12 @@ figure, config.json, results.json and results.md. The method is
 from __future__ import annotations
 
 import os
-import sys
 import time
 import zlib
 
 import jax
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=wrong-import-position
 from advjax import checkpoint, data, models, units
 from experiments import common, plots
 from experiments.configs import unit_analysis as config

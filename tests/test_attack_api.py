@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from advjax.attack import box_lbfgs as attack_lbfgs
 from advjax import attacks, checkpoint, models, reference
 from test_attacks import K, PARAMS, SHAPE, _apply, _data, _tiny_params, logits_fn
 
@@ -78,9 +79,9 @@ def test_every_model_kind_matches_the_plain_function(case, kind):
 def test_new_weights_compile_nothing(case, kind):
   x, t, _ = case
   attacks.lbfgs(_kinds(PARAMS)[kind], x, t, options=FAST)
-  n0 = attacks._attack_jit._cache_size()  # pylint: disable=protected-access
+  n0 = attack_lbfgs._attack_jit._cache_size()  # pylint: disable=protected-access
   other = attacks.lbfgs(_kinds(_tiny_params(seed=5))[kind], x, t, options=FAST)
-  assert attacks._attack_jit._cache_size() == n0, "new weights recompiled the attack"
+  assert attack_lbfgs._attack_jit._cache_size() == n0, "new weights recompiled the attack"
   assert np.asarray(other.x_adv).min() >= 0 and np.asarray(other.x_adv).max() <= 1
 
 

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from advjax.attack import box_lbfgs as attack_lbfgs
 from advjax import attacks, reference
 
 Opts = attacks.AttackOptions
@@ -111,10 +112,10 @@ def test_already_target_returns_zero():
 def test_same_shape_compiles_once():
   x, pred = _data(4, seed=5)
   attacks.lbfgs(logits_fn, x, (pred + 1) % K)
-  n = attacks._attack_jit._cache_size()  # pylint: disable=protected-access
+  n = attack_lbfgs._attack_jit._cache_size()  # pylint: disable=protected-access
   x2, pred2 = _data(4, seed=6)
   attacks.lbfgs(lambda z: logits_fn(z), x2, (pred2 + 2) % K)  # a new closure
-  assert attacks._attack_jit._cache_size() == n, "a second call of the same shape compiled"
+  assert attack_lbfgs._attack_jit._cache_size() == n, "a second call of the same shape compiled"
 
 
 def test_untargeted_all_is_min_over_targets():
@@ -176,15 +177,15 @@ def test_bad_options_raise():
   x, pred = _data(2)
   with pytest.raises(ValueError, match="solver"):
     attacks.lbfgs(logits_fn, x, pred, options=Opts(solver="adam"))
-  with pytest.raises(ValueError, match="c_factor > 1"):
+  with pytest.raises(ValueError, match="c_factor=0.5: must be > 1"):
     attacks.lbfgs(logits_fn, x, pred, options=Opts(c_factor=0.5))
-  with pytest.raises(ValueError, match="first_order_steps >= 0"):
+  with pytest.raises(ValueError, match="first_order_steps=-1: must be >= 0"):
     attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_steps=-1))
   with pytest.raises(ValueError, match="first_order_steps=2.5: must be an integer"):
     attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_steps=2.5))
-  with pytest.raises(ValueError, match="first_order_alpha > 0"):
+  with pytest.raises(ValueError, match="first_order_alpha=0.0: must be > 0"):
     attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_alpha=0.0))
-  with pytest.raises(ValueError, match="0 < first_order_gamma < 1"):
+  with pytest.raises(ValueError, match=r"first_order_gamma=1.0: must be in \(0, 1\)"):
     attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_gamma=1.0))
   with pytest.raises(ValueError, match="first_order_unit"):
     attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_unit="pixels"))
@@ -192,6 +193,12 @@ def test_bad_options_raise():
     attacks.lbfgs(logits_fn, x, untargeted="random")
   with pytest.raises(ValueError, match="untargeted"):
     attacks.lbfgs(logits_fn, x, untargeted="worst")
+  with pytest.raises(ValueError, match="not an AttackOptions"):
+    attacks.lbfgs(logits_fn, x, pred, options={})
+  with pytest.raises(ValueError, match="not a PRNG key"):
+    attacks.lbfgs(logits_fn, x, untargeted="random", key=0)
+  with pytest.raises(TypeError, match="unknown option 'bisect'"):
+    Opts(bisect=3)
 
 
 def _apply(params, x):
@@ -205,9 +212,9 @@ def test_pair_matches_function_and_new_weights_do_not_recompile(batch):
   got = attacks.lbfgs((_apply, PARAMS), x, t, options=attacks.PAPER)
   np.testing.assert_allclose(np.asarray(got.distortion), np.asarray(res.distortion),
                              rtol=1e-4, atol=1e-6)
-  n0 = attacks._attack_jit._cache_size()  # pylint: disable=protected-access
+  n0 = attack_lbfgs._attack_jit._cache_size()  # pylint: disable=protected-access
   other = attacks.lbfgs((_apply, _tiny_params(seed=3)), x, t, options=attacks.PAPER)
-  assert attacks._attack_jit._cache_size() == n0  # new weights, no new compile
+  assert attack_lbfgs._attack_jit._cache_size() == n0  # new weights, no new compile
   assert np.asarray(other.x_adv).min() >= 0 and np.asarray(other.x_adv).max() <= 1
   with pytest.raises(ValueError, match="target"):
     attacks.lbfgs((_apply, PARAMS), x, t[:2])

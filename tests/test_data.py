@@ -103,3 +103,64 @@ def test_mnist_folder_is_never_read_as_fashion(idx_dir, monkeypatch, tmp_path):
   monkeypatch.setenv(data.ENV_VARS["fashion_mnist"], str(tmp_path / "fashion"))
   with pytest.raises(data.DataError, match="fashion"):
     data.load("fashion_mnist", "train")  # its own variable, not ADVJAX_DATA_DIR
+
+
+class _FakeTFDS:
+  """Stands in for tensorflow_datasets: records downloads, never does one."""
+
+  def __init__(self, prepared):
+    self.prepared, self.loads = prepared, []
+
+  def builder(self, name):
+    return type("B", (), {"is_prepared": lambda _: self.prepared})()
+
+  def load(self, name, split, batch_size):
+    self.loads.append((name, split))
+    return {"image": np.zeros((2, 28, 28, 1), np.uint8), "label": np.zeros(2)}
+
+  def as_numpy(self, ds):
+    return ds
+
+
+def _no_folder(monkeypatch, prepared, online):
+  """No data_dir, no env var, no default folder; TFDS faked, network mocked."""
+  import sys
+  fake, probes = _FakeTFDS(prepared), []
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+  for var in data.ENV_VARS.values():
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setattr(data, "DEFAULT_DIRS", {})
+  monkeypatch.setattr(data, "network_reachable",
+                      lambda host, port, timeout=3.0: probes.append(host) or online)
+  return fake, probes
+
+
+@pytest.mark.parametrize("name", data.DATASETS)
+def test_no_folder_and_no_network_fails_fast(monkeypatch, name):
+  """TFDS retried the download for ~3.4 minutes; now the probe fails first
+  and the error names what to pass, without asking TFDS to download."""
+  fake, probes = _no_folder(monkeypatch, prepared=False, online=False)
+  with pytest.raises(data.DataError,
+                     match=f"unreachable: set {data.ENV_VARS[name]} or pass data_dir=") as e:
+    data.load(name, "test")
+  assert fake.loads == [] and probes == [data.TFDS_HOSTS[name][0]]
+  assert "\n" not in str(e.value)
+
+
+def test_tfds_cache_or_network_still_loads(monkeypatch):
+  fake, probes = _no_folder(monkeypatch, prepared=True, online=False)
+  assert len(data.load("mnist", "test").y) == 2  # cached: no probe at all
+  assert probes == [] and fake.loads == [("mnist", "test")]
+  fake, probes = _no_folder(monkeypatch, prepared=False, online=True)
+  assert len(data.load("mnist", "train").y) == 2 and fake.loads == [("mnist", "train")]
+
+
+def test_network_probe_is_a_short_connection(monkeypatch):
+  import socket
+  calls = []
+  def refuse(addr, timeout):
+    calls.append((addr, timeout))
+    raise OSError("unreachable")
+  monkeypatch.setattr(socket, "create_connection", refuse)
+  assert data.network_reachable("example.invalid", 443) is False
+  assert calls == [(("example.invalid", 443), 3.0)]

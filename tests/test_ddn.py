@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import attacks, boundary, checks, ddn
+from advjax import attacks, ddn, inputs
+from advjax.attack import targets
 
 from test_attacks import K, _data, logits_fn
 
@@ -62,9 +63,9 @@ def test_warm_start_beats_both_of_its_parts(untargeted):
       first_order_steps=0, refine_steps=0))
   # untargeted, the first-order pass is targeted DDN towards the label nearest by
   # the linearised distance
-  p = checks.prepare(logits_fn, x, (0.0, 1.0), attacks.AttackOptions())
+  p = inputs.problem(logits_fn, x)
   near = None if t is not None else np.asarray(
-      boundary.screen(p.apply, K, 1, p.params, jnp.asarray(x), jnp.asarray(pred))[:, 0])
+      targets.screen(p.apply, K, 1, p.params, jnp.asarray(x), jnp.asarray(pred))[:, 0])
   o = attacks.AttackOptions()
   first = ddn.ddn(logits_fn, x, t if t is not None else near, steps=o.first_order_steps,
                   gamma=o.first_order_gamma, alpha=o.first_order_alpha)

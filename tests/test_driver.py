@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from advjax import attacks, driver, options
+from advjax import attacks, driver
+from advjax.runs import identity
 
 OPTS = attacks.AttackOptions(bisect_steps=4)
 
@@ -62,13 +63,13 @@ def test_other_run_in_same_dir_is_refused(tmp_path):
 
 
 def test_a_job_recorded_before_an_option_existed_resumes_only_if_it_behaves_alike(tmp_path):
-  ident = options.identity
+  ident = identity.options
   assert "first_order_steps" not in ident(attacks.PAPER) and "joint" not in ident(attacks.PAPER)
   default = attacks.AttackOptions()
   assert ident(default)["first_order_steps"] == default.first_order_steps > 0
   assert "first_order_alpha" not in ident(attacks.PAPER)  # inert without the pass
   # a session-4 record (DDN pass, no step-size fields) is foolbox's step sizes
-  s4 = default._replace(first_order_steps=50)._asdict()
+  s4 = default._replace(first_order_steps=50).flat()
   for k in ("first_order_alpha", "first_order_gamma", "first_order_unit"):
     s4.pop(k)
   assert ident(s4) == ident(default._replace(

@@ -1,17 +1,26 @@
-"""Every experiment's quick size through `run(cfg, workdir)`, the harness, the claims."""
+"""Every experiment's quick size through `run(cfg, workdir)`, the harness, the claims.
+
+The experiments run on a synthetic IDX folder (conftest's `fake_mnist`), as
+the flax examples' tests run on mock data: they need no MNIST and check the
+mechanics, not the paper's numbers (tests/test_claims.py checks those).
+"""
 
 import dataclasses
+import importlib
 import json
 import os
+import pkgutil
 import shlex
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 from advjax import checkpoint, data, evaluate, protocol
-from experiments import (adv_search, adv_training, claims, common, figures, reproduce,
-                         table1, table2, table34, tables, train_models)
+from experiments import (adv_search, adv_training, claims, common, configs, figures,
+                         reproduce, table1, table2, table34, tables, train_models)
 from experiments.configs import adv_search as c_search
 from experiments.configs import adv_training as c_adv
 from experiments.configs import figures as c_fig
@@ -21,29 +30,58 @@ from experiments.configs import table2 as c_t2
 from experiments.configs import table34 as c_t34
 from experiments.configs import train_models as c_train
 
+EXPERIMENTS = [m.name for m in pkgutil.iter_modules(configs.__path__)]
+# Table 1's models but FC200-200-10 (FC100-100-10's code path at twice the cost).
+T1_MODELS = tuple(m for m in c_t1.MODELS if m != "FC200-200-10")
 
-def _quick(conf_mod, runs, **kw):
+
+def _quick(conf_mod, runs, data_dir, **kw):
+  """The quick config on the synthetic data, writing into `runs`."""
   return dataclasses.replace(conf_mod.get_config(True), runs_dir=str(runs),
-                             progress=False, **kw)
+                             data_dir=str(data_dir), progress=False, **kw)
 
 
 def _exec(script, conf_mod, cfg, workdir):
-  return common.execute(script.run, conf_mod, cfg, str(workdir),
-                        markdown=getattr(tables, common.name_of(conf_mod)))
+  return common.execute(script.run, conf_mod, cfg, str(workdir), markdown=script.markdown)
 
 
 @pytest.fixture(scope="module")
-def quick(mnist_dir, tmp_path_factory):
-  """Quick-trained Table 1 and 3 models (no conv net) in a temporary runs folder."""
+def quick(fake_mnist, tmp_path_factory):
+  """Quick-trained Table 1 (T1_MODELS) and Table 3 models in a temporary runs folder."""
   root = tmp_path_factory.mktemp("quick")
-  cfg = _quick(c_train, root / "runs", only=c_t1.MODELS + c_t34.MODELS)
+  cfg = _quick(c_train, root / "runs", fake_mnist, only=T1_MODELS + c_t34.MODELS)
   out = _exec(train_models, c_train, cfg, root / "res" / "train_models")
-  return {"root": root, "runs": root / "runs", "train": out, "train_cfg": cfg}
+  return {"root": root, "runs": root / "runs", "data": fake_mnist, "train": out,
+          "train_cfg": cfg}
+
+
+def _q(conf_mod, quick, **kw):
+  """The quick config over the `quick` fixture's models and data."""
+  return _quick(conf_mod, quick["runs"], quick["data"], **kw)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_each_experiment_is_a_module_named_as_its_config(name):
+  """experiments/<name>.py runs configs/<name>.py, whose docstring gives its command."""
+  script = importlib.import_module(f"experiments.{name}")
+  conf = importlib.import_module(f"experiments.configs.{name}")
+  assert script.config is conf and callable(script.run) and callable(script.markdown)
+  assert f"python -m experiments.{name}" in conf.__doc__ and conf.TITLE
+  assert "sys.path" not in open(script.__file__).read()  # a module, no path hack
+
+
+def test_runs_as_a_module_from_the_repository_root():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  r = subprocess.run([sys.executable, "-m", "experiments.table1", "--help"], cwd=root,
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "python -m experiments.table1" in r.stdout and "--config.FIELD" in r.stdout
 
 
 def test_train_models_quick(quick):
   rows = quick["train"]["rows"]
-  assert len(rows) == 9 and quick["train"]["n_train_used"] == 600
+  n_train = len(data.load("mnist", "train", str(quick["data"])).x)
+  assert len(rows) == 8 and quick["train"]["n_train_used"] == n_train
   for r in rows:
     assert all(0.0 <= v <= 1.0 for v in r["errors"].values())
   assert os.path.exists(quick["runs"] / "models" / "seed0" / "FC100-100-10" / "meta.json")
@@ -65,17 +103,11 @@ def test_seeds_differ_and_finished_models_are_checked(quick):
     train_models.run(other, str(quick["root"] / "res" / "other"))
 
 
-def test_other_dataset_trains_into_its_own_folder(tmp_path):
-  rng = np.random.default_rng(0)
-  for prefix, n in (("train", 256), ("t10k", 64)):  # a tiny synthetic IDX dataset
-    data.write_idx(str(tmp_path / f"{prefix}-images-idx3-ubyte.gz"),
-                   rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-    data.write_idx(str(tmp_path / f"{prefix}-labels-idx1-ubyte.gz"),
-                   rng.integers(0, 10, n, dtype=np.uint8))
-  cfg = _quick(c_train, tmp_path / "runs", dataset="fashion_mnist", data_dir=str(tmp_path),
+def test_other_dataset_trains_into_its_own_folder(fake_mnist, tmp_path):
+  cfg = _quick(c_train, tmp_path / "runs", fake_mnist, dataset="fashion_mnist",
                n_train=None, n_test=None, only=("FC10(1e-4)",))
   out = train_models.run(cfg, str(tmp_path / "res"))
-  assert out["n_train_used"] == 256
+  assert out["n_train_used"] == len(data.load("mnist", "train", str(fake_mnist)).x)
   meta = checkpoint.read_meta(str(tmp_path / "runs" / "models_fashion_mnist" / "seed0" / "FC10(1e-4)"))
   assert meta["data"]["dataset"] == "fashion_mnist"
   row = [line for line in tables.train_models(out, cfg).splitlines() if "FC10" in line]
@@ -86,27 +118,27 @@ def test_recorded_command_runs_as_written(quick):
   """config.json's command parses back to the very config it ran."""
   conf = common.read_json(quick["root"] / "res" / "train_models" / "config.json")
   words = [w for w in shlex.split(conf["command"]) if not w.startswith("ADVJAX_DATA_DIR=")]
-  assert words[:2] == ["python", "experiments/train_models.py"]
-  cfg, workdir = common.parse_flags(words[2:], c_train)
+  assert words[:3] == ["python", "-m", "experiments.train_models"]
+  cfg, workdir = common.parse_flags(words[3:], c_train)
   assert cfg == quick["train_cfg"]
   assert os.path.normpath(workdir) == os.path.normpath(str(quick["root"] / "res" / "train_models"))
 
 
 def test_tables_1_2_and_claims_mechanics(quick):
   root = quick["root"]
-  t1 = _exec(table1, c_t1, _quick(c_t1, quick["runs"]), root / "res" / "table1")
+  t1 = _exec(table1, c_t1, _q(c_t1, quick, models=T1_MODELS), root / "res" / "table1")
   for s in t1["summary"].values():
     assert 0.9 <= s["success"]["mean"] <= 1.0 and 0 < s["mean_distortion"]["mean"] < 0.5
     assert s["mean_distortion"]["n"] == 1 and s["mean_distortion"]["sd"] == 0
   assert os.path.exists(root / "res" / "table1" / "distortion_hist.png")
-  t2 = _exec(table2, c_t2, _quick(c_t2, quick["runs"]), root / "res" / "table2")
+  t2 = _exec(table2, c_t2, _q(c_t2, quick, models=T1_MODELS), root / "res" / "table2")
   m = t2["matrix"]
-  for name in c_t1.MODELS:  # successful examples fool their own model
+  for name in T1_MODELS:  # successful examples fool their own model
     assert m[name][name]["mean"] == 1.0
   assert all(0.0 <= v["mean"] <= 1.0 for row in m.values() for v in row.values())
   for s in (0.1, 0.3):  # clipped Gaussian noise: RMS below σ but of its order
     assert 0.4 * s < t2["distortion"][f"Gaussian noise σ={s:g}"]["mean"] <= s
-  _exec(table34, c_t34, _quick(c_t34, quick["runs"]), root / "res" / "table34")
+  _exec(table34, c_t34, _q(c_t34, quick), root / "res" / "table34")
   fake_adv = {"summary": {"baseline": {"test_err": common.summarize([0.5, 0.52])},
                           "centre": {"test_err": common.summarize([0.4, 0.41])}}}
   r = dict(claims.load(str(root / "res"), ("table1", "table2", "table34")),
@@ -123,7 +155,7 @@ def test_two_seeds_give_mean_and_sd(quick):
   tr = train_models.run(tcfg, str(quick["root"] / "res" / "train2"))
   assert [r["seed"] for r in tr["rows"]] == [0, 0, 0, 1, 1, 1]
   assert tr["summary"]["FC10(1)"]["err_test"]["n"] == 2
-  cfg = _quick(c_t1, quick["runs"], seeds=(0, 1), models=fc10)
+  cfg = _q(c_t1, quick, seeds=(0, 1), models=fc10)
   t1 = table1.run(cfg, str(quick["root"] / "res" / "t1seeds"))
   d = t1["summary"]["FC10(1e-2)"]["mean_distortion"]
   assert d["n"] == 2 and len(d["values"]) == 2 and d["sd"] > 0
@@ -133,7 +165,7 @@ def test_two_seeds_give_mean_and_sd(quick):
 
 
 def test_table34_quick(quick):
-  out = _exec(table34, c_t34, _quick(c_t34, quick["runs"]), quick["root"] / "res" / "t34b")
+  out = _exec(table34, c_t34, _q(c_t34, quick), quick["root"] / "res" / "t34b")
   m = out["table4"]
   for name in c_t34.MODELS:  # (quick models' distortions exceed 0.1, so
     assert m[name][name]["mean"] == 1.0  # "amplifying" to 0.1 may shrink them)
@@ -142,33 +174,37 @@ def test_table34_quick(quick):
 
 def test_figures_quick(quick):
   res = quick["root"] / "res" / "figures"
-  out = figures.run(_quick(c_fig, quick["runs"]), str(res))
+  out = figures.run(_q(c_fig, quick), str(res))
   assert all(0 <= v["noise_error_same_distortion"] <= 1 for v in out["models"].values())
   assert os.path.exists(res / "adversarial_examples.png")
 
 
-def test_adv_training_quick(mnist_dir, tmp_path):
-  cfg = _quick(c_adv, tmp_path / "runs", only=("baseline", "space sigmoid2"))
+def test_adv_training_quick(fake_mnist, tmp_path):
+  """The variants × seeds loop (pools: the search's test below)."""
+  cfg = _quick(c_adv, tmp_path / "runs", fake_mnist, only=("dropout",))
   out = adv_training.run(cfg, str(tmp_path / "res"))
-  assert [r["variant"] for r in out["rows"]] == ["baseline", "space sigmoid2"]
+  assert [r["variant"] for r in out["rows"]] == ["dropout"]
+  assert out["summary"]["dropout"]["test_err"]["n"] == 1
   for r in out["rows"]:
     assert 0.0 <= r["test_err"] <= 1.0 and r["mean_distortion"] > 0
 
 
-def test_adv_search_writes_cells_and_resumes(mnist_dir, tmp_path):
-  cfg = _quick(c_search, tmp_path / "runs", only=("baseline", "space all"))
+def test_adv_search_writes_cells_and_resumes(fake_mnist, tmp_path):
+  cfg = _quick(c_search, tmp_path / "runs", fake_mnist, only=("space sigmoid2",))
   out = adv_search.run(cfg, str(tmp_path / "res"))
-  assert [c["cell"] for c in out["cells"]] == ["baseline", "space all"]
-  assert len(out["cells"][1]["pools"]) == 3  # one pool per layer, all at once
+  assert [c["cell"] for c in out["cells"]] == ["space sigmoid2"]
+  assert [p["layer"] for p in out["cells"][0]["pools"]] == ["sigmoid2"]
   again = adv_search.run(cfg, str(tmp_path / "res"))  # finished cells are read back
   assert again["cells"] == out["cells"]
 
 
-def test_reproduce_records_steps_and_resumes(quick, mnist_dir, monkeypatch):
-  monkeypatch.setenv("ADVJAX_DATA_DIR", os.path.abspath(mnist_dir))  # before chdir
-  cfg = dataclasses.replace(c_rep.get_config(True), runs_dir=str(quick["runs"]),
-                            progress=False,
-                            skip=tuple(s for s in c_rep.STEPS if s != "table2"))
+def _reproduce_one_step(quick, step, **kw):
+  """reproduce's config running `step` only (its models are the fixture's)."""
+  return _q(c_rep, quick, skip=tuple(s for s in c_rep.STEPS if s != step), **kw)
+
+
+def test_reproduce_records_steps_and_resumes(quick):
+  cfg = _reproduce_one_step(quick, "table34")
   cwd = os.getcwd()
   os.chdir(quick["root"])  # step results go to experiments/results/quick/ there
   try:
@@ -176,37 +212,50 @@ def test_reproduce_records_steps_and_resumes(quick, mnist_dir, monkeypatch):
     second = reproduce.run(cfg, "rep")
   finally:
     os.chdir(cwd)
-  t2 = [s for s in first["steps"] if s["step"] == "table2"][0]
-  assert t2["status"] == "ran" and t2["wall_seconds"] > 0 and t2["peak_rss_mib"] > 0
-  assert [s for s in second["steps"] if s["step"] == "table2"][0]["status"].startswith("complete")
-  assert any("bench_attack" in s for s in first["separate"])
+  step = [s for s in first["steps"] if s["step"] == "table34"][0]
+  assert step["status"] == "ran" and step["wall_seconds"] > 0 and step["peak_rss_mib"] > 0
+  assert [s for s in second["steps"] if s["step"] == "table34"][0]["status"].startswith(
+      "complete")
+  assert any("python -m experiments.bench_attack" in s for s in first["separate"])
 
 
-def test_reproduce_steps_dir_leaves_the_step_folders_alone(quick, mnist_dir, monkeypatch,
-                                                          tmp_path):
-  monkeypatch.setenv("ADVJAX_DATA_DIR", os.path.abspath(mnist_dir))
+def test_reproduce_steps_dir_leaves_the_step_folders_alone(quick, tmp_path):
   steps = tmp_path / "steps"
-  cfg = dataclasses.replace(c_rep.get_config(True), runs_dir=str(quick["runs"]),
-                            progress=False, steps_dir=str(steps),
-                            skip=tuple(s for s in c_rep.STEPS if s != "table2"))
+  cfg = _reproduce_one_step(quick, "table34", steps_dir=str(steps))
   cwd = os.getcwd()
   os.chdir(quick["root"])
   try:
-    default = os.path.join("experiments", "results", "quick", "table2", "results.json")
+    default = os.path.join("experiments", "results", "quick", "table34", "results.json")
     before = os.path.getmtime(default) if os.path.exists(default) else None
     out = reproduce.run(cfg, str(tmp_path / "rep"))
     after = os.path.getmtime(default) if os.path.exists(default) else None
   finally:
     os.chdir(cwd)
-  assert [s["status"] for s in out["steps"] if s["step"] == "table2"] == ["ran"]
-  assert (steps / "table2" / "results.json").exists()
+  assert [s["status"] for s in out["steps"] if s["step"] == "table34"] == ["ran"]
+  assert (steps / "table34" / "results.json").exists()
   assert after == before  # the step's own folder was not written
+
+
+def test_save_each_writes_the_results_after_each_item(tmp_path):
+  """An interrupt keeps every item finished before it, marked incomplete."""
+  cfg, rows = c_t1.get_config(True), []
+  markdown = lambda res, cfg: f"{len(res['rows'])} rows"
+  with pytest.raises(KeyboardInterrupt):
+    for i in common.save_each(range(3), str(tmp_path), cfg, c_t1, markdown,
+                              lambda: {"rows": rows}):
+      if i == 2:
+        raise KeyboardInterrupt
+      rows.append(i)
+  res = common.read_json(tmp_path / "results.json")
+  assert res["rows"] == [0, 1] and res["complete"] is False and res["quick"]
+  assert "2 rows" in (tmp_path / "results.md").read_text()
+  assert not common.is_complete(str(tmp_path), cfg)
 
 
 def test_overrides_coerce_and_reject():
   cfg = c_t1.get_config(True)
-  cfg2 = common.override(cfg, "attack.bisect_steps", "5")
-  assert cfg2.attack.bisect_steps == 5 and isinstance(cfg2.attack.bisect_steps, int)
+  cfg2 = common.override(cfg, "attack.search.bisect_steps", "5")
+  assert cfg2.attack.search.bisect_steps == 5 and isinstance(cfg2.attack.search.bisect_steps, int)
   assert common.override(cfg, "n_train", "none").n_train is None
   assert common.override(cfg, "models", "FC10(1),FC100-100-10").models == ("FC10(1)", "FC100-100-10")
   assert common.override(cfg, "progress", "false").progress is False
@@ -223,13 +272,14 @@ def test_only_writes_a_partial_folder_and_command_round_trips():
   assert workdir is None and cfg.only == ("FC10(1)",)
   partial = os.path.join("experiments", "results", "partial")
   assert common.default_workdir(c_t1, cfg).startswith(partial)
-  full, _ = common.parse_flags(["--config.attack.maxiter=50", "--config.seeds=0,1"], c_t1)
+  full, _ = common.parse_flags(["--config.attack.solve.maxiter=50", "--config.seeds=0,1"], c_t1)
   assert common.default_workdir(c_t1, full).startswith(partial)  # not the committed table
   seeds, _ = common.parse_flags(["--config.seeds=0,1,2"], c_t1)
   assert common.default_workdir(c_t1, seeds) == os.path.join("experiments", "results", "table1")
-  cmd = common.command("table1", c_t1, cfg)
+  cmd = common.command(c_t1, cfg)
   words = [w for w in shlex.split(cmd) if not w.startswith("ADVJAX_DATA_DIR=")]
-  assert common.parse_flags(words[2:], c_t1)[0] == cfg
+  assert words[:3] == ["python", "-m", "experiments.table1"]
+  assert common.parse_flags(words[3:], c_t1)[0] == cfg
   with pytest.raises(ValueError, match="not rows"):
     cfg.selected(("FC10(1e-4)",))
 

@@ -77,7 +77,7 @@ def test_polyphase_normalisation_is_one_over_stride(stride):
   K = np.random.RandomState(stride).randn(3, 3, 2, 3)
   n = 6
   sv = dense_sigma(sp.conv_fn(K, stride, "CIRCULAR", 1, (n, n)), (n, n, 2))
-  exact = sp.circular_conv_norm(K, (n, n), (stride, stride))
+  exact = certificates.circular_conv_norm(K, (n, n), (stride, stride))
   np.testing.assert_allclose(exact, sv[0], rtol=1e-12)
   if stride > 1:
     assert abs(exact / stride - sv[0]) > 0.1 * sv[0]  # the Δ⁻² version
@@ -88,8 +88,8 @@ def test_screened_fft_bound_is_certified_and_tight():
   frequency; never below the exact circular norm, at most sqrt(1 + rtol) above."""
   K = np.random.RandomState(7).randn(3, 3, 40, 80)
   for N, s in [((6, 6), (1, 1)), ((6, 8), (2, 2))]:
-    exact = sp.circular_conv_norm(K, N, s)
-    got = sp.circular_conv_norm(K, N, s, rtol=1e-4)
+    exact = certificates.circular_conv_norm(K, N, s)
+    got = certificates.circular_conv_norm(K, N, s, rtol=1e-4)
     assert exact * (1 - 1e-12) <= got <= exact * math.sqrt(1 + 1e-4) * (1 + 1e-9)
   # and through conv_norm, against the dense SVD of the zero-padded conv
   K = K[:, :, :, :70].astype(np.float32)
@@ -104,10 +104,10 @@ def test_cholesky_certificate():
   None when the lower bound is far below the norm."""
   W = np.random.RandomState(8).randn(300, 120)
   truth = np.linalg.norm(W, 2)
-  up = sp.cholesky_upper(W, truth * (1 - 1e-7), rtol=1e-4)
+  up = certificates.cholesky_upper(W, truth * (1 - 1e-7), rtol=1e-4)
   assert truth <= up <= truth * (1 + 1e-4)
-  assert sp.cholesky_upper(W.T, truth * (1 - 1e-7)) >= truth
-  assert sp.cholesky_upper(W, truth / 2) is None
+  assert certificates.cholesky_upper(W.T, truth * (1 - 1e-7)) >= truth
+  assert certificates.cholesky_upper(W, truth / 2) is None
   W32 = W.astype(np.float32)
   r = sp.dense_norm(W32)
   assert r.upper_method == "cholesky"
@@ -146,14 +146,6 @@ def test_closed_forms():
   np.testing.assert_allclose(sv, 1, atol=1e-6)
   r = sp.conv_norm(K, (6, 8, 1), 2, "VALID")
   assert abs(r.estimate - 1) < RTOL and abs(r.upper - 1) < 1e-9
-
-
-def test_lipschitz_reexports_the_norms():
-  """Callers of the old single module keep working."""
-  for name in ("NormResult", "conv_norm", "dense_norm", "operator_norm",
-               "gram_upper", "circular_conv_norm", "conv_fn"):
-    assert getattr(lp, name) is getattr(sp, name)
-  assert sp.cholesky_upper is certificates.cholesky_upper
 
 
 def test_estimate_is_a_rayleigh_quotient_on_the_smaller_side():
@@ -202,8 +194,8 @@ def test_dense_norm_and_gram():
   W = rs.randn(40, 30)
   truth = np.linalg.norm(W, 2)
   for steps in range(0, 8):
-    assert sp.gram_upper(W, max_steps=steps) >= truth * (1 - 1e-12)
-  assert sp.gram_upper(W, max_steps=16, rtol=0) <= truth * (1 + 1e-6)
+    assert certificates.gram_upper(W, max_steps=steps) >= truth * (1 - 1e-12)
+  assert certificates.gram_upper(W, max_steps=16, rtol=0) <= truth * (1 + 1e-6)
 
 
 def test_operator_norm_generic_and_errors():

@@ -98,3 +98,34 @@ def test_a_failed_write_on_process_0_stops_both(tmp_path, cli_job):  # noqa: F81
   assert all(p.returncode != 0 for p in procs), outs
   assert "could not write batch 0" in outs[1], outs[1][-2000:]
   assert not os.path.exists(out)
+
+
+def test_ddn_on_two_processes_equals_one(tmp_path, cli_job):  # noqa: F811
+  two, one = str(tmp_path / "two.npz"), str(tmp_path / "one.npz")
+  argv = cli_job + ["--method", "ddn", "--ddn-steps", "20", "--batch-size", "4"]
+  _run_two(argv + ["--output", two])
+  env4 = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  r = subprocess.run([sys.executable, "-m", "advjax.cli", *argv, "--output", one],
+                     env=env4, capture_output=True, text=True, timeout=240)
+  assert r.returncode == 0, r.stdout + r.stderr
+  a, b = np.load(two), np.load(one)
+  for k in a.files:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_processes_that_disagree_stop_together(tmp_path, cli_job):  # noqa: F811
+  port = _free_port()
+  out = str(tmp_path / "m.npz")
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "advjax.cli", *cli_job, "--output", out, "--seed", str(i),
+       "--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2",
+       "--process-id", str(i)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, o in zip(procs, outs):
+    assert p.returncode == 2 and "disagree" in o and "targets" in o, o[-2000:]
+  assert not os.path.exists(out)

@@ -106,3 +106,60 @@ def test_bad_training_data(toy):
     train.train(m, data.Dataset(toy.x[:, :20], toy.y), CFG, progress=False)
   with pytest.raises(ValueError, match="optimizer"):
     train.make_optimizer(train.TrainConfig(optimizer="rmsprop"), {})
+
+
+def _flip_last_float_bit(path):
+  """Flips the lowest bit of the last byte: a float's mantissa, so msgpack
+  still parses and the value stays finite; only a checksum can tell."""
+  raw = bytearray(path.read_bytes())
+  raw[-1] ^= 1
+  path.write_bytes(bytes(raw))
+
+
+def test_checkpoint_checksum_catches_a_flipped_bit(tmp_path):
+  m = models.get_model("FC10(1e-4)")
+  checkpoint.save(str(tmp_path), m, m.init(jax.random.PRNGKey(0)))
+  meta = checkpoint.read_meta(str(tmp_path))
+  blob = (tmp_path / checkpoint.PARAMS).read_bytes()
+  assert meta["sha256"] == {checkpoint.PARAMS: checkpoint.sha256(blob)}
+  _flip_last_float_bit(tmp_path / checkpoint.PARAMS)
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"params\.msgpack: sha256 .* re-copy the checkpoint") as e:
+    checkpoint.load(str(tmp_path))
+  assert "\n" not in str(e.value)
+
+
+def test_checkpoint_without_checksum_still_loads(tmp_path):
+  """Checkpoints written before checksums: nothing to verify, they load."""
+  import json
+  m = models.get_model("FC10(1e-4)")
+  p = m.init(jax.random.PRNGKey(0))
+  checkpoint.save(str(tmp_path), m, p)
+  path = tmp_path / checkpoint.META
+  meta = json.loads(path.read_text())
+  del meta["sha256"]
+  path.write_text(json.dumps(meta))
+  assert _same(checkpoint.load(str(tmp_path))[1], p)
+  # a re-save (train_models.py re-saves a loaded meta with new errors) adds it
+  checkpoint.save(str(tmp_path), m, p, dict(meta, sha256={"x": "stale"}))
+  assert checkpoint.read_meta(str(tmp_path))["sha256"] == {
+      checkpoint.PARAMS: checkpoint.sha256((tmp_path / checkpoint.PARAMS).read_bytes())}
+
+
+def test_atomic_write_and_json(tmp_path):
+  import json
+  import os
+  path = str(tmp_path / "f.json")
+  checkpoint.atomic_json(path, {"a": np.float32(0.5), "b": np.arange(3)})
+  assert json.loads(open(path).read()) == {"a": 0.5, "b": [0, 1, 2]}
+  checkpoint.atomic_write(path, b"new")
+  assert open(path, "rb").read() == b"new" and os.listdir(tmp_path) == ["f.json"]
+  # mkstemp's 0600 is not kept: the file gets the mode plain open() gives
+  umask = os.umask(0o022)
+  os.umask(umask)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+  with pytest.raises(TypeError, match="must be bytes"):
+    checkpoint.atomic_write(path, "text")
+  with pytest.raises(TypeError):
+    checkpoint.atomic_json(path, {"a": object()})
+  assert open(path, "rb").read() == b"new" and os.listdir(tmp_path) == ["f.json"]

@@ -15,8 +15,8 @@ Each finished cell writes <runs>/adv_search/seed<s>/<cell>/row.json and the
 results table at once; a rerun skips finished cells (and resumes a cell's
 training from its last epoch, pools included). `--only CELL...` runs some.
 
-Command (full):  python experiments/adv_search.py        (run in parts; resumable)
-Command (quick): python experiments/adv_search.py --quick
+Command (full):  python -m experiments.adv_search        (run in parts; resumable)
+Command (quick): python -m experiments.adv_search --quick
 Budget, CPU minutes per cell at 60k and 60 epochs, from a measurement on
 this 2-core machine (load ≈ 7; BUILD_NOTES "Issue 10"): a plain epoch of
 FC100-100-10 ≈ 1.1 s, a pool minibatch per step +50%; 500 input-space
@@ -45,6 +45,7 @@ from advjax.attacks import AttackOptions
 from advjax.advtrain import PoolConfig, Variant
 from advjax.train import TrainConfig
 from experiments import common
+from experiments.configs import QUICK_ATTACK
 
 TITLE = "Adversarial training: the budgeted search (one seed; §4.2)"
 
@@ -151,5 +152,5 @@ def get_config(quick: bool = False) -> Config:
     return Config(**common.base(quick), n_train=600, n_test=500,
                   train=TrainConfig(lr=1e-2, epochs=2, batch_size=64, schedule="cosine"),
                   cells=tuple(v for v in cells(centre(True)) if v.name in pick), n_eval=20,
-                  eval_attack=attacks.PAPER._replace(bisect_steps=3, maxiter=30))
+                  eval_attack=QUICK_ATTACK)
   return Config(**common.base(quick))

@@ -13,8 +13,8 @@ spaces and all layers at once, at the search's centre). Each trained net is meas
 and the average minimum distortion on `n_eval` correctly classified test
 images; a finding holds only beyond the seed spread.
 
-Command (full):  python experiments/adv_training.py     (3 seeds)
-Command (quick): python experiments/adv_training.py --quick
+Command (full):  python -m experiments.adv_training     (3 seeds)
+Command (quick): python -m experiments.adv_training --quick
 Runtime: quick ≈ 20–30 s; full ≈ 3 seeds × 9 variants × 1–3 CPU-minutes
 ≈ 60 min (per-cell measurement in configs/adv_search.py).
 Expected (measured at 60k, 3 seeds): weight decay 1.72 ± 0.03%, dropout

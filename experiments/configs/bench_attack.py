@@ -14,8 +14,8 @@ default options (untargeted: the joint search), the c search alone
 (`first_order_steps=0`), advjax's own DDN, the untargeted search of the 2
 nearest labels (`joint=False`) and the paper's procedure (`attacks.PAPER`).
 
-Command:  python experiments/bench_attack.py            (sizes for the device it finds)
-Command (quick): python experiments/bench_attack.py --quick   (about a minute)
+Command:  python -m experiments.bench_attack            (sizes for the device it finds)
+Command (quick): python -m experiments.bench_attack --quick   (about a minute)
 Sizes: None means "by device": on a GPU the issue's 10k-image rows and
 AlexNet batches 32 and 128; on a CPU 1,000 MLP images, 100 conv images and
 AlexNet batch 2. Runtime: 8.5 min on 2 quiet CPU cores (measured, session 5);
@@ -47,7 +47,6 @@ class Config(common.ExperimentConfig):
   n_quality: int | None = None  # images for DDN-1000 (quality only)
   n_ref: int = 30  # images for the scipy reference
   alexnet_batches: tuple[int, ...] | None = None
-  batch: int | None = None  # images per attack call (None: all at once)
   ddn_steps: tuple[int, int] = (100, 1000)
   mlp_epochs: int = 3
   conv_epochs: int = 1
@@ -63,7 +62,6 @@ def get_config(quick: bool = False) -> Config:
 
 
 SIZES = {  # device kind -> defaults for the None fields
-    "gpu": dict(n_mlp=10000, n_conv=10000, n_quality=10000, alexnet_batches=(32, 128),
-                batch=None),
-    "cpu": dict(n_mlp=1000, n_conv=100, n_quality=200, alexnet_batches=(2,), batch=None),
+    "gpu": dict(n_mlp=10000, n_conv=10000, n_quality=10000, alexnet_batches=(32, 128)),
+    "cpu": dict(n_mlp=1000, n_conv=100, n_quality=200, alexnet_batches=(2,)),
 }

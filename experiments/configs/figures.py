@@ -5,8 +5,8 @@ MNIST adversarial examples beside Gaussian-noise digits of the same distortion
 (the noisy ones are still mostly classified right). Uses the models of the
 first seed.
 
-Command (full):  python experiments/figures.py     (after train_models.py)
-Command (quick): python experiments/figures.py --quick
+Command (full):  python -m experiments.figures     (after experiments.train_models)
+Command (quick): python -m experiments.figures --quick
 Runtime: ≈ 230 s measured on 2 shared CPU cores (the conv net's 64 attacks
 dominate); quick ≈ 10 s.
 Expected: perturbations invisible at ×1, structured at ×10; noise digits at the
@@ -20,6 +20,7 @@ import dataclasses
 from advjax import attacks
 from advjax.attacks import AttackOptions
 from experiments import common
+from experiments.configs import QUICK_ATTACK
 
 TITLE = "Figures: adversarial examples vs noise of equal distortion (§4.2)"
 MODELS = ("FC10(1e-2)", "FC100-100-10", "FC200-200-10", "AE400-10", "conv")
@@ -42,5 +43,5 @@ def get_config(quick: bool = False) -> Config:
   if quick:
     return Config(**common.base(quick), n_train=600, n_test=500, models=MODELS[:2],
                   per_model=2, n_noise=20,
-                  attack=attacks.PAPER._replace(bisect_steps=3, maxiter=30))
+                  attack=QUICK_ATTACK)
   return Config(**common.base(quick))

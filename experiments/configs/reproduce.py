@@ -8,9 +8,9 @@ adversarial sets and training epochs are resumed inside each step. Not run
 here (separate scripts): experiments/bench_attack.py (the attack benchmark)
 and experiments/adv_search.py (the resumable adversarial-training search).
 
-Command (full):  python experiments/reproduce.py            (one seed)
-                 python experiments/reproduce.py --seeds 3  (the seed spread)
-Command (quick): python experiments/reproduce.py --quick    (≈ 2 min, tiny sizes)
+Command (full):  python -m experiments.reproduce            (one seed)
+                 python -m experiments.reproduce --seeds 3  (the seed spread)
+Command (quick): python -m experiments.reproduce --quick    (≈ 2 min, tiny sizes)
 Runtime: quick measured in BUILD_NOTES.md "Issue 10"; full at 60k is the
 sum of the steps' docstrings (hours on 2 CPU cores, mostly training).
 """
@@ -24,8 +24,8 @@ from experiments import common
 TITLE = "Reproduction: every step, wall time and peak memory"
 STEPS = ("train_models", "table1", "table2", "table34", "figures",
          "adv_training", "unit_analysis", "lipschitz_bounds")
-SEPARATE = ("experiments/bench_attack.py (attack benchmark)",
-            "experiments/adv_search.py (adversarial-training search)")
+SEPARATE = ("python -m experiments.bench_attack (attack benchmark)",
+            "python -m experiments.adv_search (adversarial-training search)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Config(common.ExperimentConfig):
   # Where the steps write (None: each step's own folder, experiments/results/
   # <step>/). Set it, with a fresh runs_dir, to time a full run from scratch
   # without touching the committed results:
-  #   python experiments/reproduce.py --config.runs_dir=runs/full \
+  #   python -m experiments.reproduce --config.runs_dir=runs/full \
   #     --config.steps_dir=runs/full/results
   steps_dir: str | None = None
 

@@ -6,8 +6,8 @@ model classifies correctly (advjax.protocol); the distortion is the paper's
 per-pixel RMS averaged over successful examples. With several seeds every
 number is a mean ± sd over the seeds' models (per-seed values in results.json).
 
-Command (full):  python experiments/table1.py     (after train_models.py)
-Command (quick): python experiments/table1.py --quick
+Command (full):  python -m experiments.table1     (after experiments.train_models)
+Command (quick): python -m experiments.table1 --quick
 Runtime: full ≈ 100 s per seed on 2 shared CPU cores (1,000 images × 6
 models, measured on the 10k models); quick ≈ 15 s.
 Expected (measured on 10k-image models): 100% success; distortion FC10(1e-4)
@@ -22,6 +22,7 @@ import dataclasses
 from advjax import attacks
 from advjax.attacks import AttackOptions
 from experiments import common
+from experiments.configs import QUICK_ATTACK
 
 TITLE = "Table 1: errors and average minimum distortion (§4.2)"
 MODELS = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)", "FC100-100-10",
@@ -49,5 +50,5 @@ def get_config(quick: bool = False) -> Config:
   """The paper's six models; quick: 24 images and a weaker attack."""
   if quick:
     return Config(**common.base(quick), n_train=600, n_test=500, n_images=24,
-                  batch_size=24, attack=attacks.PAPER._replace(bisect_steps=3, maxiter=30))
+                  batch_size=24, attack=QUICK_ATTACK)
   return Config(**common.base(quick))

@@ -8,8 +8,8 @@ are 100% by construction for successful examples. Gaussian-noise rows add
 clipped to [0,1]; their distortion column is the measured RMS after clipping.
 With several seeds, each seed's models form one matrix; cells are mean ± sd.
 
-Command (full):  python experiments/table2.py     (after table1.py: reuses its sets)
-Command (quick): python experiments/table2.py --quick
+Command (full):  python -m experiments.table2     (after experiments.table1: reuses its sets)
+Command (quick): python -m experiments.table2 --quick
 Runtime: full ≈ 10 s per seed once Table 1's sets exist; quick ≈ 5 s.
 Expected (measured on 10k-image models): off-diagonal 0.5–84% against 0–1%
 for noise σ = 0.1 (RMS 0.073); the paper's cells are in PAPER.

@@ -7,8 +7,8 @@ images; the same perturbations amplified to per-pixel RMS 0.1; Gaussian noise
 σ = 0.06 and 0.1 on test images every model classifies correctly). With
 several seeds: mean ± sd over the seeds' models.
 
-Command (full):  python experiments/table34.py    (after train_models.py)
-Command (quick): python experiments/table34.py --quick
+Command (full):  python -m experiments.table34    (after experiments.train_models)
+Command (quick): python -m experiments.table34 --quick
 Runtime: full ≈ 60 s per seed on 2 shared CPU cores (1,000 test images × 3
 models); quick ≈ 10 s.
 Expected (measured on 10k-image models): transfer 9–50% against noise
@@ -22,6 +22,7 @@ import dataclasses
 from advjax import attacks
 from advjax.attacks import AttackOptions
 from experiments import common
+from experiments.configs import QUICK_ATTACK
 
 TITLE = "Tables 3–4: cross-training-set generalisation (§4.2)"
 MODELS = ("P1-FC100-100-10", "P1-FC123-456-10", "P2-FC100-100-10")
@@ -61,5 +62,5 @@ def get_config(quick: bool = False) -> Config:
   if quick:
     return Config(**common.base(quick), n_train=600, n_test=500, n_images=24,
                   n_noise=100, batch_size=24,
-                  attack=attacks.PAPER._replace(bisect_steps=3, maxiter=30))
+                  attack=QUICK_ATTACK)
   return Config(**common.base(quick))

@@ -9,11 +9,11 @@ Each seed index s trains every job with training seed `job seed + 100·s` (the
 P2 model keeps its offset 1, so it never shares an initialisation with P1's
 FC100-100-10) into runs/models/seed<s>/<folder>/.
 
-Command (full):  python experiments/train_models.py   (--config.seeds=0,1,2 for the spread)
-Command (quick): python experiments/train_models.py --quick   (600 / 500 images)
-Partial:         python experiments/train_models.py --only FC100-100-10
+Command (full):  python -m experiments.train_models   (--config.seeds=0,1,2 for the spread)
+Command (quick): python -m experiments.train_models --quick   (600 / 500 images)
+Partial:         python -m experiments.train_models --only FC100-100-10
                  (results to experiments/results/partial/, checkpoints to runs/)
-Fashion-MNIST:   python experiments/train_models.py --config.dataset=fashion_mnist
+Fashion-MNIST:   python -m experiments.train_models --config.dataset=fashion_mnist
                  --only FC100-100-10 conv   (checkpoints in runs/models_fashion_mnist/;
                  the 10k-era run is experiments/results/train_models_fashion_mnist/)
 Runtime: quick ≈ 25–40 s on 2 shared CPU cores; full ≈ 44 min per seed

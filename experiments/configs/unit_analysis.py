@@ -9,9 +9,9 @@ space and in pixel space) for all units and as many random unit-norm Gaussian
 directions, against a null of k test images drawn at random, with bootstrap 95%
 CIs and a permutation test of units − random directions.
 
-Command (full):  python experiments/unit_analysis.py     (after train_models.py;
+Command (full):  python -m experiments.unit_analysis     (after experiments.train_models;
                  the models of the first seed, runs/models/seed0/)
-Command (quick): python experiments/unit_analysis.py --quick   (random-init
+Command (quick): python -m experiments.unit_analysis --quick   (random-init
                  models unless quick checkpoints exist, 200 images; seconds)
 Runtime: full ≈ 2.5 min on 2 shared CPU cores (measured 2 min 24 s and
 2 min 32 s end to end, 137.5 s inside the script; top-k itself 0.1–15 s per

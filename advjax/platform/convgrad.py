@@ -31,6 +31,7 @@ stride 2) are left as they are.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Callable
 
 import jax
@@ -176,7 +177,35 @@ def _program(apply: Callable, tree, avals: tuple):
   specs = [jax.ShapeDtypeStruct(s, d) for s, d in avals]
   closed, shape = jax.make_jaxpr(apply, return_shape=True)(
       *jax.tree_util.tree_unflatten(tree, specs))
+  hidden = _hidden_convs(closed.jaxpr)
+  if hidden:
+    warnings.warn(f"advjax: {hidden} convolution(s) or pool(s) of the model sit inside "
+                  "scan/while/cond and keep autodiff's gradient, which is slow inside "
+                  "the attack's loops on XLA:CPU; unroll that loop in the model to "
+                  "get the fast path.", RuntimeWarning, stacklevel=2)
   return closed, jax.tree_util.tree_structure(shape), _has_conv(closed.jaxpr)
+
+
+def _subjaxprs(eqn):
+  """The sub-programs of a higher-order equation (scan, while, cond, ...)."""
+  for v in eqn.params.values():
+    for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+      if hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+        yield sub.jaxpr
+      elif hasattr(sub, "eqns"):
+        yield sub
+
+
+def _hidden_convs(jaxpr, inside: bool = False) -> int:
+  """How many convolutions or pools `_eval` cannot reach (inside scan/cond/...)."""
+  n = 0
+  for e in jaxpr.eqns:
+    if e.primitive in (lax.conv_general_dilated_p, lax.reduce_window_max_p):
+      n += inside
+    sub_inside = inside or e.primitive.name not in ("pjit", "jit")
+    for sub in _subjaxprs(e):
+      n += _hidden_convs(sub, sub_inside)
+  return n
 
 
 class _Canonical:

@@ -6,10 +6,10 @@ torchvision weights file is given), every layer including ReLU / max-pool / LRN
 with its own bound, the product over the network and an empirical lower bound
 (largest input-output Jacobian norm on data), for the trained MNIST checkpoints.
 
-Command (full):  python experiments/lipschitz_bounds.py     (after train_models.py;
+Command (full):  python -m experiments.lipschitz_bounds     (after experiments.train_models;
                  the models of the first seed; torchvision weights with
                  --config.alexnet_weights=alexnet-owt-7be5be79.pth)
-Command (quick): python experiments/lipschitz_bounds.py --quick
+Command (quick): python -m experiments.lipschitz_bounds --quick
 Runtime: Table 5 of the two random-init AlexNets 19 s + 16 s measured on 2
 CPU cores shared at load ~5 with OPENBLAS_NUM_THREADS=1 (every row 0.25-4.9 s;
 38 s + 57 s before issue 13; with threaded BLAS on the loaded machine 2-10×
@@ -36,7 +36,7 @@ PAPER = {
     "fc2": ("4096×4096", None, 4), "fc3": ("4096×1000", None, 4),
 }
 
-# Checkpoint folders under --models-dir (as experiments/train_models.py names them).
+# Checkpoint folders under runs/models/seed<s>/ (as experiments.train_models names them).
 MNIST_MODELS = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)", "FC100-100-10",
                 "FC200-200-10", "AE400-10", "P1-FC100-100-10",
                 "P1-FC123-456-10", "P2-FC100-100-10", "conv")

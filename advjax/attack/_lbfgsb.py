@@ -1,6 +1,7 @@
 """Box-constrained L-BFGS solvers for the batched attack (§4.1).
 
-Two solvers; the attack (`advjax.attacks`) picks one with `solver=`:
+Two solvers; the attack (`advjax.attack.lbfgs`) picks one with `Solve.solver`
+(`opts` below is an `advjax.attack.options.Solve`):
 
 * `pqn` (default): a batched projected L-BFGS. Lanes (B, n) advance together;
   convergence, line-search acceptance and curvature skips are per-lane masks
@@ -30,21 +31,10 @@ import jax
 import jax.numpy as jnp
 
 
-class SolveOptions(NamedTuple):
-  """Inner-solver settings (hashable: static under jit). No defaults here: they
-  are written once, in `advjax.options.AttackOptions`, which builds this."""
-  maxiter: int
-  history: int
-  gtol: float
-  ftol: float
-  maxls: int
-  linesearch: str
-
-
 class SolveResult(NamedTuple):
-  """One lane's solution: the point, its value, iterations and evaluations."""
+  """Per lane: the point, iterations, and objective evaluations (each one
+  forward and one backward pass of the model)."""
   z: jax.Array
-  f: jax.Array
   iters: jax.Array
   evals: jax.Array
 
@@ -139,7 +129,7 @@ def _push(st: _State, s, y, ok):
 
 
 def pqn(vg: Callable[[jax.Array], tuple[jax.Array, jax.Array]], z0: jax.Array,
-        done: jax.Array, lo: Any, hi: Any, opts: SolveOptions) -> SolveResult:
+        done: jax.Array, lo: Any, hi: Any, opts) -> SolveResult:
   """Batched projected L-BFGS: lanes z0 (B, n), values and gradients vg(z).
 
   vg maps (B, n) to (f (B,), g (B, n)) with lanes independent (a vmapped
@@ -168,11 +158,11 @@ def pqn(vg: Callable[[jax.Array], tuple[jax.Array, jax.Array]], z0: jax.Array,
                   st.done | ~ok | small)
 
   st = jax.lax.while_loop(lambda s: jnp.any(~s.done) & (s.k < opts.maxiter), body, st)
-  return SolveResult(st.z, st.f, st.it, st.evals)
+  return SolveResult(st.z, st.it, st.evals)
 
 
 def jaxopt_lbfgsb(fun: Callable[..., jax.Array], z0: jax.Array, done: jax.Array,
-                  args: tuple, lo: Any, hi: Any, opts: SolveOptions) -> SolveResult:
+                  args: tuple, lo: Any, hi: Any, opts) -> SolveResult:
   """`jaxopt.LBFGSB` for one example (vmap it). `done` lanes still cost a solve."""
   try:
     with warnings.catch_warnings():  # jaxopt warns on import that it is unmaintained
@@ -188,8 +178,5 @@ def jaxopt_lbfgsb(fun: Callable[..., jax.Array], z0: jax.Array, done: jax.Array,
   res = solver.run(z0, bounds, *args)
   z = jnp.where(done, z0, res.params)
   it = jnp.where(done, 0, res.state.iter_num).astype(jnp.int32)
-  return SolveResult(z, jnp.where(done, fun(z0, *args), res.state.value), it,
-                     jnp.where(done, 0, res.state.num_fun_eval).astype(jnp.int32))
+  return SolveResult(z, it, jnp.where(done, 0, res.state.num_fun_eval).astype(jnp.int32))
 
-
-SOLVERS = {"pqn": pqn, "jaxopt": jaxopt_lbfgsb}

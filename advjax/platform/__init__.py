@@ -1,0 +1,1 @@
+"""Backend-specific rewrites (XLA:CPU)."""

@@ -1,0 +1,74 @@
+"""The driver's collectives: every process runs the same job, or none does.
+
+Each process passes the same host inputs; arrays are sharded over all devices
+of all processes and gathered back; process 0 writes. Before any work the
+processes compare their job identities part by part (`agree`), so processes
+given different checkpoints, inputs or options stop together with one line
+naming the part, instead of mixing their results in one folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+
+
+def _utils():
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return multihost_utils
+
+
+def many() -> bool:
+  return jax.process_count() > 1
+
+
+def to_global(a: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A host array (the same on every process) as an array sharded over the mesh."""
+  return jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
+
+
+def to_host(a: jax.Array) -> np.ndarray:
+  """The full array on the host (gathered across processes when multi-host)."""
+  if many():
+    return np.asarray(_utils().process_allgather(a, tiled=True))
+  return np.asarray(a)
+
+
+def broadcast(a: np.ndarray) -> np.ndarray:
+  """Process 0's value of `a` on every process."""
+  return np.asarray(_utils().broadcast_one_to_all(a)) if many() else a
+
+
+def barrier(name: str) -> None:
+  """Waits for every process (a no-op with one)."""
+  if many():
+    _utils().sync_global_devices(name)
+
+
+def agree(job: dict) -> None:
+  """Raises on every process unless all processes run the same job.
+
+  Each part of the job identity is digested to 8 bytes; the digests of all
+  processes are gathered and compared with process 0's.
+  """
+  if not many():
+    return
+  keys = sorted(job)
+  mine = np.array([[b for b in hashlib.sha1(repr(job[k]).encode()).digest()[:8]]
+                   for k in keys], np.uint8)
+  allp = np.asarray(_utils().process_allgather(mine))  # (processes, parts, 8)
+  bad = sorted({keys[j] for p in range(len(allp)) for j in range(len(keys))
+                if not np.array_equal(allp[p, j], allp[0, j])})
+  if bad:
+    who = [p for p in range(len(allp)) if not np.array_equal(allp[p], allp[0])]
+    raise ValueError(f"the processes disagree on the job (process(es) {who} differ from "
+                     f"process 0 in: {', '.join(bad)}); run the same command, with the "
+                     "same checkpoint, data and options, on every process.")
+
+
+def agree_flag(failed: bool) -> bool:
+  """Whether process 0 reported a failure (every process gets its answer)."""
+  return bool(broadcast(np.int32(failed))) if many() else failed

@@ -1,0 +1,228 @@
+"""The job engine (`advjax.runs`) and the honesty checks (`advjax.inputs`,
+`advjax.criteria`): any job resumable, one writer per folder, parts checked
+against their slot, DDN at scale, per-example boxes, Equinox's README shape,
+logits of any scale, batch-dependent and broken models refused."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from advjax import attacks, cli, ddn, driver, inputs, reference
+from advjax.runs import io, jobs
+from test_attacks import K, SHAPE, _data, logits_fn
+from test_driver import cli_job  # noqa: F401  (the fixture)
+
+FAST = attacks.AttackOptions(bisect_steps=2, refine_steps=3, first_order_steps=20)
+
+
+def test_ddn_job_resumes_and_equals_ddn(tmp_path):
+  x, pred = _data(10, seed=3)
+  t = (pred + 1) % K
+  pb = inputs.problem(logits_fn, x, target=t, check_logits=False)
+  job = jobs.ddn(ddn.DDNOptions(steps=30), targeted=True)
+  part = driver.execute(job, pb, str(tmp_path), batch_size=4, stop_after=1, progress=False)
+  assert len(part["index"]) == 4 and not driver.is_complete(str(tmp_path))
+  full = driver.execute(job, pb, str(tmp_path), batch_size=4, progress=False)
+  direct = ddn.ddn(logits_fn, x, t, steps=30)
+  np.testing.assert_allclose(full["x_adv"], direct.x_adv, atol=1e-6)
+  np.testing.assert_array_equal(full["success"], direct.success)
+  assert (full["passes"] == 61).all()
+  with pytest.raises(driver.ResumeError, match="differs in: method"):
+    driver.run(logits_fn, x, t, str(tmp_path), batch_size=4, progress=False)
+
+
+def test_a_busy_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
+  x, pred = _data(4, seed=4)
+  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    os.makedirs(tmp_path / "busy")
+    with io.Lock(str(tmp_path / "busy")):
+      with pytest.raises(driver.ResumeError, match="in use by another run"):
+        driver.run(logits_fn, x, (pred + 1) % K, str(tmp_path / "busy"), batch_size=4,
+                   progress=False, options=FAST)
+    (tmp_path / "busy" / io.LOCK).write_text(
+        '{"pid": %d, "host": "%s"}' % (sleeper.pid, os.uname().nodename))
+    with pytest.raises(driver.ResumeError, match=f"pid {sleeper.pid}"):
+      driver.run(logits_fn, x, (pred + 1) % K, str(tmp_path / "busy"), batch_size=4,
+                 progress=False, options=FAST)
+  finally:
+    sleeper.kill()
+    sleeper.wait()
+  res = driver.run(logits_fn, x, (pred + 1) % K, str(tmp_path / "busy"), batch_size=4,
+                   progress=False, options=FAST)  # the owner is gone: stale
+  assert len(res["index"]) == 4 and not (tmp_path / "busy" / io.LOCK).exists()
+
+
+def test_collect_refuses_a_part_in_the_wrong_slot_or_of_another_job(tmp_path):
+  x, pred = _data(8, seed=5)
+  t = (pred + 1) % K
+  driver.run(logits_fn, x, t, str(tmp_path / "a"), batch_size=4, progress=False, options=FAST)
+  shutil.copy(tmp_path / "a" / "part-00000.npz", tmp_path / "a" / "part-00001.npz")
+  with pytest.raises(driver.ResumeError, match="holds batch 0, not batch 1"):
+    driver.collect(str(tmp_path / "a"))
+  driver.run(logits_fn, x, (t + 1) % K, str(tmp_path / "b"), batch_size=4, progress=False,
+             options=FAST)
+  driver.run(logits_fn, x, t, str(tmp_path / "c"), batch_size=4, progress=False, options=FAST)
+  shutil.copy(tmp_path / "b" / "part-00001.npz", tmp_path / "c" / "part-00001.npz")
+  with pytest.raises(driver.ResumeError, match="written by another job"):
+    driver.collect(str(tmp_path / "c"))
+
+
+class MLP(eqx.Module):  # the shape of Equinox's README example: a list field
+  layers: list
+  extra_bias: jax.Array
+
+  def __init__(self, key):
+    k1, k2 = jax.random.split(key)
+    self.layers = [eqx.nn.Linear(36, 8, key=k1), jax.nn.sigmoid, eqx.nn.Linear(8, K, key=k2)]
+    self.extra_bias = jnp.ones(K) * 0.1
+
+  def __call__(self, x):
+    x = x.reshape(-1)
+    for layer in self.layers:
+      x = layer(x)
+    return x + self.extra_bias
+
+
+def test_equinox_readme_shape_is_attacked_like_a_plain_function():
+  m = MLP(jax.random.PRNGKey(0))
+  x, _ = _data(4, seed=6)
+  a = attacks.lbfgs(m, x, options=FAST)  # untargeted: the nearest other label
+  b = attacks.lbfgs(lambda z: jax.vmap(m)(z), x, options=FAST)
+  assert np.asarray(a.success).any()
+  np.testing.assert_allclose(a.distortion, b.distortion, rtol=1e-4, atol=1e-7)
+
+
+def test_per_example_boxes_match_the_reference_and_hold():
+  x, pred = _data(4, seed=7)
+  t = (pred + 1) % K
+  lo = np.clip(x - 0.25, 0, 1).reshape(4, -1).reshape(x.shape)
+  hi = np.clip(x + 0.25, 0, 1)
+  lo[1], hi[1] = 0.0, 1.0  # one example keeps the whole box
+  res = attacks.lbfgs(logits_fn, x, t, bounds=(lo, hi), options=attacks.PAPER)
+  ref = reference.lbfgs_reference(logits_fn, x, t, bounds=(lo, hi))
+  xa = np.asarray(res.x_adv)
+  assert np.all(xa >= lo) and np.all(xa <= hi)
+  ok = np.asarray(res.success) & ref.success
+  assert ok.sum() >= 2
+  np.testing.assert_allclose(np.asarray(res.l2)[ok], ref.l2[ok], rtol=0.03)
+  with pytest.raises(ValueError, match="broadcast neither"):
+    attacks.lbfgs(logits_fn, x, t, bounds=(lo[:3], hi[:3]))
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e4])
+def test_logits_of_any_scale_are_attacked_alike(scale):
+  x, pred = _data(6, seed=8)
+  t = (pred + 1 + np.arange(6) % (K - 1)) % K
+  base = attacks.lbfgs(logits_fn, x, t)
+  scaled = attacks.lbfgs(lambda z: logits_fn(z) * scale, x, t)
+  np.testing.assert_array_equal(scaled.success, base.success)
+  assert np.asarray(base.success).all()
+  d, d0 = np.asarray(scaled.distortion), np.asarray(base.distortion)
+  # the same points up to the solvers' paths: 1.3% apart on the mean, measured
+  # (the issue's goal of 1% is not met here; BUILD_NOTES.md)
+  assert abs(d.mean() / d0.mean() - 1) < 0.02 and np.all(np.abs(d / d0 - 1) < 0.05), (d, d0)
+  unt = attacks.lbfgs(lambda z: logits_fn(z) * scale, x)
+  assert np.asarray(unt.success).all()
+
+
+def test_ddn_never_takes_a_nan_point_and_failed_rows_are_x():
+  def nan_model(z):  # NaN logits wherever class K-1 would win: its region is NaN
+    out = logits_fn(z)
+    return jnp.where((out.argmax(-1) == K - 1)[:, None], jnp.nan, out)
+  x, pred = _data(16, seed=9)
+  keep = pred != K - 1
+  x, pred = x[keep], pred[keep]
+  t = np.full(len(x), K - 1, np.int32)
+  res = ddn.ddn(nan_model, x, t, steps=50)
+  assert not np.asarray(res.success).any()
+  np.testing.assert_array_equal(np.asarray(res.x_adv), x)  # failed rows are x
+  other = ddn.ddn(nan_model, x, (pred + 1) % (K - 1), steps=50)  # reachable labels
+  ok = np.asarray(other.success)
+  assert ok.any() and np.isfinite(np.asarray(nan_model(jnp.asarray(other.x_adv)))[ok]).all()
+
+
+def test_batch_dependent_models_are_refused():
+  W = jax.random.normal(jax.random.PRNGKey(0), (36, K))
+  def batchnorm_train(p, z):  # normalised by the batch's own statistics
+    h = z.reshape(len(z), -1) @ p
+    return (h - h.mean(0)) / (h.std(0) + 1e-5)
+  x, _ = _data(4, seed=10)
+  with pytest.raises(ValueError, match="evaluation mode"):
+    attacks.lbfgs((batchnorm_train, W), x, np.zeros(4, np.int32))
+  with pytest.raises(ValueError, match="evaluation mode"):
+    ddn.ddn((batchnorm_train, W), x, np.zeros(4, np.int32))
+
+
+def test_bad_shapes_and_models_get_one_line_errors():
+  empty = np.zeros((0,) + SHAPE, np.float32)
+  with pytest.raises(ValueError, match=r"target has shape \(2,\)"):
+    attacks.lbfgs(logits_fn, empty, np.array([1, 2]))
+  with pytest.raises(ValueError, match=r"target has shape \(1,\)"):
+    attacks.lbfgs(logits_fn, empty, [2.7])
+  x, _ = _data(2)
+  with pytest.raises(ValueError, match="K >= 2"):
+    attacks.lbfgs(lambda z: logits_fn(z)[:, :1], x, np.zeros(2, np.int32))
+  with pytest.raises(ValueError, match="complex"):
+    attacks.lbfgs(logits_fn, x.astype(np.complex64), np.zeros(2, np.int32))
+  with pytest.raises(ValueError, match="numbers or numeric arrays"):
+    attacks.lbfgs(logits_fn, x, np.zeros(2, np.int32), bounds=("a", "b"))
+  assert ddn.ddn(logits_fn, empty, np.zeros(0, np.int32)).x_adv.shape == empty.shape
+  try:
+    attacks.lbfgs(logits_fn, x[0], np.zeros(1, np.int32))
+  except ValueError as e:
+    assert "x[None]" in str(e) and "\n" not in str(e)
+
+
+def test_each_criterion_is_defined_once():
+  root = os.path.join(os.path.dirname(__file__), "..", "advjax")
+  pats = {r"def (ce|lead|verdict|reaches|margin)\(": "criteria.py",
+          r"/ math\.sqrt\(": "criteria.py", r"def (digest|_digest)\(": "adapt.py",
+          r"def pad\(|def _pad\(": "runs/io.py", r"def atomic_write\(": "checkpoint.py"}
+  for pat, home in pats.items():
+    where = []
+    for d, _, files in os.walk(root):
+      for f in files:
+        if f.endswith(".py") and f != "reference.py" and re.search(
+            pat, open(os.path.join(d, f)).read()):  # the oracle owns its definitions
+          where.append(os.path.relpath(os.path.join(d, f), root))
+    assert where == [home] or (pat.startswith("def pad") and home in where), (pat, where)
+  ref = open(os.path.join(root, "reference.py")).read()
+  assert "criteria" not in ref and "penalty" not in ref and "boundary" not in ref
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--maxiter", "0"], "--maxiter 0: must be >= 1"),
+    (["--c-init", "-1"], "--c-init -1.0: must be > 0"),
+    (["--stop-after", "-1"], "--stop-after -1: must be >= 0"),
+    (["--num-processes", "2"], "--num-processes given without --distributed"),
+    (["--method", "ddn", "--ddn-gamma", "2"], "--ddn-gamma 2.0: must be in"),
+    (["--method", "ddn", "--targets", "logits"], "--method ddn takes --targets random"),
+])
+def test_cli_names_the_flag(tmp_path, cli_job, capsys, extra, msg):  # noqa: F811
+  assert cli.main(cli_job + ["--output", str(tmp_path / "a.npz")] + extra) == 2
+  err = capsys.readouterr().err.strip()
+  assert msg in err and len(err.splitlines()) == 1, err
+
+
+def test_cli_ddn_equals_ddn(tmp_path, cli_job):  # noqa: F811
+  from advjax import checkpoint, data
+  out = str(tmp_path / "d.npz")
+  argv = cli_job + ["--output", out, "--method", "ddn", "--ddn-steps", "20"]
+  assert cli.main(argv + ["--stop-after", "1"]) == 0 and not os.path.exists(out)
+  assert cli.main(argv) == 0
+  z = np.load(out)
+  model, params, _ = checkpoint.load(cli_job[2])
+  ds = data.load("mnist", "test", cli_job[4])
+  t = np.asarray(attacks.random_targets(jax.random.PRNGKey(0), ds.y, 10))
+  direct = ddn.ddn((model.apply, params), ds.x, t, steps=20)
+  np.testing.assert_allclose(z["x_adv"], direct.x_adv, atol=1e-6)
+  np.testing.assert_array_equal(z["success"], direct.success)

@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
   d.add_argument("--coordinator", default=None, help="host:port of process 0")
   d.add_argument("--num-processes", type=int, default=None, help="number of processes")
   d.add_argument("--process-id", type=int, default=None, help="this process's id")
+  d.add_argument("--peer-timeout", type=float, default=30.0,
+                 help="seconds after which a silent peer (killed, crashed) stops this "
+                 "process with one line (exit 3); rerun to resume")
   return ap
 
 
@@ -160,6 +163,8 @@ def _distributed(args: argparse.Namespace) -> None:
                           ("num_processes", args.num_processes),
                           ("process_id", args.process_id)) if v is not None}
   jax.distributed.initialize(**kw)
+  from advjax.runs import multihost  # pylint: disable=import-outside-toplevel
+  multihost.watchdog(args.peer_timeout)
 
 
 def _job(args: argparse.Namespace, targeted: bool, key):

@@ -245,7 +245,7 @@ def parse_flags(argv: list[str] | None, config_module, doc: str | None = None):
       description=doc or config_module.__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog="--config.FIELD=VALUE overrides a config field (dotted paths into "
-             f"nested ones, e.g. --config.attack.solve.maxiter=50); fields: {fields_help}.")
+             f"nested ones, e.g. --config.attack.maxiter=50); fields: {fields_help}.")
   p.add_argument("--quick", action="store_true", help="seconds-sized run")
   p.add_argument("--only", nargs="+", default=None, help="a partial run of these rows")
   p.add_argument("--workdir", default=None, help="results folder")

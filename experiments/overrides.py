@@ -17,6 +17,10 @@ def is_record(x: Any) -> bool:
 
 
 def fields(x: Any) -> list[str]:
+  """Field names; a record with a flat view (`AttackOptions.flat`) by its flat
+  names, so that `--config.attack.maxiter=50` stays the spelling."""
+  if hasattr(x, "flat"):
+    return list(x.flat())
   return ([f.name for f in dataclasses.fields(x)] if dataclasses.is_dataclass(x)
           else list(x._fields))
 

@@ -254,7 +254,7 @@ def test_save_each_writes_the_results_after_each_item(tmp_path):
 
 def test_overrides_coerce_and_reject():
   cfg = c_t1.get_config(True)
-  cfg2 = common.override(cfg, "attack.search.bisect_steps", "5")
+  cfg2 = common.override(cfg, "attack.bisect_steps", "5")
   assert cfg2.attack.search.bisect_steps == 5 and isinstance(cfg2.attack.search.bisect_steps, int)
   assert common.override(cfg, "n_train", "none").n_train is None
   assert common.override(cfg, "models", "FC10(1),FC100-100-10").models == ("FC10(1)", "FC100-100-10")
@@ -272,7 +272,7 @@ def test_only_writes_a_partial_folder_and_command_round_trips():
   assert workdir is None and cfg.only == ("FC10(1)",)
   partial = os.path.join("experiments", "results", "partial")
   assert common.default_workdir(c_t1, cfg).startswith(partial)
-  full, _ = common.parse_flags(["--config.attack.solve.maxiter=50", "--config.seeds=0,1"], c_t1)
+  full, _ = common.parse_flags(["--config.attack.maxiter=50", "--config.seeds=0,1"], c_t1)
   assert common.default_workdir(c_t1, full).startswith(partial)  # not the committed table
   seeds, _ = common.parse_flags(["--config.seeds=0,1,2"], c_t1)
   assert common.default_workdir(c_t1, seeds) == os.path.join("experiments", "results", "table1")

@@ -313,7 +313,7 @@ def test_script_quick(tmp_path):
   """experiments/lipschitz_bounds.py's run(cfg) on quick random-init models."""
   import dataclasses
   from experiments import common, lipschitz_bounds
-  from experiments.configs import lipschitz as config
+  from experiments.configs import lipschitz_bounds as config
   cfg = dataclasses.replace(config.get_config(True), runs_dir=str(tmp_path / "none"),
                             data_dir=str(tmp_path / "none"))
   out = str(tmp_path / "out")

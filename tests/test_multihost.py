@@ -129,3 +129,32 @@ def test_processes_that_disagree_stop_together(tmp_path, cli_job):  # noqa: F811
   for p, o in zip(procs, outs):
     assert p.returncode == 2 and "disagree" in o and "targets" in o, o[-2000:]
   assert not os.path.exists(out)
+
+
+def test_a_killed_peer_stops_the_other_with_one_line(tmp_path, cli_job):  # noqa: F811
+  import time
+  port = _free_port()
+  out = str(tmp_path / "k.npz")
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "advjax.cli", *cli_job, "--output", out, "--batch-size", "4",
+       "--peer-timeout", "5", "--distributed", "--coordinator", f"localhost:{port}",
+       "--num-processes", "2", "--process-id", str(i)], env=ENV, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  try:
+    t0 = time.monotonic()
+    while not os.path.exists(out + ".parts") and time.monotonic() - t0 < 120:
+      time.sleep(0.05)  # both processes have joined and agreed on the job
+    procs[1].kill()
+    t1 = time.monotonic()
+    o = procs[0].communicate(timeout=90)[0]
+    waited = time.monotonic() - t1
+  finally:
+    for p in procs:
+      p.kill()
+  assert procs[0].returncode == 3, o[-2000:]
+  assert "process 1 has not responded for 5 s" in o and waited < 30, (waited, o[-2000:])
+  rerun = subprocess.run([sys.executable, "-m", "advjax.cli", *cli_job, "--output", out,
+                          "--batch-size", "4"], env=dict(
+                              ENV, XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+                         capture_output=True, text=True, timeout=240)
+  assert rerun.returncode == 0 and os.path.exists(out), rerun.stdout + rerun.stderr

@@ -197,9 +197,9 @@ def test_bad_inputs_raise_clear_errors(fc):
 def test_quick_experiment_writes_results(tmp_path):
   out = tmp_path / "units"
   r = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments", "unit_analysis.py"),
+      [sys.executable, "-m", "experiments.unit_analysis",
        "--quick", "--workdir", str(out), f"--config.runs_dir={tmp_path / 'none'}"],
-      capture_output=True, text=True, timeout=300)
+      capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.loads((out / "results.json").read_text())
   assert res["quick"] and res["analyses"] and res["complete"]

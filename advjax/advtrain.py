@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from advjax import attacks, checkpoint, models, protocol, train
+from advjax import attacks, batching, checkpoint, models, protocol, train
 from advjax.attacks import AttackOptions
 from advjax import data as data_lib
 
@@ -116,9 +116,7 @@ def make_examples(model: models.Model, params, x, y, key, cfg: PoolConfig):
   out_z, out_y, b = [], [], cfg.batch_size
   for i in range(0, len(z), b):
     zs, ts, m = z[i:i + b], t[i:i + b], len(z[i:i + b])
-    if m < b:
-      zs = np.concatenate([zs, np.repeat(zs[-1:], b - m, 0)])
-      ts = np.concatenate([ts, np.repeat(ts[-1:], b - m, 0)])
+    zs, ts = batching.pad(zs, b), batching.pad(ts, b)
     res = protocol.attack(_apply_fn(model, cfg.layer), params, zs, ts, cfg.attack)
     ok = np.asarray(res.success)[:m]
     out_z.append(np.asarray(res.x_adv)[:m][ok])

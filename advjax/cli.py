@@ -27,6 +27,10 @@ EXAMPLE = """example:
       --n 1000 --only-correct --targets random --output runs/adv-FC100.npz
   (rerun the same command after an interruption: it resumes from
   runs/adv-FC100.npz.parts/; with several hosts add --distributed)"""
+CERTIFY_EXAMPLE = """example:
+  advjax certify --checkpoint runs/models/seed0/FC100-100-10 --split test \\
+      --n 1000 --method crown --output runs/cert-FC100.npz
+  (resumable like advjax attack; the .npz holds l2, distortion, margin, label)"""
 
 
 def _field_help(cls) -> dict[str, str]:
@@ -54,6 +58,64 @@ def _bool(s: str) -> bool:
   if s.lower() not in v:
     raise argparse.ArgumentTypeError(f"{s!r}: use true or false")
   return v[s.lower()]
+
+
+def _add_shared(a: argparse.ArgumentParser, verb: str) -> None:
+  """The checkpoint, data, selection and batching flags of every command."""
+  a.add_argument("--checkpoint", required=True,
+                 help="model folder written by advjax.checkpoint.save")
+  a.add_argument("--output", required=True, help=".npz file to write")
+  a.add_argument("--work-dir", help="per-batch parts for resuming (default OUTPUT.parts)")
+  a.add_argument("--dataset", default="mnist", choices=("mnist", "fashion_mnist"),
+                 help="dataset of the split")
+  a.add_argument("--split", default="test", choices=("train", "test"), help="split")
+  a.add_argument("--data-dir", default=None,
+                 help="IDX folder (default $ADVJAX_DATA_DIR, then TFDS)")
+  a.add_argument("--start", type=int, default=0, help="first example of the split")
+  a.add_argument("--n", type=int, default=None, help="number of examples (default: to the end)")
+  a.add_argument("--only-correct", action="store_true",
+                 help=f"{verb} only examples the model classifies correctly")
+  a.add_argument("--bounds", type=float, nargs=2, default=(0.0, 1.0),
+                 metavar=("LO", "HI"), help="the input box")
+  a.add_argument("--batch-size", type=int, default=128,
+                 help="examples per batch (a multiple of the device count)")
+  a.add_argument("--stop-after", type=int, default=None,
+                 help="stop after this many batches (resume later)")
+  a.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_multihost(a: argparse.ArgumentParser) -> None:
+  """The jax.distributed flags."""
+  d = a.add_argument_group("multi-host (jax.distributed)")
+  d.add_argument("--distributed", action="store_true",
+                 help="call jax.distributed.initialize() first; without the three "
+                 "flags below jax detects SLURM/TPU/MPI clusters itself")
+  d.add_argument("--coordinator", default=None, help="host:port of process 0")
+  d.add_argument("--num-processes", type=int, default=None, help="number of processes")
+  d.add_argument("--process-id", type=int, default=None, help="this process's id")
+  d.add_argument("--peer-timeout", type=float, default=30.0,
+                 help="seconds after which a silent peer (killed, crashed) stops this "
+                 "process with one line (exit 3); rerun to resume")
+
+
+def _certify_methods() -> tuple:
+  from advjax.certify.options import METHODS  # pylint: disable=import-outside-toplevel
+  return METHODS
+
+
+def _add_certify_options(a: argparse.ArgumentParser) -> None:
+  """One flag per CertifyOptions field but the method (--cert-FIELD)."""
+  from advjax.certify.options import CertifyOptions  # pylint: disable=import-outside-toplevel
+  g = a.add_argument_group("certificate options (advjax.certify.CertifyOptions)")
+  helps = _field_help(CertifyOptions)
+  for field, default in CertifyOptions()._asdict().items():
+    if field == "method":
+      continue
+    kind = _bool if isinstance(default, bool) else (
+        str if isinstance(default, str) else int if field == "chunk" else
+        float if field == "tol" else type(default))
+    g.add_argument("--cert-" + field.replace("_", "-"), dest="cert_" + field, type=kind,
+                   default=default, help=helps[field])
 
 
 def _add_attack_options(a: argparse.ArgumentParser) -> None:
@@ -90,41 +152,22 @@ def _parser() -> argparse.ArgumentParser:
                      epilog=EXAMPLE, formatter_class=lambda prog: fmt(prog, width=100))
   a.add_argument("--method", default="lbfgs", choices=("lbfgs", "ddn"),
                  help="the paper's box-constrained L-BFGS attack, or DDN alone")
-  a.add_argument("--checkpoint", required=True,
-                 help="model folder written by advjax.checkpoint.save")
-  a.add_argument("--output", required=True, help=".npz file to write")
-  a.add_argument("--work-dir", help="per-batch parts for resuming (default OUTPUT.parts)")
-  a.add_argument("--dataset", default="mnist", choices=("mnist", "fashion_mnist"),
-                 help="dataset of the split")
-  a.add_argument("--split", default="test", choices=("train", "test"), help="split")
-  a.add_argument("--data-dir", default=None,
-                 help="IDX folder (default $ADVJAX_DATA_DIR, then TFDS)")
-  a.add_argument("--start", type=int, default=0, help="first example of the split")
-  a.add_argument("--n", type=int, default=None, help="number of examples (default: to the end)")
-  a.add_argument("--only-correct", action="store_true",
-                 help="attack only examples the model classifies correctly")
+  _add_shared(a, "attack")
   a.add_argument("--targets", default="random", choices=("random", "all", "logits"),
                  help="random wrong labels (the paper), or untargeted: the closest "
                  "over the other labels (see --joint, --screen) / the runner-up logit")
   a.add_argument("--seed", type=int, default=0, help="PRNG seed of random targets")
-  a.add_argument("--bounds", type=float, nargs=2, default=(0.0, 1.0),
-                 metavar=("LO", "HI"), help="the input box")
-  a.add_argument("--batch-size", type=int, default=128,
-                 help="examples per batch (a multiple of the device count)")
-  a.add_argument("--stop-after", type=int, default=None,
-                 help="stop after this many batches (resume later)")
-  a.add_argument("--no-progress", action="store_true", help="no progress bar")
   _add_attack_options(a)
-  d = a.add_argument_group("multi-host (jax.distributed)")
-  d.add_argument("--distributed", action="store_true",
-                 help="call jax.distributed.initialize() first; without the three "
-                 "flags below jax detects SLURM/TPU/MPI clusters itself")
-  d.add_argument("--coordinator", default=None, help="host:port of process 0")
-  d.add_argument("--num-processes", type=int, default=None, help="number of processes")
-  d.add_argument("--process-id", type=int, default=None, help="this process's id")
-  d.add_argument("--peer-timeout", type=float, default=30.0,
-                 help="seconds after which a silent peer (killed, crashed) stops this "
-                 "process with one line (exit 3); rerun to resume")
+  _add_multihost(a)
+  c = sub.add_parser("certify", help="certified L2 radii on a dataset split",
+                     description="Certified radii (the lower end of each example's "
+                     "bracket) over a dataset split, resumable.",
+                     epilog=CERTIFY_EXAMPLE, formatter_class=lambda prog: fmt(prog, width=100))
+  c.add_argument("--method", default="crown", choices=_certify_methods(),
+                 help="the bound (advjax.certify)")
+  _add_shared(c, "certify")
+  _add_certify_options(c)
+  _add_multihost(c)
   return ap
 
 
@@ -167,6 +210,63 @@ def _distributed(args: argparse.Namespace) -> None:
   multihost.watchdog(args.peer_timeout)
 
 
+def _select(args: argparse.Namespace):
+  """(model, params, x, y, index) of the examples the flags select."""
+  from advjax import checkpoint, data, models  # pylint: disable=import-outside-toplevel
+  model, params, _ = checkpoint.load(args.checkpoint)
+  ds = data.load(args.dataset, args.split, args.data_dir)
+  _check_args(args, len(ds.y))
+  stop = len(ds.y) if args.n is None else min(len(ds.y), args.start + args.n)
+  index = np.arange(args.start, stop)
+  if args.only_correct:
+    index = index[models.predict(model, params, ds.x[index]) == ds.y[index]]
+    if not len(index):
+      raise UsageError(f"no example in [{args.start}, {stop}) is classified correctly.")
+  return model, params, ds.x[index], ds.y[index], index
+
+
+def _execute(args: argparse.Namespace, job, pb, index, key, summary) -> int:
+  """Runs a job through the engine, saves the .npz on process 0, prints a line."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from advjax.runs import driver  # pylint: disable=import-outside-toplevel
+  work = args.work_dir or args.output + ".parts"
+  res = driver.execute(job, pb, work, index=index, batch_size=args.batch_size,
+                       stop_after=args.stop_after, progress=not args.no_progress, key=key)
+  if jax.process_index() != 0:  # process 0 holds the parts and reports
+    return 0
+  if not driver.is_complete(work):
+    print(f"stopped early: {len(res.get('index', []))} of {len(index)} examples "
+          f"done in {work}; rerun the same command to resume.")
+    return 0
+  driver.save(args.output, res)
+  print(json.dumps(dict(output=args.output, method=args.method, n=int(len(res["index"])),
+                        **summary(res))))
+  return 0
+
+
+def certify(args: argparse.Namespace) -> int:
+  """`advjax certify`: load, select, run the certificate job, save."""
+  _check_distributed_flags(args)
+  if args.distributed:
+    _distributed(args)
+  from advjax import inputs  # pylint: disable=import-outside-toplevel
+  from advjax.certify.options import CertifyOptions  # pylint: disable=import-outside-toplevel
+  from advjax.runs import jobs  # pylint: disable=import-outside-toplevel
+  kw = {f: getattr(args, "cert_" + f) for f in CertifyOptions._fields if f != "method"}
+  try:
+    opts = CertifyOptions(method=args.method, **kw).check()
+  except ValueError as e:
+    raise UsageError(re.sub(r"^(\w+)=", lambda m: "--cert-" + m.group(1).replace("_", "-")
+                            + " ", str(e))) from e
+  model, params, x, y, index = _select(args)
+  pb = inputs.problem((model.apply, params), x, tuple(args.bounds), label=y,
+                      check_logits=False)
+  job = jobs.certify(opts, pb)
+  return _execute(args, job, pb, index, None, lambda r: dict(
+      mean_certified_l2=float(r["l2"].mean()), mean_certified_rms=float(r["distortion"].mean()),
+      certified_fraction=float((r["l2"] > 0).mean())))
+
+
 def _job(args: argparse.Namespace, targeted: bool, key):
   """The engine's job for --method, its options checked and named by flag."""
   from advjax.runs import jobs  # pylint: disable=import-outside-toplevel
@@ -193,42 +293,21 @@ def attack(args: argparse.Namespace) -> int:
   if args.distributed:
     _distributed(args)
   import jax  # pylint: disable=import-outside-toplevel
-  from advjax import attacks, checkpoint, data, inputs, models  # pylint: disable=import-outside-toplevel
-  from advjax.runs import driver  # pylint: disable=import-outside-toplevel
+  from advjax import attacks, inputs  # pylint: disable=import-outside-toplevel
   key = jax.random.PRNGKey(args.seed)
   job = _job(args, args.targets == "random", key)
-  model, params, _ = checkpoint.load(args.checkpoint)
-  ds = data.load(args.dataset, args.split, args.data_dir)
-  _check_args(args, len(ds.y))
-  stop = len(ds.y) if args.n is None else min(len(ds.y), args.start + args.n)
-  index = np.arange(args.start, stop)
-  if args.only_correct:
-    index = index[models.predict(model, params, ds.x[index]) == ds.y[index]]
-    if not len(index):
-      raise UsageError(f"no example in [{args.start}, {stop}) is classified correctly.")
-  x, y = ds.x[index], ds.y[index]
+  model, params, x, y, index = _select(args)
   target = None
   if args.targets == "random":
     target = np.asarray(attacks.random_targets(key, y, model.num_classes))
-  work = args.work_dir or args.output + ".parts"
   pb = inputs.problem((model.apply, params), x, tuple(args.bounds), target=target, label=y,
                       check_logits=False)
-  res = driver.execute(job, pb, work, index=index, batch_size=args.batch_size,
-                       stop_after=args.stop_after, progress=not args.no_progress,
-                       key=key if job.identity.get("untargeted") == "random" else None)
-  if jax.process_index() != 0:  # process 0 holds the parts and reports
-    return 0
-  if not driver.is_complete(work):
-    print(f"stopped early: {len(res.get('index', []))} of {len(index)} examples "
-          f"done in {work}; rerun the same command to resume.")
-    return 0
-  driver.save(args.output, res)
-  ok = res["success"].astype(bool)
-  print(json.dumps(dict(output=args.output, method=args.method, n=int(len(ok)),
-                        success=float(ok.mean()),
-                        mean_distortion_of_successes=float(res["distortion"][ok].mean())
-                        if ok.any() else None)))
-  return 0
+  def summary(res):
+    ok = res["success"].astype(bool)
+    return dict(success=float(ok.mean()), mean_distortion_of_successes=float(
+        res["distortion"][ok].mean()) if ok.any() else None)
+  return _execute(args, job, pb, index,
+                  key if job.identity.get("untargeted") == "random" else None, summary)
 
 
 def _check_distributed_flags(args: argparse.Namespace) -> None:
@@ -245,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
   """Entry point of the `advjax` console script."""
   args = _parser().parse_args(argv)
   try:
-    return attack(args)
+    return {"attack": attack, "certify": certify}[args.command](args)
   # UsageError, CheckpointError, DataError are ValueErrors; ImportError: a missing
   # extra (e.g. --solver jaxopt); RuntimeError: jax.distributed could not start.
   except (ValueError, OSError, ImportError, RuntimeError) as e:

@@ -87,4 +87,9 @@ def l2(r: jax.Array) -> jax.Array:
 
 def rms(r: jax.Array) -> jax.Array:
   """The paper's distortion per example: the per-pixel RMS ‖r‖₂ / √m (Tables 1–4)."""
-  return l2(r) / math.sqrt(math.prod(r.shape[1:]))
+  return per_pixel(l2(r), r.shape[1:])
+
+
+def per_pixel(l2_norm, shape) -> jax.Array:
+  """An L2 norm (or radius) in the paper's unit: ‖r‖₂ / √m for inputs of `shape`."""
+  return l2_norm / math.sqrt(math.prod(shape))

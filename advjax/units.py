@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from advjax import models
+from advjax import batching, models
 
 Params = Any
 
@@ -108,13 +108,6 @@ def _batches(n: int, batch_size: int):
   return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-def _pad(x: np.ndarray, size: int) -> np.ndarray:
-  """Pads a batch with zero images up to `size` rows (one jit shape)."""
-  if len(x) == size:
-    return x
-  return np.concatenate([x, np.zeros((size - len(x),) + x.shape[1:], x.dtype)])
-
-
 def features(model: models.Model, params: Params, x: np.ndarray, layer: str,
              batch_size: int = 500) -> np.ndarray:
   """φ(x) of the named layer for a whole image set, in batches (§3).
@@ -134,7 +127,7 @@ def features(model: models.Model, params: Params, x: np.ndarray, layer: str,
   x = np.asarray(x, np.float32)
   _check_images(model, x)
   size = min(batch_size, len(x))
-  out = [np.asarray(_phi(model, layer, params, _pad(x[a:b], size)))[:b - a]
+  out = [np.asarray(_phi(model, layer, params, batching.pad(x[a:b], size)))[:b - a]
          for a, b in _batches(len(x), size)]
   return np.concatenate(out)
 
@@ -216,7 +209,7 @@ def top_k(model: models.Model, params: Params, x: np.ndarray, layer: str,
   best_i = jnp.full((len(V), k), -1, jnp.int32)
   for a, b in _batches(len(x), size):
     best_s, best_i = _merge(model, layer, params, V, best_s, best_i,
-                            _pad(x[a:b], size), jnp.int32(b - a), jnp.int32(a))
+                            batching.pad(x[a:b], size), jnp.int32(b - a), jnp.int32(a))
   return TopK(np.asarray(best_s), np.asarray(best_i))
 
 

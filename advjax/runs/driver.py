@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from advjax import adapt, inputs
+from advjax import adapt, batching, inputs
 from advjax.runs import identity, io, multihost
 from advjax.runs.io import ResumeError  # noqa: F401  (re-exported)
 
@@ -126,7 +126,7 @@ def _loop(job, pb, out_dir, ident, index, batch_size, devices, nb, done, stop_af
   n, fp = pb.n, identity.fingerprint(ident)
   sharding = NamedSharding(Mesh(np.array(devices), ("batch",)), P("batch"))
   glob = lambda a, sl: None if a is None else multihost.to_global(
-      io.pad(np.asarray(a)[sl], batch_size), sharding)
+      batching.pad(np.asarray(a)[sl], batch_size), sharding)
   box = lambda a, sl: glob(a, sl) if pb.per_example_box else jax.numpy.asarray(a)
   todo = [i for i in range(nb) if i not in done]
   bar = _bar(nb, len(done), show, job.method)
@@ -134,8 +134,8 @@ def _loop(job, pb, out_dir, ident, index, batch_size, devices, nb, done, stop_af
     if stop_after is not None and k >= stop_after:
       break
     sl = slice(i * batch_size, min(n, (i + 1) * batch_size))
-    xb = io.pad(pb.x[sl], batch_size)
-    inputs.check_finite(pb.apply, pb.params, xb, io.pad(index[sl], batch_size))
+    xb = batching.pad(pb.x[sl], batch_size)
+    inputs.check_finite(pb.apply, pb.params, xb, batching.pad(index[sl], batch_size))
     res = job.fn(pb, glob(pb.x, sl), box(pb.lo, sl), box(pb.hi, sl), glob(pb.target, sl),
                  glob(pb.label, sl), None if key is None else jax.random.fold_in(key, i))
     out = {f: multihost.to_host(getattr(res, f))[:sl.stop - sl.start] for f in job.fields}

@@ -1,6 +1,6 @@
 """The driver's files: one writer per folder (a lock), parts that name their slot
-and job, padding of the last batch. Writes go through `checkpoint.atomic_write`,
-the package's one atomic write."""
+and job. Writes go through `checkpoint.atomic_write`, the package's one atomic
+write."""
 
 from __future__ import annotations
 
@@ -21,12 +21,6 @@ _META = ("_slot", "_job")  # written into every part, checked by `read_part`
 
 class ResumeError(ValueError):
   """out_dir holds another job's results, or a corrupt, foreign or busy file."""
-
-
-def pad(a: np.ndarray, n: int) -> np.ndarray:
-  """Pads the leading axis to n rows by repeating the last row (the one padding
-  helper: a fixed batch shape compiles once)."""
-  return a if len(a) == n else np.concatenate([a, np.repeat(a[-1:], n - len(a), 0)])
 
 
 def write_part(out_dir: str, i: int, job: str, arrays: dict) -> None:

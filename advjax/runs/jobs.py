@@ -43,3 +43,20 @@ def ddn(options: ddn_lib.DDNOptions = ddn_lib.DDNOptions(), *, targeted: bool) -
     return ddn_lib._batch_jit(pb.apply, options, pb.params, x, l, lo, hi, not targeted)  # pylint: disable=protected-access
   return Job("ddn", fn, ddn_lib.DDNResult._fields,
              {"options": options._asdict(), "untargeted": None if targeted else "away"})
+
+
+def certify(options, pb) -> Job:
+  """The certified radius (`advjax.certify.batch`) as a job: certifies each
+  example's label (given, else the model's prediction)."""
+  from advjax import certify as cert  # pylint: disable=import-outside-toplevel
+  options = options.check()
+  apply, params = pb.model.apply, pb.model.params  # as written: bounds need no rewrites
+  lip = cert.lipschitz_constants(apply, params) if options.method == "lipschitz" else None
+
+  def fn(pb_, x, lo, hi, target, label, _):
+    del pb_, target
+    if label is None:
+      label = jnp.argmax(adapt.logits(apply, params, x), -1).astype(jnp.int32)
+    return cert.batch(apply, params, x, label, lo, hi, options, lip)
+  fields = tuple(f for f in cert.CertifyResult._fields if f != "method")
+  return Job("certify", fn, fields, {"options": options._asdict()})

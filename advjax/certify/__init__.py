@@ -1,0 +1,23 @@
+"""Certified L2 radii: the lower end of each example's bracket (§4.3 onwards).
+
+The §4.1 attack (`advjax.attack.lbfgs`) finds an adversarial example at some
+distance: an upper bound on the minimal distortion. `radius` gives a lower
+bound: no x + r with ‖r‖₂ below it, inside the box, changes the label.
+
+Methods, loosest first: 'lipschitz' (global margin bound from §4.3's layer
+norms), 'ibp' (interval bounds), 'crown' (linear relaxations, Zhang et al.
+2018), 'alpha-crown' (optimised ReLU slopes, Xu et al. 2021), and 'exact' for
+affine models. The model is traced to a jaxpr and interpreted with one bound
+rule per primitive (`interpret`, `rules`), as jax_verify does, so any JAX model
+built from supported primitives is certified; the L2 ball is intersected with
+the input box (`concretize`). See /work/shared/notes/CERTIFY.md.
+"""
+
+from advjax.certify.interpret import UnsupportedPrimitiveError
+from advjax.certify.lipschitz import Constants as LipschitzConstants
+from advjax.certify.lipschitz import constants as lipschitz_constants
+from advjax.certify.options import METHODS, CertifyOptions, CertifyResult
+from advjax.certify.search import batch, radius
+
+__all__ = ["radius", "batch", "CertifyOptions", "CertifyResult", "METHODS",
+           "UnsupportedPrimitiveError", "LipschitzConstants", "lipschitz_constants"]

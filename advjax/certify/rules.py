@@ -1,0 +1,152 @@
+"""One bound rule per primitive: which kind a node is, and its affine rules.
+
+Every node with an input that depends on x (a *bounded* input) is one of
+
+  * 'affine': affine in its bounded inputs (dot_general and conv with constant
+    weights, add/sub, mul/div by constants, neg, and the structural
+    primitives: reshape, broadcast, transpose, slicing, padding, sums). Its
+    CROWN pull-back is `jax.vjp` of the primitive itself (the transposed
+    dot or conv), its interval rule mid ± |A|·rad, and, for variables affine
+    in x, an upper bound on the norms of the rows of ∂v/∂x (`rownorm`): the
+    per-unit bound v(x₀) ± ε‖row‖₂ is exact over the L2 ball for the first
+    affine layer (Certification literature: IBP's first layer).
+  * 'act': an elementwise monotone activation: logistic, tanh, max/min with a
+    constant (ReLU is `max x 0.0`); its linear lines live in `relax`.
+  * 'max': a max over windows (reduce_window_max, reduce_max): `pool`.
+
+Anything else on the path from x to the logits is refused with the
+primitive's name and its equation (never a silent bound).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from advjax.certify.interpret import Node, UnsupportedPrimitiveError, bind
+
+# Each output element is one input element (or a constant): |A| has 0/1 entries.
+STRUCTURAL = frozenset({
+    "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims",
+    "convert_element_type", "rev", "slice", "copy", "copy_p", "pad",
+    "concatenate", "select_n", "dynamic_slice", "gather", "dynamic_update_slice"})
+SUMS = frozenset({"reduce_sum", "reduce_window_sum", "cumsum"})
+# Keep distinct x-rows orthogonal (one-to-one maps of units).
+ONE_TO_ONE = frozenset({"reshape", "transpose", "squeeze", "expand_dims",
+                        "convert_element_type", "rev", "copy", "copy_p", "slice",
+                        "pad", "dynamic_slice", "neg", "mul", "div", "add", "sub"})
+PRODUCTS = frozenset({"mul", "dot_general", "conv_general_dilated"})
+ADDS = frozenset({"add", "sub", "add_any"})
+ACTS = frozenset({"logistic", "tanh", "max", "min"})
+MAXES = frozenset({"reduce_window_max", "reduce_max"})
+# Operand positions that must not depend on x (indices, predicates, padding).
+_FIXED = {"pad": (1,), "select_n": (0,), "gather": (1,), "div": (1,)}
+_FIXED_FROM = {"dynamic_slice": 1, "dynamic_update_slice": 2}
+
+
+def _fixed(name: str, k: int) -> bool:
+  return k in _FIXED.get(name, ()) or k >= _FIXED_FROM.get(name, 1 << 30)
+
+
+def unsupported(node: Node, why: str = "") -> UnsupportedPrimitiveError:
+  return UnsupportedPrimitiveError(
+      f"certify: no bound rule for primitive '{node.prim.name}' applied to an "
+      f"input that depends on x ({node.where}){': ' + why if why else ''}. "
+      "Supported: affine primitives (dot_general, conv_general_dilated, add, sub, "
+      "mul/div by constants, reshape, broadcast, ...), logistic, tanh, max/min "
+      "with a constant (ReLU), reduce_window_max / reduce_max (max-pooling).")
+
+
+def category(node: Node, bounded: frozenset) -> str:
+  """'affine', 'act' or 'max' for a node with a bounded input; else raises."""
+  name = node.prim.name
+  pos = [k for k, i in enumerate(node.ins) if isinstance(i, int) and i in bounded]
+  if len(node.outs) != 1:
+    raise unsupported(node, "several outputs")
+  if name in STRUCTURAL or name in SUMS or name in ADDS or name == "neg":
+    if any(_fixed(name, k) for k in pos):
+      raise unsupported(node, "an index, predicate or padding value depends on x")
+    if name == "convert_element_type" and not jnp.issubdtype(
+        node.params["new_dtype"], jnp.floating):
+      raise unsupported(node, "a conversion to a non-float type")
+    return "affine"
+  if name in PRODUCTS or name == "div":
+    if len(pos) != 1 or _fixed(name, pos[0]):
+      raise unsupported(node, "a product of two x-dependent operands" if len(pos) > 1
+                        else "x in the denominator")
+    return "affine"
+  if name in ACTS:
+    if len(pos) != 1:
+      raise unsupported(node, "both operands depend on x")
+    return "act"
+  if name in MAXES:
+    return "max"
+  raise unsupported(node)
+
+
+def _abs_map(node: Node, vals, consts, dtype, shape):
+  """|A|·v for the affine node's linear part A, v given per bounded input."""
+  name = node.prim.name
+  if name in ADDS:
+    return sum(jnp.broadcast_to(v, shape) for v in vals if v is not None)
+  if name == "neg":
+    return vals[0]
+  if name == "div":
+    return vals[0] / jnp.abs(consts[1])
+  if name in PRODUCTS:
+    args = [v if v is not None else jnp.abs(c) for v, c in zip(vals, consts)]
+  else:  # structural and sums: indices etc. kept, other constants contribute 0
+    args = [v if v is not None else (c if _fixed(name, k) else jnp.zeros_like(c))
+            for k, (v, c) in enumerate(zip(vals, consts))]
+  return bind(node, args, dtype)[0]
+
+
+def affine_interval(node: Node, ivs, consts, dtype, shape):
+  """(l, u) of an affine node from intervals of its bounded inputs: mid ± |A|rad."""
+  mids = [None if iv is None else (iv[0] + iv[1]) / 2 for iv in ivs]
+  rads = [None if iv is None else (iv[1] - iv[0]) / 2 for iv in ivs]
+  mid = bind(node, [m if m is not None else c for m, c in zip(mids, consts)], dtype)[0]
+  rad = _abs_map(node, rads, consts, dtype, shape)
+  return mid - rad, mid + rad
+
+
+def affine_rownorm(node: Node, rns, consts, dtype, shape):
+  """(upper bound on ‖∂v/∂x row‖₂ per unit, rows orthogonal?) of an affine node.
+
+  Orthogonal input rows (x itself, up to one-to-one maps) give the exact
+  norms sqrt(Σ W² ‖row‖²); otherwise the triangle inequality Σ|W|‖row‖.
+  """
+  name = node.prim.name
+  vals = [None if r is None else r[0] for r in rns]
+  pos = [k for k, r in enumerate(rns) if r is not None]
+  orth = len(pos) == 1 and rns[pos[0]][1]
+  if orth and (name in PRODUCTS and name != "mul" or name in SUMS):
+    sq = [None if v is None else v * v for v in vals]
+    c2 = [None if c is None else c * c for c in consts]
+    rn = jnp.sqrt(_abs_map(node, sq, c2, dtype, shape))
+    return rn, False
+  rn = _abs_map(node, vals, consts, dtype, shape)
+  keep = orth and (name in ONE_TO_ONE or name == "broadcast_in_dim")
+  return rn, bool(keep and rn.size == vals[pos[0]].size)
+
+
+def affine_pull(node: Node, lam, shapes, consts, dtype):
+  """Λ pulled back through an affine node: (Λ·A per bounded input, Λ·f(0)).
+
+  A is the node's own linear part: `jax.vjp` of the primitive at 0 (so conv
+  pulls back by the transposed conv), vmapped over the rows of Λ.
+  """
+  pos = [k for k, s in enumerate(shapes) if s is not None]
+
+  def f(*b):
+    args = list(consts)
+    for k, v in zip(pos, b):
+      args[k] = v
+    return bind(node, args, dtype)[0]
+
+  f0, pull = jax.vjp(f, *[jnp.zeros(shapes[k], dtype) for k in pos])
+  cots = jax.vmap(pull)(lam)
+  axes = tuple(range(1, lam.ndim))
+  off = jnp.sum(lam * f0, axes)
+  mag = jnp.sum(jnp.abs(lam) * jnp.abs(f0), axes)
+  return dict(zip(pos, cots)), off, mag

@@ -1,0 +1,166 @@
+"""The bracket ρ(x) ≤ d*(x) ≤ d(x) for the paper's nets; see configs/certify.py.
+
+For each model: the untargeted attack's distortion d(x) and every method's
+certified radius ρ(x) on the same test images, each through the job engine
+(cached under runs/, resumable per batch), results saved after each model.
+A radius above the attack's distance is a bug: the run stops there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import numpy as np
+
+from advjax import attacks, inputs, models
+from advjax.certify.options import CertifyOptions
+from advjax.runs import driver, jobs
+from experiments import common
+from experiments.configs import certify as config
+
+
+def get_model(cfg: config.Config, name: str):
+  """(model, params, source): the seed's checkpoint, or random init in quick mode."""
+  try:
+    model, params, meta = common.load_model(cfg, cfg.seeds[0], name)
+    return model, params, f"checkpoint (test error {meta.get('errors', {}).get('test')})"
+  except ValueError:
+    if not cfg.quick:
+      raise
+  model = models.get_model("conv" if name == "conv" else name)
+  return model, model.init(jax.random.PRNGKey(0)), "random init"
+
+
+def _timed(job, pb, folder: str, cfg: config.Config):
+  """(results, seconds or None when read back from an earlier run)."""
+  cached = driver.is_complete(folder)
+  t0 = time.perf_counter()
+  res = driver.execute(job, pb, folder, batch_size=cfg.batch_size, progress=cfg.progress)
+  return res, None if cached else round(time.perf_counter() - t0, 2)
+
+
+def bracket(cfg: config.Config, name: str, model, params, x, y) -> dict:
+  """The attack and every certificate on (x, y), with the accuracy columns."""
+  cache = common.cache_dir(cfg, "certify", cfg.seeds[0], name, n=len(x))
+  adv, adv_s = _timed(jobs.attack(cfg.attack, targeted=False), inputs.problem(
+      (model.apply, params), x, label=y, check_logits=False), os.path.join(cache, "attack"), cfg)
+  pred = np.asarray(models.predict(model, params, x))
+  correct = pred == y
+  d = np.where(adv["success"], adv["l2"], np.inf)
+  out = {"n": int(len(x)), "accuracy": float(correct.mean()), "attack_seconds": adv_s,
+         "attack_mean_l2": float(adv["l2"][adv["success"] & correct].mean()),
+         "attack_mean_rms": float(adv["distortion"][adv["success"] & correct].mean()),
+         "attack_success": float(adv["success"][correct].mean()),
+         "attacked_accuracy": {str(e): float((correct & (d > e)).mean()) for e in cfg.eps},
+         "methods": {}}
+  m = float(np.prod(x.shape[1:]))
+  for method in cfg.methods:
+    if method == "exact" and name not in config.AFFINE:
+      continue
+    pb = inputs.problem((model.apply, params), x, label=y, check_logits=False)
+    res, secs = _timed(jobs.certify(CertifyOptions(method=method), pb), pb,
+                       os.path.join(cache, method), cfg)
+    rho = res["l2"]
+    bad = np.flatnonzero(rho > d)
+    if len(bad):  # a certificate above a known adversarial example: stop
+      raise AssertionError(f"{name} {method}: radius above the attack's distance at "
+                           f"examples {bad[:5].tolist()} (ρ {rho[bad[:5]]}, d {d[bad[:5]]})")
+    ok = correct & np.isfinite(d) & (d > 0)
+    if method == "exact":  # the bracket closes on affine models: how far is the attack?
+      out["attack_over_exact"] = _over(d, rho, ok)
+      if cfg.paper_on_affine:
+        pap, _ = _timed(jobs.attack(attacks.PAPER, targeted=False), inputs.problem(
+            (model.apply, params), x, label=y, check_logits=False),
+            os.path.join(cache, "attack-paper"), cfg)
+        dp = np.where(pap["success"], pap["l2"], np.inf)
+        okp = ok & np.isfinite(dp)
+        out["paper_attack_over_exact"] = _over(dp, rho, okp)
+    out["methods"][method] = {
+        "mean_l2": float(rho[correct].mean()), "median_l2": float(np.median(rho[correct])),
+        "mean_rms": float(rho[correct].mean() / np.sqrt(m)),
+        "median_ratio": float(np.median(rho[ok] / d[ok])),
+        "certified_accuracy": {str(e): float((correct & (rho >= e)).mean()) for e in cfg.eps},
+        "seconds": secs, "images_per_s": None if not secs else round(len(x) / secs, 1),
+        "curve": _curve(rho, correct)}
+  out["attack_curve"] = _curve(d, correct, strict=True)
+  return out
+
+
+def _over(d, rho, ok) -> dict:
+  """The attack's distance over the exact minimum: mean and worst ratio − 1."""
+  q = d[ok] / rho[ok] - 1
+  return {"mean": float(q.mean()), "max": float(q.max()), "n": int(ok.sum())}
+
+
+def _curve(r, correct, strict: bool = False) -> list:
+  """Accuracy at ε on a grid 0..3 (certified: r ≥ ε; attacked: r > ε)."""
+  grid = np.linspace(0, 3, 61)
+  return [float((correct & ((r > e) if strict else (r >= e))).mean()) for e in grid]
+
+
+def run(cfg: config.Config, workdir: str) -> dict:
+  """The bracket of every model, saved after each one."""
+  _, te = common.load_data(cfg)
+  results = {"models": {}}
+  for name in common.save_each(cfg.selected(cfg.models), workdir, cfg, config, markdown,
+                               lambda: results):
+    n = cfg.n_conv if name == "conv" else cfg.n_images
+    model, params, source = get_model(cfg, name)
+    res = bracket(cfg, name, model, params, te.x[:n], te.y[:n].astype(np.int32))
+    results["models"][name] = dict(res, source=source)
+    _figure(workdir, name, res, cfg)
+  return results
+
+
+def _figure(workdir: str, name: str, res: dict, cfg: config.Config) -> None:
+  """Accuracy against ε: each certificate below, the attack above."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  grid = np.linspace(0, 3, 61)
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  ax.plot(grid, res["attack_curve"], "k-", label="attack (upper bound)")
+  for method, r in res["methods"].items():
+    ax.plot(grid, r["curve"], "--", label=f"{method} (certified)")
+  for e in cfg.eps:
+    ax.axvline(e, color="0.85", lw=0.8, zorder=0)
+  ax.set(xlabel="L2 radius ε", ylabel="accuracy", title=f"{name}: the bracket", ylim=(0, 1))
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  safe = name.replace("(", "_").replace(")", "")
+  fig.savefig(os.path.join(workdir, f"bracket_{safe}.png"), dpi=110)
+  plt.close(fig)
+
+
+def markdown(results: dict, cfg: config.Config) -> str:
+  """results.md: one row per model and method, the attack beside."""
+  eps = " | ".join(f"ε={e}" for e in cfg.eps)
+  lines = [f"| model | method | mean ρ (L2) | mean ρ (RMS) | median ρ/d | certified: {eps} "
+           "| img/s |", "|" + " --- |" * (6 + len(cfg.eps))]
+  for name, r in results["models"].items():
+    acc = " | ".join(f"{r['attacked_accuracy'][str(e)]:.3f}" for e in cfg.eps)
+    lines.append(f"| {name} | attack d (upper) | {r['attack_mean_l2']:.3f} | "
+                 f"{r['attack_mean_rms']:.4f} | 1 | {acc} | |")
+    for method, m in r["methods"].items():
+      acc = " | ".join(f"{m['certified_accuracy'][str(e)]:.3f}" for e in cfg.eps)
+      lines.append(f"| {name} | {method} | {m['mean_l2']:.3f} | {m['mean_rms']:.4f} | "
+                   f"{m['median_ratio']:.3f} | {acc} | {m['images_per_s'] or ''} |")
+  aff = [f"- {n}: the default attack's distance is {r['attack_over_exact']['mean']:+.3%} "
+         f"above the exact minimum on average, {r['attack_over_exact']['max']:+.3%} at worst"
+         + (f"; PAPER {r['paper_attack_over_exact']['mean']:+.3%} / "
+            f"{r['paper_attack_over_exact']['max']:+.3%}" if "paper_attack_over_exact" in r
+            else "") for n, r in results["models"].items() if "attack_over_exact" in r]
+  return ("Radii over correctly classified images; accuracies over all images "
+          "(attack: correct and d > ε, an upper bound on robust accuracy).\n\n"
+          + "\n".join(lines) + ("\n\nAffine models (exact minimum inside the box):\n"
+                                 + "\n".join(aff) if aff else ""))
+
+
+def main(argv=None) -> dict:
+  return common.main(run, config, argv, markdown=markdown)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,72 @@
+"""Config: the bracket of each example's minimal adversarial distortion (§4.1 + §4.3).
+
+Paper: none (the paper gives per-layer upper Lipschitz bounds, Table 5, and the
+attack's distortions, Table 1, but no per-example lower bound). For the paper's
+MNIST nets (seed-0 checkpoints of experiments.train_models, 60k images) and
+the first `n_images` test images: the certified L2 radius ρ(x) of every method
+(advjax.certify: 'lipschitz', 'ibp', 'crown', 'exact' for the affine FC10 nets)
+and the untargeted attack's distortion d(x) (advjax.attacks.lbfgs, default
+options, over every label), so that ρ(x) ≤ d*(x) ≤ d(x). Reported: mean and
+median radius (L2 and the paper's RMS), the attack's mean distortion, the
+median per-example ratio ρ/d, certified accuracy (correct and ρ ≥ ε) against
+the attack's accuracy (correct and d > ε, an upper bound on the robust one)
+at L2 ε ∈ {0.5, 1.0, 1.58, 2.0}, images/s of each certificate; a figure per
+model (accuracy against ε, certified below, attacked above). Every radius is
+checked against the attack's distance (a violation stops the run).
+
+Command (full):  python -m experiments.certify   (after experiments.train_models)
+Command (quick): python -m experiments.certify --quick   (random-init nets, 16 images)
+Runtime: measured in BUILD_NOTES.md ("Certified radii"); the conv net's CROWN
+dominates.
+Expected: see BUILD_NOTES.md ("Certified radii"): the exact radius meets the
+attack on the FC10 nets (ρ/d ≈ 1); CROWN well above the global Lipschitz bound
+on the sigmoid nets; no radius above the attack's distance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from advjax.attacks import AttackOptions
+from experiments import common
+from experiments.configs import QUICK_ATTACK
+
+TITLE = "Certified radii beside the attack: the bracket of the minimal distortion"
+
+MODELS = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)", "FC100-100-10", "FC200-200-10",
+          "AE400-10", "conv")
+AFFINE = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(common.ExperimentConfig):
+  """Models, methods and sizes of the bracket.
+
+  Attributes:
+    models: checkpoint folders of the first seed (quick: random init).
+    methods: certificates for every model ('exact' only where affine).
+    n_images: the first test images (all of them, misclassified ones count
+      as neither certified nor robust).
+    n_conv: test images for the conv net (its CROWN is the slow one).
+    eps: L2 radii of the accuracy columns (1.58 is the literature's MNIST ε).
+    batch_size: the engine's batch (certificate and attack).
+    attack: the attack's options (untargeted over every label).
+    paper_on_affine: also run `attacks.PAPER` on the affine nets, against the
+      exact minimum.
+  """
+  models: tuple[str, ...] = MODELS
+  methods: tuple[str, ...] = ("lipschitz", "ibp", "crown", "exact")
+  n_images: int = 1000
+  n_conv: int = 1000
+  eps: tuple[float, ...] = (0.5, 1.0, 1.58, 2.0)
+  batch_size: int = 100
+  attack: AttackOptions = AttackOptions()
+  paper_on_affine: bool = True
+
+
+def get_config(quick: bool = False) -> Config:
+  """Every net at 1,000 images; quick: two random-init nets, 16 images."""
+  if quick:
+    return Config(**common.base(quick), models=("FC10(1e-4)", "FC100-100-10"),
+                  n_images=16, n_conv=16, batch_size=8, attack=QUICK_ATTACK)
+  return Config(**common.base(quick))

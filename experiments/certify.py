@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import types
 
 import jax
 import numpy as np
@@ -21,8 +22,15 @@ from experiments import common
 from experiments.configs import certify as config
 
 
-def get_model(cfg: config.Config, name: str):
-  """(model, params, source): the seed's checkpoint, or random init in quick mode."""
+def get_model(cfg: config.Config, name: str, train_set=None):
+  """(model, params, source): the seed's checkpoint, or random init in quick mode;
+  the ReLU yardstick is the benchmark's 784-300-100-10 MLP (cached under runs/)."""
+  if name == config.YARDSTICK:
+    from experiments import bench_attack  # pylint: disable=import-outside-toplevel
+    bench_cfg = types.SimpleNamespace(runs_dir=cfg.runs_dir, mlp_epochs=cfg.yardstick_epochs,
+                                      progress=cfg.progress)
+    model, params = bench_attack._mlp(bench_cfg, train_set)  # pylint: disable=protected-access
+    return model, params, f"trained here, {cfg.yardstick_epochs} Adam epochs (runs/bench/)"
   try:
     model, params, meta = common.load_model(cfg, cfg.seeds[0], name)
     return model, params, f"checkpoint (test error {meta.get('errors', {}).get('test')})"
@@ -56,12 +64,14 @@ def bracket(cfg: config.Config, name: str, model, params, x, y) -> dict:
          "attacked_accuracy": {str(e): float((correct & (d > e)).mean()) for e in cfg.eps},
          "methods": {}}
   m = float(np.prod(x.shape[1:]))
-  for method in cfg.methods:
+  methods = config.YARDSTICK_METHODS if name == config.YARDSTICK else cfg.methods
+  for method in methods:
     if method == "exact" and name not in config.AFFINE:
       continue
     pb = inputs.problem((model.apply, params), x, label=y, check_logits=False)
-    res, secs = _timed(jobs.certify(CertifyOptions(method=method), pb), pb,
-                       os.path.join(cache, method), cfg)
+    opts = (CertifyOptions(method="crown", box=False) if method == "crown-nobox"
+            else CertifyOptions(method=method))
+    res, secs = _timed(jobs.certify(opts, pb), pb, os.path.join(cache, method), cfg)
     rho = res["l2"]
     bad = np.flatnonzero(rho > d)
     if len(bad):  # a certificate above a known adversarial example: stop
@@ -102,12 +112,12 @@ def _curve(r, correct, strict: bool = False) -> list:
 
 def run(cfg: config.Config, workdir: str) -> dict:
   """The bracket of every model, saved after each one."""
-  _, te = common.load_data(cfg)
+  tr, te = common.load_data(cfg)
   results = {"models": {}}
-  for name in common.save_each(cfg.selected(cfg.models), workdir, cfg, config, markdown,
-                               lambda: results):
+  names = cfg.selected(cfg.models + ((config.YARDSTICK,) if cfg.yardstick else ()))
+  for name in common.save_each(names, workdir, cfg, config, markdown, lambda: results):
     n = cfg.n_conv if name == "conv" else cfg.n_images
-    model, params, source = get_model(cfg, name)
+    model, params, source = get_model(cfg, name, tr)
     res = bracket(cfg, name, model, params, te.x[:n], te.y[:n].astype(np.int32))
     results["models"][name] = dict(res, source=source)
     _figure(workdir, name, res, cfg)

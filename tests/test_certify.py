@@ -254,3 +254,39 @@ def test_model_kinds_pool_rewrite_and_per_example_box():
                          options=OPTS).l2
     np.testing.assert_allclose(per[i], one[0], rtol=1e-6)
 
+
+
+def _tiny_conv():
+  """An advjax Model (so the Lipschitz constants exist): conv 3×3 ReLU,
+  2×2 max-pooling, dense."""
+  L = models.Layer
+  m = models.Model("tinyconv", (
+      L("conv1", "conv", 4, (3, 3)), L("relu1", "relu"),
+      L("pool1", "maxpool", kernel=(2, 2), stride=2, padding="VALID"),
+      L("flatten", "flatten"), L("logits", "dense", 4)), SHAPE, 4)
+  p = jax.tree_util.tree_map(lambda a: a * 1.5, m.init(jax.random.PRNGKey(6)))
+  return (m.apply, p), _x(4, 6)
+
+
+def test_conv_maxpool_crown_ibp_lipschitz_floor_and_rtol():
+  """On a max-pooling conv net: CROWN ≥ IBP; with lipschitz_floor the radius
+  is ≥ both CROWN and the Lipschitz radius (their max, up to the search's
+  grid) and the method says so; rtol stops early below the full search; all
+  stay below the attack's distance."""
+  model, x = _tiny_conv()
+  adv = np.asarray(lbfgs(model, x).l2)
+  adv = np.where(np.asarray(lbfgs(model, x).success), adv, np.inf)
+  run = lambda m, **kw: certify.radius(model, x, method=m, options=OPTS._replace(**kw))
+  ibp, crown, lip = (np.asarray(run(m).l2) for m in ("ibp", "crown", "lipschitz"))
+  floor = run("crown", lipschitz_floor=True)
+  fast = run("crown", rtol=0.01)
+  assert floor.method == "crown+lipschitz" and run("crown").method == "crown"
+  assert np.all(crown >= ibp) and np.all(lip > 0) and np.isfinite(adv).any()
+  f = np.asarray(floor.l2)
+  assert np.all(f >= lip) and np.all(f >= crown * (1 - 1e-4))
+  assert np.all(np.asarray(floor.margin)[f > 0] >= 0)
+  assert np.all(np.asarray(fast.l2) <= crown * (1 + 1e-6))
+  assert np.all(np.asarray(fast.l2) >= crown / 1.02)
+  assert np.all(np.asarray(fast.evaluations) < np.asarray(run("crown").evaluations))
+  for r in (ibp, crown, lip, f, np.asarray(fast.l2)):
+    assert np.all(np.isfinite(r)) and np.all(r >= 0) and np.all(r <= adv), (r, adv)

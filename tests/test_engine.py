@@ -74,6 +74,10 @@ def test_collect_refuses_a_part_in_the_wrong_slot_or_of_another_job(tmp_path):
   shutil.copy(tmp_path / "b" / "part-00001.npz", tmp_path / "c" / "part-00001.npz")
   with pytest.raises(driver.ResumeError, match="written by another job"):
     driver.collect(str(tmp_path / "c"))
+  part = tmp_path / "b" / "part-00000.npz"
+  part.write_bytes(part.read_bytes()[:100])  # truncated
+  with pytest.raises(driver.ResumeError, match="part-00000.npz is missing or corrupt"):
+    driver.collect(str(tmp_path / "b"))
 
 
 class MLP(eqx.Module):  # the shape of Equinox's README example: a list field

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from advjax import checkpoint, data, evaluate, protocol
-from experiments import (adv_search, adv_training, claims, common, configs, figures,
-                         reproduce, table1, table2, table34, tables, train_models)
+from experiments import (adv_search, adv_training, certify, claims, common, configs,
+                         figures, reproduce, table1, table2, table34, tables, train_models)
+from experiments.configs import certify as c_cert
 from experiments.configs import adv_search as c_search
 from experiments.configs import adv_training as c_adv
 from experiments.configs import figures as c_fig
@@ -177,6 +178,20 @@ def test_figures_quick(quick):
   out = figures.run(_q(c_fig, quick), str(res))
   assert all(0 <= v["noise_error_same_distortion"] <= 1 for v in out["models"].values())
   assert os.path.exists(res / "adversarial_examples.png")
+
+
+def test_certify_brackets_the_minimal_distortion(quick):
+  """The quick-trained FC10 and FC100-100-10: every radius below the attack's
+  distance (the run stops otherwise), exact = the attack's bracket on FC10."""
+  res = quick["root"] / "res" / "certify"
+  cfg = _q(c_cert, quick, models=("FC10(1e-4)", "FC100-100-10"), n_images=12, n_conv=12)
+  out = _exec(certify, c_cert, cfg, res)
+  fc10 = out["models"]["FC10(1e-4)"]["methods"]
+  assert fc10["exact"]["mean_l2"] == pytest.approx(fc10["crown"]["mean_l2"], rel=1e-4)
+  assert fc10["lipschitz"]["mean_l2"] <= fc10["exact"]["mean_l2"]
+  mlp = out["models"]["FC100-100-10"]["methods"]
+  assert mlp["crown"]["mean_l2"] >= mlp["ibp"]["mean_l2"] and "exact" not in mlp
+  assert os.path.exists(res / "bracket_FC100-100-10.png")
 
 
 def test_adv_training_quick(fake_mnist, tmp_path):

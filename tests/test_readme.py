@@ -22,3 +22,9 @@ def test_any_model_any_box_examples_run(i):
   blocks = _blocks("### Any JAX model, any box")
   assert len(blocks) == 2
   exec(compile(blocks[i], f"README block {i}", "exec"), {})  # pylint: disable=exec-used
+
+
+def test_certify_example_runs():
+  blocks = _blocks("### Certified radii: the lower end of the bracket")
+  assert len(blocks) == 1
+  exec(compile(blocks[0], "README certify block", "exec"), {})  # pylint: disable=exec-used

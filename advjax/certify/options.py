@@ -43,6 +43,14 @@ class CertifyOptions(NamedTuple):
       per-example Λ matrices no longer fit in cache; FC100-100-10 crown, 14.6
       img/s at 1, 8.9 at 8, 7.8 at 256), the whole batch on accelerators;
       0: the whole batch.
+    rtol: the ε search stops early once its bracket hi/lo is within 1 + rtol
+      (0: run all `steps`); the radius is still the last certified ε.
+    lipschitz_floor: for 'ibp', 'crown', 'alpha-crown': also compute the
+      global Lipschitz radius (when the model is an `advjax.models.Model`, see
+      `lipschitz.constants`) and report the larger of the two (both are sound
+      lower bounds, so their max is one); the search then starts from it as a
+      certified lower end. `CertifyResult.method` reads e.g. 'crown+lipschitz'
+      when the constants were available, else the method alone.
   """
   method: str = "crown"
   box: bool = True
@@ -56,6 +64,8 @@ class CertifyOptions(NamedTuple):
   alpha_lr: float = 0.1
   exact_steps: int = 256
   chunk: int | None = None
+  rtol: float = 0.0
+  lipschitz_floor: bool = False
 
   @property
   def slack(self) -> float:
@@ -86,6 +96,8 @@ class CertifyOptions(NamedTuple):
         raise ValueError(f"{f}={v!r}: must be an integer >= 0.")
     if self.steps < 1 or self.exact_steps < 1:
       raise ValueError("steps and exact_steps must be >= 1.")
+    if not self.rtol >= 0:
+      raise ValueError(f"rtol={self.rtol!r}: must be >= 0.")
     if not self.alpha_lr > 0 or (self.tol is not None and not 0 <= self.tol < 1):
       raise ValueError(f"need alpha_lr > 0 and 0 <= tol < 1, got {self.alpha_lr}, {self.tol}.")
     return self

@@ -4,11 +4,14 @@
 batch; `batch` is the jitted core on already validated arrays (what a job
 driver shards). Per example, a radius ε is *certified* when the lower bound
 of every margin z_l − z_j (j ≠ l) over {x + r : ‖r‖₂ ≤ ε, x + r in the box} is
-> 0. All examples search ε together in one jitted loop of `steps` trials: a
+> 0. All examples search ε together in one jitted loop of at most `steps` trials: a
 first guess from the linearised distance min_j m_j / ‖∇m_j‖, ×8 up or ÷8
 down until bracketed, then bisection in log ε; the reported radius is the
 last certified ε (the bracket's lower end), never a midpoint, and 0 when the
 clean point is misclassified. 'exact' and 'lipschitz' have closed forms.
+With `lipschitz_floor`, the Lipschitz radius (sound for the ball, hence for
+ball ∩ box) is the search's certified starting point, so the radius reported
+is max(Lipschitz, the method's own), a max of two sound lower bounds.
 
 Soundness under rounding. The bounds are computed in float64 by default
 (`jax.enable_x64` only inside the call; the float32 weights and inputs are
@@ -43,24 +46,34 @@ class _Search(NamedTuple):
   n: jax.Array        # trials that counted
 
 
-def search(check, eps_box, guess, steps: int, margin0):
-  """(last certified ε, its worst margin bound, trials) of one example."""
+def search(check, eps_box, guess, steps: int, margin0, lo0=0.0, rtol: float = 0.0):
+  """(last certified ε, its worst margin bound, trials) of one example.
+
+  lo0 > 0 is an ε already certified (the Lipschitz floor, with margin bound
+  margin0 there): the search starts from it and only looks above it. The loop
+  stops early once no lane moves or every bracket is within 1 + rtol."""
   def trial(s):
     grow = jnp.where(s.lo > 0, 8 * s.lo, guess)
     shrink = jnp.where(s.lo > 0, jnp.sqrt(s.lo * s.hi), s.hi / 8)
     return jnp.minimum(jnp.where(jnp.isinf(s.hi), grow, shrink), eps_box)
 
-  def body(_, s):
+  def finished(s):
     e = trial(s)
-    done = (s.lo >= eps_box) | ~(e > s.lo) | ~(e < s.hi)
+    close = (s.lo > 0) & (s.hi <= s.lo * (1 + rtol))
+    return (s.lo >= eps_box) | ~(e > s.lo) | ~(e < s.hi) | close
+
+  def body(c):
+    k, s = c
+    e, done = trial(s), finished(s)
     ok, w = check(e)
     ok, fail = ok & ~done, ~ok & ~done
-    return _Search(jnp.where(ok, e, s.lo), jnp.where(fail, e, s.hi),
-                   jnp.where(ok, w, s.margin), s.n + (~done).astype(jnp.int32))
+    return k + 1, _Search(jnp.where(ok, e, s.lo), jnp.where(fail, e, s.hi),
+                          jnp.where(ok, w, s.margin), s.n + (~done).astype(jnp.int32))
 
-  s0 = _Search(jnp.zeros_like(eps_box), jnp.full_like(eps_box, jnp.inf), margin0,
-               jnp.zeros((), jnp.int32))
-  s = jax.lax.fori_loop(0, steps, body, s0)
+  lo0 = jnp.minimum(jnp.asarray(lo0, eps_box.dtype), eps_box)
+  s0 = _Search(lo0, jnp.full_like(eps_box, jnp.inf), margin0, jnp.zeros((), jnp.int32))
+  _, s = jax.lax.while_loop(lambda c: (c[0] < steps) & ~finished(c[1]), body,
+                            (jnp.zeros((), jnp.int32), s0))
   return s.lo, s.margin, s.n
 
 
@@ -106,8 +119,14 @@ def _one(g, plan, env, rn, opts, lip, x0, label, lo, hi):
   if opts.method == "exact":
     r, margin, n = exact.radius(c, eps_box)
   else:
+    lo0, margin0 = 0.0, worst
+    if lip is not None and opts.lipschitz_floor:  # certifies the ball, so ball ∩ box
+      lo0, margin0 = lipschitz.radius(lip, m, label, eps_box, opts.slack)
+    lo0 = jnp.where(worst > 0, lo0, 0.0)
+    margin0 = jnp.where(lo0 > 0, margin0, worst)
     r, margin, n = search(functools.partial(_check, c), eps_box,
-                          _guess(g, env, x0, C, m, eps_box), opts.steps, worst)
+                          _guess(g, env, x0, C, m, eps_box), opts.steps, margin0,
+                          lo0, opts.rtol)
   return jnp.where(worst > 0, r, 0.0), jnp.where(worst > 0, margin, worst), n
 
 
@@ -145,7 +164,8 @@ def batch(apply, params, x, label, lo, hi, options: CertifyOptions = CertifyOpti
     x: (B, ...) inputs inside the box; label: (B,) int32.
     lo, hi: the box, shaped (B, ...) per example or like one input.
     options: `CertifyOptions` (static); options.method chooses the method.
-    lip: for method 'lipschitz', `lipschitz.constants(apply, params)`.
+    lip: `lipschitz.constants(apply, params)` for method 'lipschitz'; with
+      options.lipschitz_floor it is computed here when None (advjax Models).
 
   Raises:
     UnsupportedPrimitiveError: a primitive on the path from x has no rule.
@@ -158,10 +178,34 @@ def batch(apply, params, x, label, lo, hi, options: CertifyOptions = CertifyOpti
     exact.check_affine(g, plan)
   if opts.method == "lipschitz" and lip is None:
     raise ValueError("method='lipschitz' needs lip=certify.lipschitz.constants(apply, params).")
+  floor = opts.lipschitz_floor and opts.method in ("ibp", "crown", "alpha-crown")
+  if floor and lip is None:
+    lip = _constants_or_none(apply, params)
+  if not floor and opts.method != "lipschitz":
+    lip = None
   x64 = jax.enable_x64(True) if opts.dtype == "float64" else contextlib.nullcontext()
   with x64:
     out = _core(apply, opts, params, x, label, lo, hi, lip)
-  return CertifyResult(*out, opts.method)
+  return CertifyResult(*out, opts.method + ("+lipschitz" if floor and lip is not None else ""))
+
+
+_LAST: list = []  # [(apply, params leaves, constants)]: one entry, compared by identity
+
+
+def _constants_or_none(apply, params):
+  """The Lipschitz constants of an advjax Model, or None for other models;
+  the last ones are reused for the same apply and the same parameter arrays
+  (held here, so their ids cannot be reused)."""
+  leaves = jax.tree_util.tree_leaves(params)
+  if _LAST and _LAST[0][0] is apply and len(_LAST[0][1]) == len(leaves) and all(
+      a is b for a, b in zip(_LAST[0][1], leaves)):
+    return _LAST[0][2]
+  try:
+    lip = lipschitz.constants(apply, params)
+  except ValueError:
+    lip = None
+  _LAST[:] = [(apply, leaves, lip)]
+  return lip
 
 
 def radius(model, x, label=None, *, bounds=(0.0, 1.0), method: str = "crown",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 import os
 import socket
 import time
@@ -37,7 +38,7 @@ def read_part(out_dir: str, i: int, job: str) -> dict:
   try:
     with np.load(path) as z:
       d = {k: z[k] for k in z.files}
-  except (OSError, ValueError, EOFError, KeyError) as e:
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
     raise ResumeError(f"{path} is missing or corrupt ({type(e).__name__}: "
                       f"{str(e).splitlines()[0] if str(e) else ''}); delete it and rerun "
                       "the same command to redo that batch.") from e

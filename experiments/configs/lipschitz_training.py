@@ -1,0 +1,132 @@
+"""Config: the paper's suggested regulariser and LMT, measured by both ends of the bracket (§4.3).
+
+Paper: §4.3 ends with a suggestion it never tried: penalise each layer's
+upper Lipschitz bound. Here FC100-100-10 (trained as experiments.train_models
+trains it: Adam lr 1e-2 cosine, 60 epochs, batch 64, weight decay 1e-5,
+1e-5, 1e-6) with: weight decay alone, dropout, the penalty λ Σ_k L_k at
+several λ, the log-product λ Σ_k log L_k, Lipschitz-margin training (LMT,
+Tsuzuku et al. 2018) at ε ∈ {0.5, 1.58}, and the best adversarial pool of
+configs/adv_training.py. L_k = σ_k (power iteration kept between steps,
+advjax.regularise) × ¼ per sigmoid. Each cell (variant, seed) is trained and
+measured: clean test error; on the first `n_images` test images the
+untargeted attack's mean minimal distortion (the upper end), CROWN's mean
+certified radius (the lower end), certified and attacked accuracy at L2
+ε ∈ {0.5, 1.0, 1.58}; Table 5's product of layer bounds and the empirical
+lower bound (Jacobian norms and attack pairs). A figure: test error against
+certified accuracy at ε = 1.58, with the published anchors (CERTIFY.md).
+
+Cells: every variant at `seeds` (the screen), then `finalists` at
+`finalist_seeds`, and the conv net for the `conv` variants at all seeds (set
+both after the screen). Each cell trains into
+<runs>/lipschitz_training/seed<s>/<variant>/ (resumable per epoch, the power
+iteration's vectors included) and writes row.json there when measured; a
+rerun reads finished cells back.
+
+Command (full):  python -m experiments.lipschitz_training
+Command (quick): python -m experiments.lipschitz_training --quick
+Runtime: quick ≈ 30–60 s on 2 shared CPU cores (3 cells, 1 epoch on 600
+images, 8 images attacked and certified); full screen (10 cells, 1 seed)
+estimated ≈ 10 cells × (≈ 2–3 min training + attack and CROWN on 500
+images) — see the lead's measured figure in BUILD_NOTES.md once run.
+Expected: unknown (the experiment settles it); anchors at ε = 1.58, clean /
+certified accuracy: LMT 86.48% / 40.55%, CAP 88.39% / 43.95%, BCP 92.54% /
+48.20%, GloRo ≈ 97.0% / 62.8%.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+from advjax.advtrain import PoolConfig
+from advjax.attacks import AttackOptions
+from advjax.regularise import RegConfig
+from advjax.train import TrainConfig
+from experiments import common
+from experiments.configs import QUICK_ATTACK, adv_search, adv_training
+
+TITLE = "Penalising the layer bounds (§4.3's suggestion) and LMT: both ends of the bracket"
+
+# Published MNIST results at L2 ε = 1.58: (clean accuracy %, certified accuracy %).
+ANCHORS = {"LMT": (86.48, 40.55), "CAP": (88.39, 43.95), "BCP": (92.54, 48.20),
+           "GloRo": (97.0, 62.8)}
+
+
+class Variant(NamedTuple):
+  """One way to train (hashable).
+
+  Attributes:
+    name: the variant's name (also its folder).
+    reg: the bounds' terms (advjax.regularise.RegConfig).
+    dropout: dropout rate before each dense layer.
+    pools: adversarial pools (advjax.advtrain), instead of `reg`.
+    model: the network ('FC100-100-10' or 'conv').
+    note: what it varies.
+  """
+  name: str
+  reg: RegConfig = RegConfig()
+  dropout: float = 0.0
+  pools: tuple[PoolConfig, ...] = ()
+  model: str = "FC100-100-10"
+  note: str = ""
+
+
+def _best_pool() -> tuple[PoolConfig, ...]:
+  """The adversarial search's best pool (configs/adv_training.py's finalist)."""
+  return adv_training.pick(adv_search.cells(adv_search.CENTRE), ("every 10 weight 0.1",))[0].pools
+
+
+def variants() -> tuple[Variant, ...]:
+  """The baselines, the penalties at three strengths, the product, LMT at two ε."""
+  pen = lambda lam: Variant(f"penalty {lam:g}", RegConfig("sum", lam),
+                            note="λ Σ L_k (§4.3)")
+  return (Variant("weight decay", note="train_models' FC100-100-10"),
+          Variant("dropout", dropout=0.5, note="rate 0.5 before each dense layer"),
+          pen(1e-4), pen(1e-3), pen(1e-2),
+          Variant("log-product 1e-2", RegConfig("log", 1e-2), note="λ Σ log L_k"),
+          Variant("LMT 0.5", RegConfig(lmt_eps=0.5), note="non-true logits + √2·L·ε"),
+          Variant("LMT 1.58", RegConfig(lmt_eps=1.58), note="non-true logits + √2·L·ε"),
+          Variant("adversarial pool", pools=_best_pool(), note="adv_training's best"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(common.ExperimentConfig):
+  """Variants, seeds, training schedule and the measurement.
+
+  Attributes:
+    variants: the screened variants (at `seeds`).
+    finalists: variant names trained again at `finalist_seeds`.
+    finalist_seeds: the finalists' extra seeds.
+    conv: variant names also trained as the conv net (all seeds above).
+    train: the schedule (train_models' FC100-100-10); seed s adds 100·s.
+    conv_train: the conv net's (train_models' conv).
+    n_images: first test images attacked and certified.
+    n_lipschitz: images of the empirical lower bound.
+    method: the certificate (advjax.certify; 'crown').
+    eps: L2 radii of the accuracy columns.
+    batch_size: the engine's batch (attack and certificate).
+    attack: the untargeted attack's options.
+  """
+  variants: tuple[Variant, ...] = variants()
+  finalists: tuple[str, ...] = ()
+  finalist_seeds: tuple[int, ...] = (1, 2)
+  conv: tuple[str, ...] = ()
+  train: TrainConfig = adv_search.TRAIN
+  conv_train: TrainConfig = TrainConfig(epochs=12, batch_size=64, schedule="cosine")
+  n_images: int = 500
+  n_lipschitz: int = 100
+  method: str = "crown"
+  eps: tuple[float, ...] = (0.5, 1.0, 1.58)
+  batch_size: int = 100
+  attack: AttackOptions = AttackOptions()
+
+
+def get_config(quick: bool = False) -> Config:
+  """The one-seed screen on 60k images; quick: 3 cells, 1 epoch, 8 images."""
+  if not quick:
+    return Config(**common.base(quick))
+  keep = ("weight decay", "penalty 0.001", "LMT 1.58")
+  return Config(**common.base(quick), n_train=600, n_test=200,
+                variants=tuple(v for v in variants() if v.name in keep),
+                train=dataclasses.replace(adv_search.TRAIN, epochs=1),
+                n_images=8, n_lipschitz=8, batch_size=8, attack=QUICK_ATTACK)

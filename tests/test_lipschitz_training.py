@@ -1,0 +1,129 @@
+"""The layer bounds in the loss (§4.3's suggestion) and LMT: `advjax.regularise`
+and `experiments.lipschitz_training`."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from advjax import data, lipschitz, models, regularise, spectral, train
+from experiments import common
+from experiments import lipschitz_training as script
+from experiments.configs import lipschitz_training as config
+
+HOOK = regularise.stepping_hook()
+
+
+def _dense_op(W):
+  return regularise.Operator("fc", "dense", (W.shape[0],), W.shape, 1, "SAME", 1.0)
+
+
+def test_power_iteration_converges_to_svd_dense_and_conv():
+  W = np.random.default_rng(0).normal(size=(12, 7)).astype(np.float32)
+  op = _dense_op(W)
+  sig, _ = regularise.update((op,), {"fc": {"kernel": W}}, regularise.init((op,)), 200)
+  assert float(sig[0]) == pytest.approx(np.linalg.svd(W, compute_uv=False)[0], rel=1e-4)
+  K = np.random.default_rng(1).normal(size=(3, 3, 2, 3)).astype(np.float32)
+  conv = regularise.Operator("c", "conv", (6, 5, 2), K.shape, 2, "SAME", 1.0)
+  f = spectral.conv_fn(K, 2, "SAME", input_hw=(6, 5))
+  dense = np.asarray(jax.jacfwd(lambda v: f(v).ravel())(jnp.zeros((6, 5, 2)))).reshape(-1, 60)
+  sig, _ = regularise.update((conv,), {"c": {"kernel": K}}, regularise.init((conv,)), 300)
+  assert float(sig[0]) == pytest.approx(np.linalg.svd(dense, compute_uv=False)[0], rel=1e-3)
+
+
+def test_persistent_vectors_track_sigma_with_one_iteration_per_step():
+  rng = np.random.default_rng(2)
+  W = rng.normal(size=(30, 20)).astype(np.float32)
+  D = rng.normal(size=(30, 20)).astype(np.float32)
+  op = _dense_op(W)
+  state = regularise.init((op,))
+  step = jax.jit(lambda p, s: regularise.update((op,), p, s, 1))
+  errs = []
+  for t in range(150):  # weights drift slowly; the vectors follow
+    Wt = W + 0.002 * t * D
+    sig, state = step({"fc": {"kernel": Wt}}, state)
+    errs.append(abs(float(sig[0]) / np.linalg.svd(Wt, compute_uv=False)[0] - 1))
+  assert errs[0] > 1e-2 and max(errs[-50:]) < 1e-3 and int(state.count) == 150
+
+
+def test_penalties_have_finite_gradients_that_reduce_sigma():
+  W = np.random.default_rng(3).normal(size=(10, 6)).astype(np.float32)
+  op = _dense_op(W)._replace(factor=0.25)
+  state = regularise.update((op,), {"fc": {"kernel": W}}, regularise.init((op,)), 100)[1]
+  for pen in ("sum", "log"):
+    cfg = regularise.RegConfig(penalty=pen, strength=1.0)
+    f = lambda w: regularise.penalty(cfg, regularise.layer_bounds(
+        (op,), regularise.update((op,), {"fc": {"kernel": w}}, state, 1)[0]))
+    g = jax.grad(f)(jnp.asarray(W))
+    assert np.all(np.isfinite(g)) and np.abs(g).max() > 0
+    s0 = np.linalg.svd(W, compute_uv=False)[0]
+    s1 = np.linalg.svd(W - 0.1 * np.asarray(g), compute_uv=False)[0]
+    assert s1 < s0
+  assert float(f(W)) == pytest.approx(math.log(0.25 * s0), rel=1e-4)
+
+
+def test_operators_match_table5_product():
+  model = models.get_model("FC100-100-10")
+  params = model.init(jax.random.PRNGKey(0))
+  ops = regularise.operators(model)
+  assert [op.factor for op in ops] == [0.25, 0.25, 1.0]
+  ref = lipschitz.layer_bounds(model, params).product
+  assert float(np.prod(regularise.bounds_of(model, params, iters=300))) == pytest.approx(
+      ref, rel=1e-3)
+  conv = regularise.operators(models.get_model("conv"))  # ReLU 1, 2×2/2 pools 1
+  assert [(op.input_shape, op.factor) for op in conv] == [
+      ((28, 28, 1), 1.0), ((14, 14, 32), 1.0), ((3136,), 1.0), ((128,), 1.0)]
+
+
+def test_lmt_shift_is_sqrt2_L_eps():
+  z = jnp.asarray([[1.0, 2.0, 3.0], [0.0, -1.0, 5.0]])
+  y = jnp.asarray([2, 0])
+  out = regularise.lmt_logits(z, y, 3.0, 0.5)
+  c = math.sqrt(2) * 3.0 * 0.5
+  np.testing.assert_allclose(out - z, [[c, c, 0], [0, c, c]], rtol=1e-6)
+  with pytest.raises(ValueError):
+    regularise.check(regularise.RegConfig(penalty="max"))
+
+
+def _tiny():
+  rng = np.random.default_rng(0)
+  x = rng.random((64, 28, 28, 1)).astype(np.float32)
+  return data.Dataset(x, rng.integers(0, 10, 64).astype(np.int32))
+
+
+@pytest.mark.parametrize("reg", [
+    regularise.RegConfig(penalty="sum", strength=1e-2, refresh_iters=5),
+    pytest.param(regularise.RegConfig(lmt_eps=0.5, iters=2, refresh_iters=5),
+                 marks=pytest.mark.skipif(not HOOK, reason="needs train.ExtraLoss.step"))])
+def test_resume_equals_uninterrupted(tmp_path, reg):
+  model, ds = models.get_model("FC100-100-10"), _tiny()
+  cfg = train.TrainConfig(lr=1e-2, epochs=2, batch_size=16)
+  ex = regularise.extra_loss(model, reg)
+  a = train.train(model, ds, cfg, ckpt_dir=str(tmp_path / "a"), extra=ex, progress=False)
+  one = dataclasses.replace(cfg, epochs=1)
+  train.train(model, ds, one, ckpt_dir=str(tmp_path / "b"), extra=ex, progress=False)
+  b = train.train(model, ds, cfg, ckpt_dir=str(tmp_path / "b"), extra=ex, progress=False)
+  for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+    np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+  # The whole saved state (params, optimiser, power-iteration vectors), byte for byte.
+  blob = [(tmp_path / d / train.STATE).read_bytes() for d in "ab"]
+  assert blob[0] == blob[1] and a.history == b.history
+
+
+def test_quick_experiment_runs_and_resumes(fake_mnist, tmp_path):
+  cfg = dataclasses.replace(config.get_config(True), runs_dir=str(tmp_path / "runs"),
+                            data_dir=str(fake_mnist), progress=False)
+  if not HOOK:  # LMT needs the stepping hook
+    cfg = dataclasses.replace(cfg, only=tuple(v.name for v in cfg.variants if not v.reg.lmt_eps))
+  out = common.execute(script.run, config, cfg, str(tmp_path / "res"), markdown=script.markdown)
+  rows = out["rows"]
+  assert len(rows) == len(cfg.selected([v.name for v in cfg.variants])) * len(cfg.seeds)
+  for r in rows:
+    assert 0 <= r["test_err"] <= 1 and r["bound_product"] >= r["empirical_lower"] > 0
+    assert all(r[f"certified@{e}"] <= r[f"attacked@{e}"] for e in cfg.eps)
+  assert (tmp_path / "res" / "figure.png").exists()
+  again = script.run(cfg, str(tmp_path / "res2"))  # every cell read back
+  assert again["rows"] == rows

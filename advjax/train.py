@@ -105,10 +105,15 @@ class ExtraLoss(NamedTuple):
     loss: (params, state, key, rng) -> scalar, jittable: the term added to
       every minibatch's loss; `key` is a fresh PRNG key per step (to sample a
       minibatch of the state), `rng` the dropout key or None.
+    step: optional (params, state, x, y, key, rng) -> (loss, state), jittable:
+      when given it is the minibatch's whole loss (cross-entropy and weight
+      decay included; `loss` is unused) and its state is carried to the next
+      step (power iterations of `advjax.regularise`; LMT's shifted logits).
   """
   init: Callable[[Any], Any]
   refresh: Callable[[int, Any, Any], Any]
   loss: Callable[[Any, Any, jax.Array, Any], jax.Array]
+  step: Callable[..., tuple[jax.Array, Any]] | None = None
 
 
 def _epoch_fn(model, opt, cfg: TrainConfig, n: int, extra: ExtraLoss | None):
@@ -123,23 +128,25 @@ def _epoch_fn(model, opt, cfg: TrainConfig, n: int, extra: ExtraLoss | None):
   @jax.jit
   def step(params, opt_state, x, y, key, xstate):
     rng = key if has_dropout else None
+    k1 = jax.random.fold_in(key, 1)
     def loss(p):
+      if extra is not None and extra.step is not None:
+        return extra.step(p, xstate, x, y, k1, rng)
       out = loss_fn(model, p, x, y, rng)
-      if extra is None:
-        return out
-      return out + extra.loss(p, xstate, jax.random.fold_in(key, 1), rng)
-    value, g = jax.value_and_grad(loss)(params)
+      return (out if extra is None else out + extra.loss(p, xstate, k1, rng)), None
+    (value, new), g = jax.value_and_grad(loss, has_aux=True)(params)
     upd, opt_state = opt.update(g, opt_state, params)
-    return optax.apply_updates(params, upd), opt_state, value
+    return optax.apply_updates(params, upd), opt_state, value, new
 
   def epoch(params, opt_state, x, y, key, xstate=None):
     order = np.asarray(jax.random.permutation(key, n))[: steps * cfg.batch_size]
     x, y, losses = np.asarray(x), np.asarray(y), []
     for i, idx in enumerate(order.reshape(steps, cfg.batch_size)):
-      params, opt_state, loss = step(params, opt_state, x[idx], y[idx],
-                                     jax.random.fold_in(key, i), xstate)
+      params, opt_state, loss, new = step(params, opt_state, x[idx], y[idx],
+                                          jax.random.fold_in(key, i), xstate)
+      xstate = xstate if new is None else new  # None: the state is per epoch
       losses.append(loss)
-    return params, opt_state, jnp.mean(jnp.stack(losses))
+    return params, opt_state, jnp.mean(jnp.stack(losses)), xstate
   return epoch
 
 
@@ -217,8 +224,9 @@ def train(model: models.Model, ds: data_lib.Dataset, cfg: TrainConfig,
     if extra is not None:
       xstate = extra.refresh(epoch, params, xstate)
       args = (xstate,)
-    params, opt_state, loss = run(params, opt_state, ds.x, ds.y,
-                                  jax.random.fold_in(key, epoch), *args)
+    params, opt_state, loss, *out = run(params, opt_state, ds.x, ds.y,
+                                        jax.random.fold_in(key, epoch), *args)
+    xstate = out[0] if out else xstate  # the minibatch loop's; L-BFGS has none
     row = {"epoch": epoch + 1, "loss": float(loss)}
     for name, e in (eval_sets or {}).items():
       row[f"{name}_err"] = error_rate(model, params, e.x, e.y)

@@ -25,9 +25,12 @@ rerun reads finished cells back.
 Command (full):  python -m experiments.lipschitz_training
 Command (quick): python -m experiments.lipschitz_training --quick
 Runtime: quick ≈ 30–60 s on 2 shared CPU cores (3 cells, 1 epoch on 600
-images, 8 images attacked and certified); full screen (10 cells, 1 seed)
-estimated ≈ 10 cells × (≈ 2–3 min training + attack and CROWN on 500
-images) — see the lead's measured figure in BUILD_NOTES.md once run.
+images, 8 images). Full, estimated from measured steps (FC100-100-10, batch
+64: plain 1.7 ms/step, penalty ≈ 1.3×, LMT ≈ 1.6×; 56k steps per cell):
+training ≈ 1.5–3 min per FC cell (the pool ≈ 3 min, adv_search), plus the
+attack and CROWN on 500 images (≈ 1–2 min): the 9-cell screen ≈ 30–40 min,
+each finalist seed ≈ 3–5 min; a conv cell ≈ 35–40 min training (train_models:
+2,058 s) plus its CROWN, the dominant cost (configs/certify.py).
 Expected: unknown (the experiment settles it); anchors at ε = 1.58, clean /
 certified accuracy: LMT 86.48% / 40.55%, CAP 88.39% / 43.95%, BCP 92.54% /
 48.20%, GloRo ≈ 97.0% / 62.8%.
@@ -81,7 +84,7 @@ def variants() -> tuple[Variant, ...]:
   pen = lambda lam: Variant(f"penalty {lam:g}", RegConfig("sum", lam),
                             note="λ Σ L_k (§4.3)")
   return (Variant("weight decay", note="train_models' FC100-100-10"),
-          Variant("dropout", dropout=0.5, note="rate 0.5 before each dense layer"),
+          Variant("dropout", dropout=0.3, note="0.3, as adv_search's baseline"),
           pen(1e-4), pen(1e-3), pen(1e-2),
           Variant("log-product 1e-2", RegConfig("log", 1e-2), note="λ Σ log L_k"),
           Variant("LMT 0.5", RegConfig(lmt_eps=0.5), note="non-true logits + √2·L·ε"),

@@ -10,6 +10,7 @@ on XLA:CPU's fast path here, once (`advjax.platform.convgrad`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -183,15 +184,30 @@ _TRAIN_MODE = ("the model's output for an example depends on the rest of the bat
 
 
 def _batched_call(model: Any, w: adapt.Wrapped):
-  """The model's own batched call (xs -> (B, K)), None where it has none (Equinox)."""
+  """The model's own batched call xs -> (B, K), jitted once per model where its
+  function is hashable (weights as arguments); None for Equinox (per example)."""
   if w.kind == "pair":
-    return lambda xs: model[0](model[1], xs)
+    fn = _jitted(model[0])
+    return lambda xs: fn(model[1], xs)
   if w.kind == "nnx":
     from flax import nnx  # pylint: disable=import-outside-toplevel
     return lambda xs: nnx.merge(w.apply.graphdef, w.params)(xs)  # a copy: no state change
   if w.kind == "function":
-    return model
+    return _jitted(model)
   return None
+
+
+def _jitted(fn):
+  """jax.jit(fn), cached per function (a new jit per call would recompile)."""
+  try:
+    return _jit_cached(fn)
+  except TypeError:  # unhashable: jit it afresh
+    return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=64)
+def _jit_cached(fn):
+  return jax.jit(fn)
 
 
 def check_batch_independent(model: Any, w: adapt.Wrapped, x: np.ndarray,
@@ -212,7 +228,7 @@ def check_batch_independent(model: Any, w: adapt.Wrapped, x: np.ndarray,
   except Exception as e:  # the user's own batched call failed: say so
     raise ValueError(f"the model failed on a batch of shape {xs.shape}: "
                      f"{_first_line(e)}") from e
-  b = np.asarray(jax.jit(adapt.batched(w.apply))(w.params, jnp.asarray(xs)))
+  b = np.asarray(adapt.logits(w.apply, w.params, jnp.asarray(xs)))
   if a.shape != b.shape:
     raise ValueError(f"the model maps a batch {xs.shape} to {a.shape} but one example at "
                      f"a time to {b.shape[1:]}; it must give logits (B, K).")

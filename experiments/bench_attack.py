@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advjax import attacks, checkpoint, ddn, models, reference, train
+from advjax import attacks, checkpoint, criteria, ddn, models, reference, train
 from experiments import common, tables
 from experiments.configs import bench_attack as config
 
@@ -29,8 +29,9 @@ def timed(f):
   return out, time.perf_counter() - t
 
 
-def measure(f, x, xa_fn, y_ok, warm: bool = True) -> dict:
-  """First and warm call of f(), with quality of its adversarial examples.
+def measure(f, x, xa_fn, y_ok, warm: bool = True, passes=None) -> dict:
+  """First and warm call of f(), with quality of its adversarial examples and
+  its model passes per example (forward and backward alike; `passes(out)`).
 
   warm=False (rows kept for quality only): one call, its time as both.
   """
@@ -38,16 +39,18 @@ def measure(f, x, xa_fn, y_ok, warm: bool = True) -> dict:
   out, warm = timed(f) if warm else (out, first)
   xa, ok = xa_fn(out)
   ok = np.asarray(ok, bool) & y_ok(xa)
-  d = np.sqrt(((xa - x).reshape(len(x), -1) ** 2).mean(1))
+  d = np.asarray(criteria.rms(jnp.asarray(xa - x)))
   return dict(n=len(x), first_call_s=first, warm_s=warm, images_per_s=len(x) / warm,
               success=float(ok.mean()), mean_rms=float(d[ok].mean()) if ok.any() else None,
-              in_box=bool(xa.min() >= 0 and xa.max() <= 1))
+              in_box=bool(xa.min() >= 0 and xa.max() <= 1),
+              passes_per_example=None if passes is None else float(np.mean(passes(out))))
 
 
 def _reached(fn, t, y):
-  """x_adv -> per example: the model's argmax is t (targeted) or not y."""
-  pred = lambda xa: np.asarray(jnp.argmax(fn(jnp.asarray(xa)), -1))
-  return (lambda xa: pred(xa) == t) if t is not None else (lambda xa: pred(xa) != y)
+  """x_adv -> per example: the model's re-check (`criteria.verdict`) says t
+  (targeted) or not y."""
+  return lambda xa: np.asarray(criteria.verdict(
+      fn(jnp.asarray(xa)), jnp.asarray(t if t is not None else y), t is None)[0])
 
 
 def _advjax(model, x, t, y, opts, fn, warm: bool = True):
@@ -55,7 +58,7 @@ def _advjax(model, x, t, y, opts, fn, warm: bool = True):
   f = ((lambda: attacks.lbfgs(model, x, t, options=opts)) if t is not None else
        (lambda: attacks.lbfgs(model, x, label=y, options=opts)))
   return measure(f, x, lambda r: (np.asarray(r.x_adv), np.asarray(r.success)),
-                 _reached(fn, t, y), warm)
+                 _reached(fn, t, y), warm, passes=lambda r: np.asarray(r.passes))
 
 
 def _ddn(fn, x, t, y, steps: int, warm: bool = True):
@@ -67,14 +70,14 @@ def _ddn(fn, x, t, y, steps: int, warm: bool = True):
   atk = fb.attacks.DDNAttack(steps=steps)
   f = lambda: atk(fm, jnp.asarray(x), crit, epsilons=None)
   return measure(f, x, lambda o: (np.clip(np.asarray(o[1]), 0, 1), np.asarray(o[2])),
-                 _reached(fn, t, y), warm)
+                 _reached(fn, t, y), warm, passes=lambda o: 2 * steps)  # a gradient a step
 
 
 def _own_ddn(model, fn, x, t, y, steps: int):
   """advjax's jitted DDN (the attack's first-order part), re-checked by the model."""
   f = lambda: ddn.ddn(model, x, t, steps=steps, label=None if t is not None else y)
   return measure(f, x, lambda r: (np.asarray(r.x_adv), np.asarray(r.success)),
-                 _reached(fn, t, y))
+                 _reached(fn, t, y), passes=lambda r: np.asarray(r.passes))
 
 
 def _points(fn, te, n: int, seed: int):
@@ -146,7 +149,8 @@ def mnist_rows(name, model, params, te, cfg, sizes, with_ref: bool) -> dict:
     ref, dt = timed(lambda: reference.lbfgs_reference(pair, x[:k], t[:k]))
     rows[f"scipy reference, targeted, first {k}"] = dict(
         n=k, warm_s=dt, images_per_s=k / dt, success=float(ref.success.mean()),
-        mean_rms=float(ref.distortion[ref.success].mean()), in_box=True)
+        mean_rms=float(ref.distortion[ref.success].mean()), in_box=True,
+        passes_per_example=None)
     for label, o in (("default", attacks.AttackOptions()), ("PAPER", attacks.PAPER)):
       rows[f"advjax {label}, targeted, first {k}"] = _advjax(pair, x[:k], t[:k], y, o, fn)
   return rows

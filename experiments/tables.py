@@ -142,12 +142,14 @@ def bench_attack(res: dict, cfg) -> str:
   out = [head]
   for w, r in res["workloads"].items():
     out += [f"### {w}\n", "| attack | n | success | mean RMS | first call s | warm s | "
-            "images/s | in box |", "| --- " * 8 + "|"]
+            "images/s | passes per example | in box |", "| --- " * 9 + "|"]
     for name, v in r["rows"].items():
       rms = f"{v['mean_rms']:.5f}" if v.get("mean_rms") is not None else "–"
       first = f"{v['first_call_s']:.2f}" if v.get("first_call_s") is not None else "–"
+      passes = (f"{v['passes_per_example']:.0f}" if v.get("passes_per_example") is not None
+                else "–")
       out.append(f"| {name} | {v['n']} | {100 * v['success']:.1f}% | {rms} | {first} | "
-                 f"{v['warm_s']:.3f} | {v['images_per_s']:.1f} | {v['in_box']} |")
+                 f"{v['warm_s']:.3f} | {v['images_per_s']:.1f} | {passes} | {v['in_box']} |")
     out += ["", "| ratio | value |", "| --- | --- |"]
     out += [f"| {k} | {v:.3f} |" for k, v in r["ratios"].items()]
     out.append("")

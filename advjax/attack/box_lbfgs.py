@@ -79,13 +79,14 @@ def attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi) ->
   done = (jnp.argmax(out0, -1) == target) != away
   m = criteria.margin(out0)
   f0 = boundary.above(out0, target, m, away)
-  z, c, s = _search(apply, opts, away, params, xf, target, m, done, lo, hi, shape)  # 2.
+  t = criteria.temperature(out0)
+  z, c, s = _search(apply, opts, away, params, xf, target, m, t, done, lo, hi, shape)  # 2.
   z = jnp.clip(z, lo, hi)
   b, roots = opts.boundary, opts.boundary.root_steps
   if b.polish_steps:
     z = boundary.polish(logits, params, xf, z, target, m, shape, b.polish_steps, f0, away)
   if opts.first_order is not None:  # 3.
-    zw = _first_order(apply, opts, away, params, x, target, out0.shape[-1], lo, hi)
+    zw = _first_order(apply, opts, away, params, x, target, t, out0.shape[-1], lo, hi)
     zw = boundary.polish(logits, params, xf, zw, target, m, shape, roots, f0, away)
     zc = boundary.closer(logits, params, xf, z, zw, target, m, shape, away)
     z = jnp.where(done[:, None], xf, zc)
@@ -103,10 +104,9 @@ def attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi) ->
                       s.iters, s.solves, _passes(opts, away, out0.shape[-1], s))
 
 
-def _search(apply, opts: AttackOptions, away, params, x, l, m, done, lo, hi, shape):
+def _search(apply, opts: AttackOptions, away, params, x, l, m, t, done, lo, hi, shape):
   """Stage 2: the c search over flat lanes x (B, n), to its end: (z, c, state)."""
   logits = adapt.batched(apply)
-  t = criteria.temperature(logits(params, x.reshape((x.shape[0],) + shape)))
   solve = search.solver(search.penalty(apply, shape, away), opts.solve, lo, hi, t)
   reaches = lambda z: criteria.reaches(logits(params, z.reshape((z.shape[0],) + shape)),
                                        l, m, away)
@@ -117,7 +117,8 @@ def _search(apply, opts: AttackOptions, away, params, x, l, m, done, lo, hi, sha
   return z, c, s
 
 
-def _first_order(apply, opts: AttackOptions, away: bool, params, x, target, K: int, lo, hi):
+def _first_order(apply, opts: AttackOptions, away: bool, params, x, target, t, K: int, lo,
+                 hi):
   """Stage 3: DDN's point (flat lanes) towards target; away from it, towards
   the label nearest to x by the linearised distance: targeted DDN there ends
   closer than DDN away from l (conv net 2.0%, MLP 0.3%; BUILD_NOTES.md)."""
@@ -125,7 +126,6 @@ def _first_order(apply, opts: AttackOptions, away: bool, params, x, target, K: i
   if away:
     target = targets.screen(apply, K, 1, params, x, target)[:, 0]
   unit = ddn.box_unit(lo, hi) if fo.unit == "box" else 1.0
-  t = criteria.temperature(adapt.batched(apply)(params, x))
   return ddn.steps_lanes(apply, x.shape[1:], fo.steps, False, params,
                          x.reshape(len(x), -1), target, lo, hi, fo.gamma,
                          alpha=fo.alpha, unit=unit, temp=t)

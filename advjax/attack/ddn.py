@@ -171,12 +171,7 @@ def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = 100,
     x: inputs (B, ...) inside the box.
     target: (B,) labels to reach, or None: untargeted, away from `label`.
     bounds: (lo, hi) broadcastable to one input or to the batch (B, ...).
-    steps: gradient steps (foolbox's default, 100; within 0.7–2.2% of 1,000
-      steps' mean distortion on the benchmark's conv net and MLP).
-    gamma: the radius' factor per step.
-    init_epsilon: the first radius.
-    alpha: the first step size, cosine down to 0.01 (foolbox: 1; the attack's
-      pass: `AttackOptions.first_order_alpha`).
+    steps, gamma, init_epsilon, alpha: as `DDNOptions` (foolbox's defaults).
     label: untargeted: the labels to leave (default the prediction on x).
 
   Returns:

@@ -44,6 +44,16 @@ def options(opts: Any) -> dict:
           if k not in inert and not (k in LEGACY and v == LEGACY[k])}
 
 
+# Certificate options added after radii were first recorded, at their old behaviour.
+CERTIFY_LEGACY = {"lipschitz_floor": False, "rtol": 0.0}
+
+
+def certify_options(opts: Any) -> dict:
+  """`CertifyOptions` as a dict equal across advjax versions for the same behaviour."""
+  d = opts._asdict() if hasattr(opts, "_asdict") else dict(opts)
+  return {k: v for k, v in d.items() if not (k in CERTIFY_LEGACY and v == CERTIFY_LEGACY[k])}
+
+
 def migrate(job: dict) -> dict:
   """A recorded job identity in today's form (schema 1: the attack was the only
   job, its options recorded as they were)."""
@@ -53,6 +63,8 @@ def migrate(job: dict) -> dict:
     job["schema"] = SCHEMA
   if job.get("method") == "lbfgs" and isinstance(job.get("options"), dict):
     job["options"] = options(job["options"])
+  if job.get("method") == "certify" and isinstance(job.get("options"), dict):
+    job["options"] = certify_options(job["options"])
   return job
 
 

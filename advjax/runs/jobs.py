@@ -59,4 +59,4 @@ def certify(options, pb) -> Job:
       label = jnp.argmax(adapt.logits(apply, params, x), -1).astype(jnp.int32)
     return cert.batch(apply, params, x, label, lo, hi, options, lip)
   fields = tuple(f for f in cert.CertifyResult._fields if f != "method")
-  return Job("certify", fn, fields, {"options": options._asdict()})
+  return Job("certify", fn, fields, {"options": identity.certify_options(options)})

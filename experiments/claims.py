@@ -156,4 +156,7 @@ CLAIMS: dict[str, Callable[[dict], tuple[bool, str]]] = {
 # The certify claims: experiments/results/certify/ (session 6, one seed).
 EXPECTED = {"success_small_distortion": True, "decay_raises_distortion": True,
             "transfer_above_noise": False, "amplified_transfer_more": True,
-            "advtrain_lowers_error": False}
+            "advtrain_lowers_error": False,
+            "exact_closes_affine_bracket": True, "attack_meets_exact_minimum": False,
+            "crown_beats_lipschitz_on_sigmoid_nets": True,
+            "box_and_slopes_tighten_plain_crown": True}

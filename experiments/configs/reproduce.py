@@ -1,7 +1,7 @@
 """Config: the whole reproduction in one process (every table and figure).
 
 Runs, in order: train_models, table1, table2, table34, figures, adv_training,
-unit_analysis, lipschitz_bounds, each with its own config at the chosen size
+unit_analysis, lipschitz_bounds, certify, each with its own config at the chosen size
 and `n_seeds` training seeds (0, 1, ...). Steps whose results are complete for
 the same config are skipped, so a rerun after an interrupt continues; models,
 adversarial sets and training epochs are resumed inside each step. Not run
@@ -23,9 +23,10 @@ from experiments import common
 
 TITLE = "Reproduction: every step, wall time and peak memory"
 STEPS = ("train_models", "table1", "table2", "table34", "figures",
-         "adv_training", "unit_analysis", "lipschitz_bounds")
+         "adv_training", "unit_analysis", "lipschitz_bounds", "certify")
 SEPARATE = ("python -m experiments.bench_attack (attack benchmark)",
-            "python -m experiments.adv_search (adversarial-training search)")
+            "python -m experiments.adv_search (adversarial-training search)",
+            "python -m experiments.lipschitz_training (the regulariser's sweep)")
 
 
 @dataclasses.dataclass(frozen=True)

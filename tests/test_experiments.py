@@ -142,12 +142,20 @@ def test_tables_1_2_and_claims_mechanics(quick):
   _exec(table34, c_t34, _q(c_t34, quick), root / "res" / "table34")
   fake_adv = {"summary": {"baseline": {"test_err": common.summarize([0.5, 0.52])},
                           "centre": {"test_err": common.summarize([0.4, 0.41])}}}
+  ratio = lambda **q: {"methods": {k: {"median_ratio": v} for k, v in q.items()}}
+  fake_cert = {"models": {
+      "FC10(1e-4)": dict(ratio(exact=0.999, crown=0.999, lipschitz=0.8),
+                         attack_over_exact={"mean": 0.08, "max": 36.8}),
+      "FC100-100-10": ratio(crown=0.44, lipschitz=0.1),
+      "ReLU-784-300-100-10": ratio(**{"crown-nobox": 0.42, "crown": 0.55, "alpha-crown": 0.56})}}
   r = dict(claims.load(str(root / "res"), ("table1", "table2", "table34")),
-           adv_training=fake_adv)
+           adv_training=fake_adv, certify=fake_cert)
   for name, f in claims.CLAIMS.items():  # the claims read this schema
     held, detail = f(r)
     assert isinstance(held, bool) and detail, name
   assert claims.advtrain_lowers_error(r)[0]
+  assert claims.exact_closes_affine_bracket(r)[0] and claims.box_and_slopes_tighten_plain_crown(r)[0]
+  assert not claims.attack_meets_exact_minimum(r)[0]
 
 
 def test_two_seeds_give_mean_and_sd(quick):

@@ -111,7 +111,9 @@ class Config(common.ExperimentConfig):
     attack: the untargeted attack's options.
   """
   variants: tuple[Variant, ...] = variants()
-  finalists: tuple[str, ...] = ()
+  # after the one-seed screen (session 6): the baseline, the two penalties that cut
+  # the bound product most at equal error, and the LMT that trained
+  finalists: tuple[str, ...] = ("weight decay", "penalty 0.01", "log-product 1e-2", "LMT 0.5")
   finalist_seeds: tuple[int, ...] = (1, 2)
   conv: tuple[str, ...] = ()
   train: TrainConfig = adv_search.TRAIN
@@ -132,4 +134,4 @@ def get_config(quick: bool = False) -> Config:
   return Config(**common.base(quick), n_train=600, n_test=200,
                 variants=tuple(v for v in variants() if v.name in keep),
                 train=dataclasses.replace(adv_search.TRAIN, epochs=1),
-                n_images=8, n_lipschitz=8, batch_size=8, attack=QUICK_ATTACK)
+                n_images=8, n_lipschitz=8, batch_size=8, attack=QUICK_ATTACK, finalists=())

@@ -6,11 +6,13 @@ call these; the scipy oracle (`advjax.reference`) deliberately writes its own.
 * `ce`: loss_f(x, l) of §4.1, the softmax cross-entropy (away from l: of the
   event 'any label but l').
 * `lead`: how far logit l leads every other (away: how far some other leads l).
-* `margin`: the lead a search point needs to count as reaching l, relative to
-  the logits' scale at x, so that float differences between evaluations
-  (batched vs single, fused vs not) cannot flip the final re-check of a point
-  on the boundary, and a model whose logits are scaled by 1e-4 or 1e4 is
-  attacked alike.
+* `margin`, `temperature`: the lead a search point needs to count as reaching
+  l (so that float differences between evaluations, batched vs single, fused
+  vs not, cannot flip the final re-check of a point on the boundary) and the
+  loss's temperature. By default (scale 'spread') both are read in units in
+  which the logits at x spread over SPREAD, so that a model whose logits are
+  scaled by any factor is attacked alike; 'raw' reads the logits as they are
+  (the paper's loss).
 * `verdict`: the final re-check: argmax == l (away: != l) with finite logits.
 * `l2`, `rms`: ‖r‖₂ and the paper's distortion, the per-pixel RMS ‖r‖₂/√m.
 """
@@ -22,11 +24,19 @@ import math
 import jax
 import jax.numpy as jnp
 
-# The margin on logits whose spread (max − min) at x lies in [1, 1e3], every
-# net of the paper; below 1 it shrinks with the spread, above 1e3 it grows
-# with it (1e-6 of the spread: a few hundred float32 ulps of the largest logit).
+# The margin in the logits' units ('raw': on logits whose spread max − min at
+# x lies in [1, 1e3], every net of the paper; below 1 it shrinks with the
+# spread, above 1e3 it grows with it: 1e-6 of the spread).
 MARGIN = 1e-3
 _REL_LARGE = 1e-6
+# 'spread': the logits at x are read as if their spread were SPREAD, near the
+# paper's nets' own (MNIST test images: FC100-100-10 median 28, conv 41), so
+# the defaults change those nets little; the margin never falls below 2⁻¹⁷ of
+# the largest |logit| (≈ 128 float32 ulps), for logits with a large offset.
+SPREAD = 30.0
+MARGIN_SPREAD = 1e-4
+_ULPS = 2.0 ** -17
+SCALES = ("spread", "raw")
 
 
 def ce(logits: jax.Array, l: jax.Array, away: bool = False) -> jax.Array:
@@ -47,25 +57,39 @@ def lead(logits: jax.Array, l: jax.Array, away: bool = False) -> jax.Array:
   return jnp.where(jnp.all(jnp.isfinite(logits), -1), m, -jnp.inf)
 
 
-def margin(logits_at_x: jax.Array) -> jax.Array:
+def margin(logits_at_x: jax.Array, scale: str = "spread") -> jax.Array:
   """Per row: the lead that counts as reaching a label, from the logits at x.
 
-  MARGIN for a spread s = max − min of the logits in [1, 1e3]; MARGIN·s below,
-  1e-6·s above: scaling the logits scales the margin, so the decision (and
-  the attack's path) does not depend on the logits' unit.
+  'spread': MARGIN·s/SPREAD for the spread s = max − min at x (at least 2⁻¹⁷
+  of the largest |logit|): equivariant, so scaling the logits by any factor
+  changes neither the decisions nor the attack's path. 'raw': MARGIN for s in
+  [1, 1e3], MARGIN·s below, 1e-6·s above (advjax before session 7).
   """
   s = logits_at_x.max(-1) - logits_at_x.min(-1)
-  m = jnp.maximum(MARGIN * jnp.minimum(s, 1.0), _REL_LARGE * s)
+  if _scale(scale) == "spread":
+    m = jnp.maximum(MARGIN_SPREAD / SPREAD * s, _ULPS * jnp.abs(logits_at_x).max(-1))
+  else:
+    m = jnp.maximum(MARGIN * jnp.minimum(s, 1.0), _REL_LARGE * s)
   return jnp.where(jnp.isfinite(m), m, MARGIN)
 
 
-def temperature(logits_at_x: jax.Array) -> jax.Array:
-  """Per row: the spread of the logits at x, capped at 1: the losses divide the
-  logits by it, so that logits scaled by 1e-4 give the same (relative) CE and
-  gradients as unscaled ones (and the solvers' absolute tolerances still bite);
-  1 for every net of the paper, whose logits spread more."""
+def temperature(logits_at_x: jax.Array, scale: str = "spread") -> jax.Array:
+  """Per row: the temperature the losses divide the logits by.
+
+  'spread': s/SPREAD, so the tempered logits spread over SPREAD at x whatever
+  the model's unit (the CE, its gradients and the solvers' tolerances see the
+  same numbers for f and 1e-4·f). 'raw': 1 (the paper's loss) for spreads of
+  at least 1, the spread below. 1 where the spread is 0 or not finite.
+  """
   s = logits_at_x.max(-1) - logits_at_x.min(-1)
-  return jnp.where(jnp.isfinite(s) & (s > 0), jnp.minimum(s, 1.0), 1.0)
+  t = s / SPREAD if _scale(scale) == "spread" else jnp.minimum(s, 1.0)
+  return jnp.where(jnp.isfinite(s) & (s > 0), t, 1.0)
+
+
+def _scale(scale: str) -> str:
+  if scale not in SCALES:
+    raise ValueError(f"scale={scale!r}: must be one of {SCALES}.")
+  return scale
 
 
 def reaches(logits: jax.Array, l: jax.Array, m, away: bool = False) -> jax.Array:

@@ -35,7 +35,7 @@ def cells(cfg: config.Config) -> list:
     raise ValueError(f"finalists/conv {sorted(unknown)} are not variants: {list(by_name)}.")
   out += [(by_name[n], s) for s in cfg.finalist_seeds for n in cfg.finalists]
   conv = [by_name[n]._replace(name=f"conv {n}", model="conv") for n in cfg.conv]
-  return out + [(v, s) for s in cfg.seeds + cfg.finalist_seeds for v in conv]
+  return out + [(v, s) for s in cfg.conv_seeds for v in conv]
 
 
 def fit(cfg: config.Config, v, s: int, tr, folder: str):
@@ -67,14 +67,15 @@ def fit(cfg: config.Config, v, s: int, tr, folder: str):
   return model, res.params, checkpoint.read_meta(folder)
 
 
-def measure(cfg: config.Config, model, params, te, folder: str) -> dict:
+def measure(cfg: config.Config, model, params, te, folder: str, conv: bool) -> dict:
   """Test error, both ends of the bracket, accuracies at ε, the Lipschitz bracket."""
   x, y = te.x[:cfg.n_images], te.y[:cfg.n_images].astype(np.int32)
   run = lambda job, name: driver.execute(
       job, pb, os.path.join(folder, name), batch_size=cfg.batch_size, progress=cfg.progress)
   pb = inputs.problem((model.apply, params), x, label=y, check_logits=False)
   adv = run(jobs.attack(cfg.attack, targeted=False), "attack")
-  rho = run(jobs.certify(CertifyOptions(method=cfg.method), pb), cfg.method)["l2"]
+  opts = cfg.conv_certify if conv else CertifyOptions(method=cfg.method)
+  rho = run(jobs.certify(opts, pb), opts.method)["l2"]
   correct = np.asarray(models.predict(model, params, x)) == y
   d = np.where(adv["success"], adv["l2"], np.inf)
   bad = np.flatnonzero(rho > d)
@@ -106,7 +107,7 @@ def run_cell(cfg: config.Config, v, s: int, tr, te) -> dict:
   if not os.path.exists(path):
     model, params, meta = fit(cfg, v, s, tr, folder)
     row = dict(variant=v.name, seed=s, model=v.model, note=v.note,
-               train_seconds=meta["train_seconds"], **measure(cfg, model, params, te, folder))
+               train_seconds=meta["train_seconds"], **measure(cfg, model, params, te, folder, v.model == "conv"))
     common.dump_json(path, row)
   return common.read_json(path)
 

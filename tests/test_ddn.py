@@ -65,7 +65,7 @@ def test_warm_start_beats_both_of_its_parts(untargeted):
   # the linearised distance
   p = inputs.problem(logits_fn, x)
   near = None if t is not None else np.asarray(
-      targets.screen(p.apply, K, 1, p.params, jnp.asarray(x), jnp.asarray(pred))[:, 0])
+      targets.screen(p.apply, K, 1, p.params, jnp.asarray(x), jnp.asarray(pred), 0.0, 1.0)[:, 0])
   o = attacks.AttackOptions()
   first = ddn.ddn(logits_fn, x, t if t is not None else near, steps=o.first_order_steps,
                   gamma=o.first_order_gamma, alpha=o.first_order_alpha)

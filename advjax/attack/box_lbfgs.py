@@ -77,9 +77,9 @@ def attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi) ->
   lo, hi = ddn.flat_box(lo, hi, x)
   out0 = logits(params, x)  # 1.
   done = (jnp.argmax(out0, -1) == target) != away
-  m = criteria.margin(out0)
+  m = criteria.margin(out0, opts.search.scale)
   f0 = boundary.above(out0, target, m, away)
-  t = criteria.temperature(out0)
+  t = criteria.temperature(out0, opts.search.scale)
   z, c, s = _search(apply, opts, away, params, xf, target, m, t, done, lo, hi, shape)  # 2.
   z = jnp.clip(z, lo, hi)
   b, roots = opts.boundary, opts.boundary.root_steps
@@ -124,7 +124,7 @@ def _first_order(apply, opts: AttackOptions, away: bool, params, x, target, t, K
   closer than DDN away from l (conv net 2.0%, MLP 0.3%; BUILD_NOTES.md)."""
   fo = opts.first_order
   if away:
-    target = targets.screen(apply, K, 1, params, x, target)[:, 0]
+    target = targets.screen(apply, K, 1, params, x, target, lo, hi)[:, 0]
   unit = ddn.box_unit(lo, hi) if fo.unit == "box" else 1.0
   return ddn.steps_lanes(apply, x.shape[1:], fo.steps, False, params,
                          x.reshape(len(x), -1), target, lo, hi, fo.gamma,
@@ -138,7 +138,7 @@ def _passes(opts: AttackOptions, away: bool, K: int, s: search.State) -> jax.Arr
   n += (1 + b.polish_steps) if b.polish_steps else 0
   if opts.first_order is not None:
     fo = opts.first_order
-    n += (1 + 2 * min(K - 1, 4)) if away else 0  # screening the nearest label
+    n += (1 + 2 * targets.screened(K, 1)) if away else 0  # screening the nearest label
     n += 2 * fo.steps + 1 + b.root_steps + 2  # DDN, its shrink, `closer`
   if b.refine_steps:
     n += 1 + b.refine_steps * (3 + b.root_steps)
@@ -177,13 +177,14 @@ def solve_batch(apply, params, K: int, options: AttackOptions, x, lo, hi, target
   if options.untargeted.joint:  # one search on 'any label but label'
     return run(label, True)
   n = options.untargeted.screen
-  cands = None if not n or n >= K - 1 else targets.screen(apply, K, n, params, x, label)
+  cands = None if not n or n >= K - 1 else targets.screen(
+      apply, K, n, params, x, label, *ddn.flat_box(lo, hi, x))
   best = None
   for k in range(1, K) if cands is None else range(n):  # the closest over targets
     res = run(targets.shift(label, k, K) if cands is None else cands[:, k], False)
     best = res if best is None else _best_of(best, res)
   if cands is not None:  # the screen's logits and gradients
-    best = best._replace(passes=best.passes + 1 + 2 * min(K - 1, 4 * n))
+    best = best._replace(passes=best.passes + 1 + 2 * targets.screened(K, n))
   return best
 
 

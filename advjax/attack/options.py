@@ -18,6 +18,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from advjax import criteria
+
 
 class Search(NamedTuple):
   """The c search (per example, all lanes advancing together).
@@ -28,12 +30,17 @@ class Search(NamedTuple):
     bisect_steps: bisections in log c once a success and a failure are known.
     max_bracket: most bracket steps before a lane gives up.
     warm_start: start each solve from the best point so far, not from x.
+    scale: how the loss and the success margin read the logits
+      (`advjax.criteria`): 'spread' (in units of their spread at x: the
+      attack is the same on f and on 1e-4·f or 1e4·f) or 'raw' (as they are:
+      the paper's loss, `PAPER`, and advjax before session 7).
   """
   c_init: float = 1.0
   c_factor: float = 10.0
   bisect_steps: int = 1
   max_bracket: int = 8
   warm_start: bool = True
+  scale: str = "spread"
 
 
 class Solve(NamedTuple):
@@ -213,7 +220,7 @@ _RULES = (("c_init", lambda v: v > 0, "> 0"), ("c_factor", lambda v: v > 1, "> 1
           ("first_order_alpha", lambda v: v > 0, "> 0"),
           ("first_order_gamma", lambda v: 0 < v < 1, "in (0, 1)"))
 _CHOICES = {"solver": ("pqn", "jaxopt"), "linesearch": ("backtracking", "zoom"),
-            "first_order_unit": ("box", "input")}
+            "first_order_unit": ("box", "input"), "scale": criteria.SCALES}
 
 
 def _check_ranges(o: AttackOptions) -> None:
@@ -238,6 +245,6 @@ def _check_ranges(o: AttackOptions) -> None:
 # The paper's procedure (§4.1): the penalty's minimiser at the largest successful
 # c of a fine search, solves run to (near) convergence, no boundary step; every
 # untargeted label tried. The committed tables use it.
-PAPER = AttackOptions(search=Search(bisect_steps=10), solve=Solve(maxiter=100),
+PAPER = AttackOptions(search=Search(bisect_steps=10, scale="raw"), solve=Solve(maxiter=100),
                       boundary=Boundary(polish_steps=0, refine_steps=0),
                       first_order=None, untargeted=Untargeted(joint=False, screen=0))

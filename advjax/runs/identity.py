@@ -23,7 +23,7 @@ SCHEMA = 2
 # Fields added after results were first cached, at the value that behaves as
 # advjax did before they existed.
 LEGACY = {"joint": False, "first_order_steps": 0, "first_order_alpha": 1.0,
-          "first_order_gamma": 0.05, "first_order_unit": "input"}
+          "first_order_gamma": 0.05, "first_order_unit": "input", "scale": "raw"}
 # Fields that have no effect while another is 0: left out of the identity then.
 INERT = {"first_order_steps": ("first_order_alpha", "first_order_gamma", "first_order_unit")}
 

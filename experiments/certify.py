@@ -22,7 +22,7 @@ from experiments import common
 from experiments.configs import certify as config
 
 
-def get_model(cfg: config.Config, name: str, train_set=None):
+def get_model(cfg: config.Config, name: str, train_set=None, seed: int | None = None):
   """(model, params, source): the seed's checkpoint, or random init in quick mode;
   the ReLU yardstick is the benchmark's 784-300-100-10 MLP (cached under runs/)."""
   if name == config.YARDSTICK:
@@ -32,7 +32,7 @@ def get_model(cfg: config.Config, name: str, train_set=None):
     model, params = bench_attack._mlp(bench_cfg, train_set)  # pylint: disable=protected-access
     return model, params, f"trained here, {cfg.yardstick_epochs} Adam epochs (runs/bench/)"
   try:
-    model, params, meta = common.load_model(cfg, cfg.seeds[0], name)
+    model, params, meta = common.load_model(cfg, cfg.seeds[0] if seed is None else seed, name)
     return model, params, f"checkpoint (test error {meta.get('errors', {}).get('test')})"
   except ValueError:
     if not cfg.quick:
@@ -42,11 +42,18 @@ def get_model(cfg: config.Config, name: str, train_set=None):
 
 
 def _timed(job, pb, folder: str, cfg: config.Config):
-  """(results, seconds or None when read back from an earlier run)."""
+  """(results, seconds): measured now, or read back with the results from the
+  run that computed them (seconds.json; None if that run was interrupted)."""
   cached = driver.is_complete(folder)
+  fresh = not os.path.exists(os.path.join(folder, "progress.json"))  # a resumed run's time is partial
   t0 = time.perf_counter()
   res = driver.execute(job, pb, folder, batch_size=cfg.batch_size, progress=cfg.progress)
-  return res, None if cached else round(time.perf_counter() - t0, 2)
+  path = os.path.join(folder, "seconds.json")
+  if not cached:
+    secs = round(time.perf_counter() - t0, 2) if fresh else None
+    common.dump_json(path, {"seconds": secs})
+    return res, secs
+  return res, common.read_json(path)["seconds"] if os.path.exists(path) else None
 
 
 def _attack(cfg, opts, model, params, x, y, folder):
@@ -83,9 +90,10 @@ def _row(cfg, rho, d, correct, m: int, secs) -> dict:
           "curve": _curve(rho, correct)}
 
 
-def bracket(cfg: config.Config, name: str, model, params, x, y) -> dict:
+def bracket(cfg: config.Config, name: str, model, params, x, y, seed: int | None = None) -> dict:
   """The attack and every certificate on (x, y), with the accuracy columns."""
-  cache = common.cache_dir(cfg, "certify", cfg.seeds[0], name, n=len(x))
+  seed = cfg.seeds[0] if seed is None else seed
+  cache = common.cache_dir(cfg, "certify", seed, name, n=len(x))
   adv, d, adv_s = _attack(cfg, cfg.attack, model, params, x, y, os.path.join(cache, "attack"))
   correct = np.asarray(models.predict(model, params, x)) == y
   hit = adv["success"] & correct
@@ -116,10 +124,19 @@ def bracket(cfg: config.Config, name: str, model, params, x, y) -> dict:
   return out
 
 
+NEAR = 0.01  # L2: examples this close to the boundary are ruled by float32's margin
+
+
 def _over(d, rho, ok) -> dict:
-  """The attack's distance over the exact minimum: mean and worst ratio − 1."""
+  """The attack's distance over the exact minimum: mean and worst ratio − 1; the
+  worst also over examples at least NEAR from the boundary, where the success
+  margin (128 float32 ulps of the largest logit, ~3e-5 in L2 here) is not the
+  whole excess, with the count of the nearer ones."""
   q = d[ok] / rho[ok] - 1
-  return {"mean": float(q.mean()), "max": float(q.max()), "n": int(ok.sum())}
+  far = rho[ok] >= NEAR
+  return {"mean": float(q.mean()), "max": float(q.max()), "n": int(ok.sum()),
+          "max_far": float(q[far].max()) if far.any() else None, "n_near": int((~far).sum()),
+          "max_abs": float((d[ok] - rho[ok]).max())}
 
 
 def _curve(r, correct, strict: bool = False) -> list:
@@ -129,17 +146,43 @@ def _curve(r, correct, strict: bool = False) -> list:
 
 
 def run(cfg: config.Config, workdir: str) -> dict:
-  """The bracket of every model, saved after each one."""
+  """The bracket of every model (the first seed: tables and figures), then the
+  cheap nets at `more_seeds` (mean ± sd over seeds), saved after each."""
   tr, te = common.load_data(cfg)
-  results = {"models": {}}
+  results = {"models": {}, "seeds": {}, "spread": {}}
   names = cfg.selected(cfg.models + ((config.YARDSTICK,) if cfg.yardstick else ()))
-  for name in common.save_each(names, workdir, cfg, config, markdown, lambda: results):
+  todo = [(n, None) for n in names] + [
+      (n, s) for s in cfg.more_seeds for n in names if n in cfg.more_seeds_models]
+  for name, seed in common.save_each(todo, workdir, cfg, config, markdown, lambda: results):
     n = cfg.n_conv if name == "conv" else cfg.n_images
-    model, params, source = get_model(cfg, name, tr)
-    res = bracket(cfg, name, model, params, te.x[:n], te.y[:n].astype(np.int32))
-    results["models"][name] = dict(res, source=source)
-    _figure(workdir, name, res, cfg)
+    model, params, source = get_model(cfg, name, tr, seed)
+    res = bracket(cfg, name, model, params, te.x[:n], te.y[:n].astype(np.int32), seed)
+    if seed is None:
+      results["models"][name] = dict(res, source=source)
+      _figure(workdir, name, res, cfg)
+    results["seeds"].setdefault(name, {})[str(cfg.seeds[0] if seed is None else seed)] = \
+        _compact(res)
+    results["spread"][name] = _spread(results["seeds"][name])
   return results
+
+
+def _compact(res: dict) -> dict:
+  """One seed's headline numbers: median ρ/d per method, the attack's mean d,
+  the affine excess."""
+  out = {"attack_mean_l2": res["attack_mean_l2"], "accuracy": res["accuracy"],
+         **{f"median_ratio/{m}": r["median_ratio"] for m, r in res["methods"].items()}}
+  if "attack_over_exact" in res:
+    out["attack_over_exact/mean"] = res["attack_over_exact"]["mean"]
+    out["attack_over_exact/max"] = res["attack_over_exact"]["max"]
+  return out
+
+
+def _spread(by_seed: dict) -> dict:
+  """mean ± sd over seeds of every compact number."""
+  keys = set.intersection(*(set(v) for v in by_seed.values()))
+  return {k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+              "n": len(v)} for k in sorted(keys)
+          for v in [[row[k] for row in by_seed.values()]]}
 
 
 def _figure(workdir: str, name: str, res: dict, cfg: config.Config) -> None:
@@ -177,13 +220,39 @@ def markdown(results: dict, cfg: config.Config) -> str:
                    f"{m['median_ratio']:.3f} | {acc} | {m['images_per_s'] or ''} |")
   aff = [f"- {n}: the default attack's distance is {r['attack_over_exact']['mean']:+.3%} "
          f"above the exact minimum on average, {r['attack_over_exact']['max']:+.3%} at worst"
+         + (f" ({r['attack_over_exact']['max_far']:+.3%} over the examples at least {NEAR} "
+            f"from the boundary, all but {r['attack_over_exact']['n_near']})"
+            if r["attack_over_exact"].get("max_far") is not None else "")
          + (f"; PAPER {r['paper_attack_over_exact']['mean']:+.3%} / "
             f"{r['paper_attack_over_exact']['max']:+.3%}" if "paper_attack_over_exact" in r
             else "") for n, r in results["models"].items() if "attack_over_exact" in r]
+  m = 28 * 28
+  rms = ", ".join(f"L2 {e} = RMS {e / np.sqrt(m):.4f}" for e in cfg.eps)
   return ("Radii over correctly classified images; accuracies over all images "
-          "(attack: correct and d > ε, an upper bound on robust accuracy).\n\n"
+          f"(attack: correct and d > ε, an upper bound on robust accuracy). ε in the "
+          f"paper's unit (MNIST, m = {m}): {rms}.\n\n"
           + "\n".join(lines) + ("\n\nAffine models (exact minimum inside the box):\n"
-                                 + "\n".join(aff) if aff else ""))
+                                 + "\n".join(aff) if aff else "") + _spread_table(results))
+
+
+def _spread_table(results: dict) -> str:
+  """Median ρ/d per method (and the affine excess), mean ± sd over seeds."""
+  rows = {n: s for n, s in results.get("spread", {}).items() if s and
+          next(iter(s.values()))["n"] > 1}
+  if not rows:
+    return ""
+  methods = ["lipschitz", "ibp", "crown", "exact"]
+  f = lambda s, k, p=3: f"{s[k]['mean']:.{p}f} ± {s[k]['sd']:.{p}f}" if k in s else "–"
+  lines = ["| model | seeds | " + " | ".join(methods) + " | attack mean d | attack over exact (mean) |",
+           "|" + " --- |" * (len(methods) + 4)]
+  for n, s in rows.items():
+    over = (f"{100 * s['attack_over_exact/mean']['mean']:+.3f} ± "
+            f"{100 * s['attack_over_exact/mean']['sd']:.3f}%" if "attack_over_exact/mean" in s else "–")
+    lines.append(f"| {n} | {next(iter(s.values()))['n']} | "
+                 + " | ".join(f(s, f"median_ratio/{m}") for m in methods)
+                 + f" | {f(s, 'attack_mean_l2')} | {over} |")
+  return ("\n\nOver training seeds (median ρ/d per method, mean ± sd):\n\n"
+          + "\n".join(lines))
 
 
 def main(argv=None) -> dict:

@@ -26,7 +26,8 @@ def hi(s: dict) -> float:
 
 
 def load(folder: str = RESULTS,
-         names=("table1", "table2", "table34", "adv_training", "certify")) -> dict:
+         names=("table1", "table2", "table34", "adv_training", "certify",
+                "lipschitz_training")) -> dict:
   """{name: results.json} of the given experiments under `folder`."""
   out = {}
   for n in names:
@@ -107,12 +108,20 @@ def exact_closes_affine_bracket(r: dict) -> tuple[bool, str]:
 
 
 def attack_meets_exact_minimum(r: dict) -> tuple[bool, str]:
-  """The default attack is within 1% of the exact minimum on average on every FC10
-  net (issue 21 asks 0.1% mean, 1% worst)."""
+  """The default attack is within 0.1% of the exact minimum on average on every
+  FC10 net (issue 21's aim for the mean)."""
   m = {k: v["attack_over_exact"] for k, v in r["certify"]["models"].items()
        if "attack_over_exact" in v}
-  return bool(m) and all(v["mean"] <= 0.01 for v in m.values()), ", ".join(
-      f"{k} mean {v['mean']:+.2%} worst {v['max']:+.1%}" for k, v in m.items())
+  return bool(m) and all(v["mean"] <= 1e-3 for v in m.values()), ", ".join(
+      f"{k} mean {v['mean']:+.3%}" for k, v in m.items())
+
+
+def attack_within_1pct_of_exact_everywhere(r: dict) -> tuple[bool, str]:
+  """... and within 1% on every example (issue 21's aim for the worst case)."""
+  m = {k: v["attack_over_exact"] for k, v in r["certify"]["models"].items()
+       if "attack_over_exact" in v}
+  return bool(m) and all(v["max"] <= 1e-2 for v in m.values()), ", ".join(
+      f"{k} worst {v['max']:+.2%}" for k, v in m.items())
 
 
 def crown_beats_lipschitz_on_sigmoid_nets(r: dict) -> tuple[bool, str]:
@@ -135,9 +144,83 @@ def box_and_slopes_tighten_plain_crown(r: dict) -> tuple[bool, str]:
   return held, ", ".join(f"{k} {v:.3f}" for k, v in q.items())
 
 
+# §4.3's suggestion (experiments/results/lipschitz_training/): FC100-100-10 over
+# 3 seeds for the finalists; the conv rows (one seed) where they are committed.
+PENALTIES = ("penalty 0.01", "log-product 1e-2")
+LMT = "LMT 0.5"
+BASE = "weight decay"
+
+
+def _lt(r: dict) -> dict:
+  return r["lipschitz_training"]["summary"]
+
+
+def _pairs(r: dict, names) -> list:
+  """(variant, its baseline) for the FC net and, where committed, the conv net."""
+  s = _lt(r)
+  out = [(n, BASE) for n in names]
+  out += [(f"conv {n}", f"conv {BASE}") for n in names if f"conv {n}" in s and f"conv {BASE}" in s]
+  return out
+
+
+def penalty_improves_error(r: dict) -> tuple[bool, str]:
+  """Penalising the layer bounds lowers the clean test error beyond the seed
+  spread (the paper's hope in §4.3)."""
+  s = _lt(r)
+  q = {n: (s[n]["test_err"], s[b]["test_err"]) for n, b in _pairs(r, PENALTIES)}
+  return all(hi(v) < lo(w) for v, w in q.values()), ", ".join(
+      f"{n} {v['mean']:.2%}±{v['sd']:.2%} vs {w['mean']:.2%}" for n, (v, w) in q.items())
+
+
+def penalty_shrinks_bound_product(r: dict) -> tuple[bool, str]:
+  """The penalties shrink Table 5's product of layer bounds at least 3×."""
+  s = _lt(r)
+  q = {n: s[b]["bound_product"]["mean"] / s[n]["bound_product"]["mean"]
+       for n, b in _pairs(r, PENALTIES)}
+  return all(v >= 3 for v in q.values()), ", ".join(f"{n} ×1/{v:.1f}" for n, v in q.items())
+
+
+def penalty_raises_both_ends(r: dict) -> tuple[bool, str]:
+  """The penalties raise the attack's mean distance and the certified radius
+  beyond the seed spread."""
+  s = _lt(r)
+  q = {n: [(s[n][k], s[b][k]) for k in ("mean_l2", "mean_radius")] for n, b in _pairs(r, PENALTIES)}
+  held = all(lo(v) > hi(w) for pairs in q.values() for v, w in pairs)
+  return held, ", ".join(f"{n} d {p[0][0]['mean']:.3f} vs {p[0][1]['mean']:.3f}, ρ "
+                         f"{p[1][0]['mean']:.3f} vs {p[1][1]['mean']:.3f}" for n, p in q.items())
+
+
+def lmt_buys_radius_for_error(r: dict) -> tuple[bool, str]:
+  """LMT (ε = 0.5) raises the certified radius beyond the spread, and costs
+  clean error beyond it."""
+  s = _lt(r)
+  q = {n: (s[n], s[b]) for n, b in _pairs(r, (LMT,))}
+  held = all(lo(v["mean_radius"]) > hi(w["mean_radius"]) and lo(v["test_err"]) > hi(w["test_err"])
+             for v, w in q.values())
+  return held, ", ".join(f"{n} ρ {v['mean_radius']['mean']:.3f} vs {w['mean_radius']['mean']:.3f}, "
+                         f"error {v['test_err']['mean']:.2%} vs {w['test_err']['mean']:.2%}"
+                         for n, (v, w) in q.items())
+
+
+def a_variant_beats_the_lmt_anchor(r: dict) -> tuple[bool, str]:
+  """Some variant certifies more than LMT's published 40.55% at L2 ε = 1.58 with
+  a clean accuracy above its 86.48% (CERTIFY.md)."""
+  s = _lt(r)
+  best = max(s, key=lambda n: s[n]["certified@1.58"]["mean"] if s[n]["test_err"]["mean"] < 0.1352
+             else -1)
+  c, e = s[best]["certified@1.58"]["mean"], s[best]["test_err"]["mean"]
+  return c > 0.4055 and e < 0.1352, f"best {best}: {c:.1%} certified at 1.58, {e:.2%} error"
+
+
 CLAIMS: dict[str, Callable[[dict], tuple[bool, str]]] = {
+    "penalty_improves_error": penalty_improves_error,
+    "penalty_shrinks_bound_product": penalty_shrinks_bound_product,
+    "penalty_raises_both_ends": penalty_raises_both_ends,
+    "lmt_buys_radius_for_error": lmt_buys_radius_for_error,
+    "a_variant_beats_the_lmt_anchor": a_variant_beats_the_lmt_anchor,
     "exact_closes_affine_bracket": exact_closes_affine_bracket,
     "attack_meets_exact_minimum": attack_meets_exact_minimum,
+    "attack_within_1pct_of_exact_everywhere": attack_within_1pct_of_exact_everywhere,
     "crown_beats_lipschitz_on_sigmoid_nets": crown_beats_lipschitz_on_sigmoid_nets,
     "box_and_slopes_tighten_plain_crown": box_and_slopes_tighten_plain_crown,
     "success_small_distortion": success_small_distortion,
@@ -157,6 +240,13 @@ CLAIMS: dict[str, Callable[[dict], tuple[bool, str]]] = {
 EXPECTED = {"success_small_distortion": True, "decay_raises_distortion": True,
             "transfer_above_noise": False, "amplified_transfer_more": True,
             "advtrain_lowers_error": False,
-            "exact_closes_affine_bracket": True, "attack_meets_exact_minimum": False,
+            "exact_closes_affine_bracket": True,
+            # session 7: scale 'spread' and the box-aware screen close the mean; the
+            # worst examples lie within 3e-3 of the boundary (BUILD_NOTES.md §5b)
+            "attack_meets_exact_minimum": True, "attack_within_1pct_of_exact_everywhere": False,
             "crown_beats_lipschitz_on_sigmoid_nets": True,
-            "box_and_slopes_tighten_plain_crown": True}
+            "box_and_slopes_tighten_plain_crown": True,
+            # §4.3's suggestion (session 7): the verdict of BUILD_NOTES.md §5c
+            "penalty_improves_error": False, "penalty_shrinks_bound_product": True,
+            "penalty_raises_both_ends": False, "lmt_buys_radius_for_error": True,
+            "a_variant_beats_the_lmt_anchor": False}

@@ -145,17 +145,28 @@ def test_tables_1_2_and_claims_mechanics(quick):
   ratio = lambda **q: {"methods": {k: {"median_ratio": v} for k, v in q.items()}}
   fake_cert = {"models": {
       "FC10(1e-4)": dict(ratio(exact=0.999, crown=0.999, lipschitz=0.8),
-                         attack_over_exact={"mean": 0.08, "max": 36.8}),
+                         attack_over_exact={"mean": 0.0008, "max": 0.3}),
       "FC100-100-10": ratio(crown=0.44, lipschitz=0.1),
       "ReLU-784-300-100-10": ratio(**{"crown-nobox": 0.42, "crown": 0.55, "alpha-crown": 0.56})}}
+  row = lambda err, l2, rho, prod, c158: {k: common.summarize(v) for k, v in dict(
+      test_err=err, mean_l2=l2, mean_radius=rho, bound_product=prod,
+      **{"certified@1.58": c158}).items()}
+  fake_lt = {"summary": {"weight decay": row([.017, .018], [.99, 1.0], [.41, .42], [112, 113], [0, 0]),
+                         "penalty 0.01": row([.016, .0165], [1.2, 1.3], [.6, .62], [16, 17], [0, 0]),
+                         "log-product 1e-2": row([.016, .0165], [1.2, 1.3], [.6, .62], [26, 27], [0, 0]),
+                         "LMT 0.5": row([.05, .06], [1.5, 1.5], [.75, .76], [3, 3], [.5, .5])}}
   r = dict(claims.load(str(root / "res"), ("table1", "table2", "table34")),
-           adv_training=fake_adv, certify=fake_cert)
+           adv_training=fake_adv, certify=fake_cert, lipschitz_training=fake_lt)
   for name, f in claims.CLAIMS.items():  # the claims read this schema
     held, detail = f(r)
     assert isinstance(held, bool) and detail, name
   assert claims.advtrain_lowers_error(r)[0]
   assert claims.exact_closes_affine_bracket(r)[0] and claims.box_and_slopes_tighten_plain_crown(r)[0]
-  assert not claims.attack_meets_exact_minimum(r)[0]
+  assert claims.attack_meets_exact_minimum(r)[0] and not claims.attack_within_1pct_of_exact_everywhere(r)[0]
+  # fake rows where the penalties win at both ends and LMT's 5.5% error passes the anchor
+  assert claims.penalty_improves_error(r)[0] and claims.penalty_raises_both_ends(r)[0]
+  assert claims.penalty_shrinks_bound_product(r)[0] and claims.lmt_buys_radius_for_error(r)[0]
+  assert claims.a_variant_beats_the_lmt_anchor(r)[0]
 
 
 def test_two_seeds_give_mean_and_sd(quick):
@@ -192,8 +203,12 @@ def test_certify_brackets_the_minimal_distortion(quick):
   """The quick-trained FC10 and FC100-100-10: every radius below the attack's
   distance (the run stops otherwise), exact = the attack's bracket on FC10."""
   res = quick["root"] / "res" / "certify"
-  cfg = _q(c_cert, quick, models=("FC10(1e-4)", "FC100-100-10"), n_images=12, n_conv=12)
+  cfg = _q(c_cert, quick, models=("FC10(1e-4)", "FC100-100-10"), n_images=12, n_conv=12,
+           more_seeds=(1,), more_seeds_models=("FC10(1e-4)",))  # seed 1: random init
   out = _exec(certify, c_cert, cfg, res)
+  assert out["spread"]["FC10(1e-4)"]["median_ratio/exact"]["n"] == 2
+  assert out["spread"]["FC100-100-10"]["median_ratio/crown"]["n"] == 1
+  assert set(out["seeds"]["FC10(1e-4)"]) == {"0", "1"}
   fc10 = out["models"]["FC10(1e-4)"]["methods"]
   assert fc10["exact"]["mean_l2"] == pytest.approx(fc10["crown"]["mean_l2"], rel=1e-4)
   assert fc10["lipschitz"]["mean_l2"] <= fc10["exact"]["mean_l2"]

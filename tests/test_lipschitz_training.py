@@ -127,3 +127,13 @@ def test_quick_experiment_runs_and_resumes(fake_mnist, tmp_path):
   assert (tmp_path / "res" / "figure.png").exists()
   again = script.run(cfg, str(tmp_path / "res2"))  # every cell read back
   assert again["rows"] == rows
+
+
+def test_conv_cells_are_named_variants_at_their_seeds():
+  cfg = dataclasses.replace(config.get_config(True), conv=("weight decay",), conv_seeds=(0, 3))
+  conv = [(v.name, v.model, s) for v, s in script.cells(cfg) if v.model == "conv"]
+  assert conv == [("conv weight decay", "conv", 0), ("conv weight decay", "conv", 3)]
+  with pytest.raises(ValueError, match="not variants"):
+    script.cells(dataclasses.replace(cfg, conv=("no such",)))
+  full = config.get_config()  # the committed config certifies conv cells with the floor
+  assert full.conv_certify.lipschitz_floor and set(full.conv) <= {v.name for v in full.variants}

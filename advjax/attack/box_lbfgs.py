@@ -128,7 +128,7 @@ def _first_order(apply, opts: AttackOptions, away: bool, params, x, target, t, K
   unit = ddn.box_unit(lo, hi) if fo.unit == "box" else 1.0
   return ddn.steps_lanes(apply, x.shape[1:], fo.steps, False, params,
                          x.reshape(len(x), -1), target, lo, hi, fo.gamma,
-                         alpha=fo.alpha, unit=unit, temp=t)
+                         ddn.DDNOptions().init_epsilon, fo.alpha, unit=unit, temp=t)
 
 
 def _passes(opts: AttackOptions, away: bool, K: int, s: search.State) -> jax.Array:

@@ -49,8 +49,7 @@ class DDNResult(NamedTuple):
 
 
 def steps_lanes(apply, shape, steps: int, away: bool, params, x, l, lo, hi,
-                gamma: float = 0.05, init_epsilon: float = 1.0, alpha: float = 1.0,
-                unit=1.0, temp=1.0):
+                gamma: float, init_epsilon: float, alpha: float, unit=1.0, temp=1.0):
   """DDN on flat lanes x (B, n) towards l (or, away, from l): the best z.
 
   `apply` is per example; lanes where no adversarial point was met return x
@@ -160,9 +159,12 @@ class DDNOptions(NamedTuple):
 _batch_jit = jax.jit(batch, static_argnums=(0, 1, 7))
 
 
-def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = 100,
-        gamma: float = 0.05, init_epsilon: float = 1.0, alpha: float = 1.0,
-        label=None) -> DDNResult:
+_D = DDNOptions()  # the defaults, written once (in DDNOptions)
+
+
+def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = _D.steps,
+        gamma: float = _D.gamma, init_epsilon: float = _D.init_epsilon,
+        alpha: float = _D.alpha, label=None) -> DDNResult:
   """DDN (Rony et al. 2019), the first-order pass of the §4.1 attack's default.
 
   Args:

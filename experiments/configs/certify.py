@@ -60,6 +60,10 @@ class Config(common.ExperimentConfig):
     conv_rtol: the conv net's searches stop once ρ is known within this
       fraction (its CROWN is ~10x slower than the MLPs'); the result is still
       the last certified ε.
+    more_seeds: further training seeds (checkpoints runs/models/seed<s>/) of
+      `more_seeds_models` (the cheap ones: every net but conv), reported as
+      mean ± sd over all seeds beside the first seed's full table.
+    more_seeds_models: the nets bracketed at `more_seeds`.
     yardstick: also the benchmark's ReLU MLP (trained here, `yardstick_epochs`
       Adam epochs), certified by ibp, CROWN without the box, CROWN and
       α-CROWN: the measurement against plain CROWN.
@@ -70,11 +74,13 @@ class Config(common.ExperimentConfig):
   n_conv: int = 1000
   eps: tuple[float, ...] = (0.5, 1.0, 1.58, 2.0)
   batch_size: int = 100
-  attack: AttackOptions = AttackOptions(scale="raw")  # as its committed results ran (before session 7)
+  attack: AttackOptions = AttackOptions()
   paper_on_affine: bool = True
   conv_rtol: float = 0.01
   yardstick: bool = True
   yardstick_epochs: int = 3
+  more_seeds: tuple[int, ...] = (1, 2)
+  more_seeds_models: tuple[str, ...] = MODELS[:-1]
 
 
 def get_config(quick: bool = False) -> Config:
@@ -82,5 +88,5 @@ def get_config(quick: bool = False) -> Config:
   if quick:
     return Config(**common.base(quick), models=("FC10(1e-4)", "FC100-100-10"),
                   n_images=16, n_conv=16, batch_size=8, attack=QUICK_ATTACK,
-                  yardstick=False)
+                  yardstick=False, more_seeds=())
   return Config(**common.base(quick))

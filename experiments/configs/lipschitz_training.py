@@ -5,7 +5,7 @@ upper Lipschitz bound. Here FC100-100-10 (trained as experiments.train_models
 trains it: Adam lr 1e-2 cosine, 60 epochs, batch 64, weight decay 1e-5,
 1e-5, 1e-6) with: weight decay alone, dropout, the penalty λ Σ_k L_k at
 several λ, the log-product λ Σ_k log L_k, Lipschitz-margin training (LMT,
-Tsuzuku et al. 2018) at ε ∈ {0.5, 1.58}, and the best adversarial pool of
+Tsuzuku et al. 2018) at ε ∈ {0.5, 1.0, 1.58}, and the best adversarial pool of
 configs/adv_training.py. L_k = σ_k (power iteration kept between steps,
 advjax.regularise) × ¼ per sigmoid. Each cell (variant, seed) is trained and
 measured: clean test error; on the first `n_images` test images the
@@ -81,7 +81,7 @@ def _best_pool() -> tuple[PoolConfig, ...]:
 
 
 def variants() -> tuple[Variant, ...]:
-  """The baselines, the penalties at three strengths, the product, LMT at two ε."""
+  """The baselines, the penalties at three strengths, the product, LMT at three ε."""
   pen = lambda lam: Variant(f"penalty {lam:g}", RegConfig("sum", lam),
                             note="λ Σ L_k (§4.3)")
   return (Variant("weight decay", note="train_models' FC100-100-10"),
@@ -89,6 +89,8 @@ def variants() -> tuple[Variant, ...]:
           pen(1e-4), pen(1e-3), pen(1e-2),
           Variant("log-product 1e-2", RegConfig("log", 1e-2), note="λ Σ log L_k"),
           Variant("LMT 0.5", RegConfig(lmt_eps=0.5), note="non-true logits + √2·L·ε"),
+          Variant("LMT 1.0", RegConfig(lmt_eps=1.0), note="added in session 7: between "
+                  "0.5 (trained) and 1.58 (collapsed)"),
           Variant("LMT 1.58", RegConfig(lmt_eps=1.58), note="non-true logits + √2·L·ε"),
           Variant("adversarial pool", pools=_best_pool(), note="adv_training's best"))
 

@@ -155,7 +155,9 @@ def figure(results: dict, cfg: config.Config, path: str) -> None:
         ax.plot(cert, 100 - clean, "k*", ms=8)
         ax.annotate(name, (cert, 100 - clean), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
-    ax.set(xlabel=f"certified accuracy at L2 ε = {e} (%)", yscale="log",
+    ax.set(xlabel=f"certified accuracy at L2 ε = {e} (%)",
+           yscale="log" if all(f["test_err"]["mean"] > 0 for f in results["summary"].values())
+           else "linear",
            title=f"ε = {e}" + (" (published anchors ★)" if e == max(cfg.eps) else ""))
   axes[0].set_ylabel("clean test error (%)")
   axes[0].legend(fontsize=6, loc="upper right", ncol=2)

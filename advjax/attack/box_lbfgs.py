@@ -138,7 +138,7 @@ def _passes(opts: AttackOptions, away: bool, K: int, s: search.State) -> jax.Arr
   n += (1 + b.polish_steps) if b.polish_steps else 0
   if opts.first_order is not None:
     fo = opts.first_order
-    n += (1 + 2 * targets.screened(K, 1)) if away else 0  # screening the nearest label
+    n += (1 + targets.screened(K, 1)) if away else 0  # screening: a forward, a backward each
     n += 2 * fo.steps + 1 + b.root_steps + 2  # DDN, its shrink, `closer`
   if b.refine_steps:
     n += 1 + b.refine_steps * (3 + b.root_steps)
@@ -184,7 +184,7 @@ def solve_batch(apply, params, K: int, options: AttackOptions, x, lo, hi, target
     res = run(targets.shift(label, k, K) if cands is None else cands[:, k], False)
     best = res if best is None else _best_of(best, res)
   if cands is not None:  # the screen's logits and gradients
-    best = best._replace(passes=best.passes + 1 + 2 * targets.screened(K, n))
+    best = best._replace(passes=best.passes + 1 + targets.screened(K, n))
   return best
 
 

@@ -8,6 +8,7 @@ A radius above the attack's distance is a bug: the run stops there.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import types
@@ -15,14 +16,14 @@ import types
 import jax
 import numpy as np
 
-from advjax import attacks, inputs, models
+from advjax import attacks, criteria, inputs, models
 from advjax.certify.options import CertifyOptions
 from advjax.runs import driver, jobs
 from experiments import common
 from experiments.configs import certify as config
 
 
-def get_model(cfg: config.Config, name: str, train_set=None, seed: int | None = None):
+def get_model(cfg: config.Config, name: str, train_set, seed: int):
   """(model, params, source): the seed's checkpoint, or random init in quick mode;
   the ReLU yardstick is the benchmark's 784-300-100-10 MLP (cached under runs/)."""
   if name == config.YARDSTICK:
@@ -32,7 +33,7 @@ def get_model(cfg: config.Config, name: str, train_set=None, seed: int | None = 
     model, params = bench_attack._mlp(bench_cfg, train_set)  # pylint: disable=protected-access
     return model, params, f"trained here, {cfg.yardstick_epochs} Adam epochs (runs/bench/)"
   try:
-    model, params, meta = common.load_model(cfg, cfg.seeds[0] if seed is None else seed, name)
+    model, params, meta = common.load_model(cfg, seed, name)
     return model, params, f"checkpoint (test error {meta.get('errors', {}).get('test')})"
   except ValueError:
     if not cfg.quick:
@@ -45,7 +46,7 @@ def _timed(job, pb, folder: str, cfg: config.Config):
   """(results, seconds): measured now, or read back with the results from the
   run that computed them (seconds.json; None if that run was interrupted)."""
   cached = driver.is_complete(folder)
-  fresh = not os.path.exists(os.path.join(folder, "progress.json"))  # a resumed run's time is partial
+  fresh = not os.path.exists(os.path.join(folder, driver.PROGRESS))  # a resumed run's time is partial
   t0 = time.perf_counter()
   res = driver.execute(job, pb, folder, batch_size=cfg.batch_size, progress=cfg.progress)
   path = os.path.join(folder, "seconds.json")
@@ -90,9 +91,8 @@ def _row(cfg, rho, d, correct, m: int, secs) -> dict:
           "curve": _curve(rho, correct)}
 
 
-def bracket(cfg: config.Config, name: str, model, params, x, y, seed: int | None = None) -> dict:
+def bracket(cfg: config.Config, name: str, model, params, x, y, seed: int) -> dict:
   """The attack and every certificate on (x, y), with the accuracy columns."""
-  seed = cfg.seeds[0] if seed is None else seed
   cache = common.cache_dir(cfg, "certify", seed, name, n=len(x))
   adv, d, adv_s = _attack(cfg, cfg.attack, model, params, x, y, os.path.join(cache, "attack"))
   correct = np.asarray(models.predict(model, params, x)) == y
@@ -151,17 +151,17 @@ def run(cfg: config.Config, workdir: str) -> dict:
   tr, te = common.load_data(cfg)
   results = {"models": {}, "seeds": {}, "spread": {}}
   names = cfg.selected(cfg.models + ((config.YARDSTICK,) if cfg.yardstick else ()))
-  todo = [(n, None) for n in names] + [
+  first = cfg.seeds[0]
+  todo = [(n, first) for n in names] + [
       (n, s) for s in cfg.more_seeds for n in names if n in cfg.more_seeds_models]
   for name, seed in common.save_each(todo, workdir, cfg, config, markdown, lambda: results):
     n = cfg.n_conv if name == "conv" else cfg.n_images
     model, params, source = get_model(cfg, name, tr, seed)
     res = bracket(cfg, name, model, params, te.x[:n], te.y[:n].astype(np.int32), seed)
-    if seed is None:
+    if seed == first and name not in results["models"]:
       results["models"][name] = dict(res, source=source)
       _figure(workdir, name, res, cfg)
-    results["seeds"].setdefault(name, {})[str(cfg.seeds[0] if seed is None else seed)] = \
-        _compact(res)
+    results["seeds"].setdefault(name, {})[str(seed)] = _compact(res)
     results["spread"][name] = _spread(results["seeds"][name])
   return results
 
@@ -226,8 +226,9 @@ def markdown(results: dict, cfg: config.Config) -> str:
          + (f"; PAPER {r['paper_attack_over_exact']['mean']:+.3%} / "
             f"{r['paper_attack_over_exact']['max']:+.3%}" if "paper_attack_over_exact" in r
             else "") for n, r in results["models"].items() if "attack_over_exact" in r]
-  m = 28 * 28
-  rms = ", ".join(f"L2 {e} = RMS {e / np.sqrt(m):.4f}" for e in cfg.eps)
+  mnist = (28, 28, 1)
+  rms = ", ".join(f"L2 {e} = RMS {criteria.per_pixel(e, mnist):.4f}" for e in cfg.eps)
+  m = math.prod(mnist)
   return ("Radii over correctly classified images; accuracies over all images "
           f"(attack: correct and d > ε, an upper bound on robust accuracy). ε in the "
           f"paper's unit (MNIST, m = {m}): {rms}.\n\n"

@@ -21,7 +21,7 @@ from advjax import adapt
 MODES = ("all", "logits", "random")
 # The screen takes gradients of the 4n highest other logits, at least this many:
 # every label of a 10-class model (on FC10(1e-4) the nearest label inside the
-# box lay outside the top 4 logits; 18 passes instead of 8 of ~390).
+# box lay outside the top 4 logits; 10 passes instead of 9 of ~390).
 SCREEN_MIN = 9
 
 

@@ -64,14 +64,23 @@ def _attack(cfg, opts, model, params, x, y, folder):
   return adv, np.where(adv["success"], adv["l2"], np.inf), secs
 
 
-def _certify(cfg, name, method, model, params, x, y, folder, d):
-  """One method's radii (checked against the attack's distances) and seconds."""
-  pb = inputs.problem((model.apply, params), x, label=y, check_logits=False)
+def _options(cfg, name: str, method: str) -> tuple[CertifyOptions, str]:
+  """The certificate's options and its cache folder's name."""
   opts = (CertifyOptions(method="crown", box=False) if method == "crown-nobox"
           else CertifyOptions(method=method))
-  if name == "conv":  # its CROWN is the slow one: stop each search at 1%
-    opts = opts._replace(rtol=cfg.conv_rtol)
-  res, secs = _timed(jobs.certify(opts, pb), pb, folder, cfg)
+  if name != "conv":
+    return opts, method
+  opts = opts._replace(rtol=cfg.conv_rtol)  # its CROWN is the slow one: stop at 1%
+  if cfg.conv_units and method in ("ibp", "crown"):
+    return opts._replace(lipschitz_units=True), method + "+units"
+  return opts, method
+
+
+def _certify(cfg, name, method, model, params, x, y, cache, d):
+  """One method's radii (checked against the attack's distances) and seconds."""
+  pb = inputs.problem((model.apply, params), x, label=y, check_logits=False)
+  opts, folder = _options(cfg, name, method)
+  res, secs = _timed(jobs.certify(opts, pb), pb, os.path.join(cache, folder), cfg)
   rho = res["l2"]
   bad = np.flatnonzero(rho > d)
   if len(bad):  # a certificate above a known adversarial example: stop
@@ -108,9 +117,10 @@ def bracket(cfg: config.Config, name: str, model, params, x, y, seed: int) -> di
   for method in methods:
     if method == "exact" and name not in config.AFFINE:
       continue
-    radii[method], secs = _certify(cfg, name, method, model, params, x, y,
-                                   os.path.join(cache, method), d)
+    radii[method], secs = _certify(cfg, name, method, model, params, x, y, cache, d)
     out["methods"][method] = _row(cfg, radii[method], d, correct, m, secs)
+    if _options(cfg, name, method)[1] != method:  # e.g. the conv net's 'crown+units'
+      out["methods"][method]["variant"] = _options(cfg, name, method)[1]
   ok = correct & np.isfinite(d) & (d > 0)
   if "exact" in radii:  # the bracket closes on affine models: how far is the attack?
     out["attack_over_exact"] = _over(d, radii["exact"], ok)
@@ -149,7 +159,7 @@ def run(cfg: config.Config, workdir: str) -> dict:
   """The bracket of every model (the first seed: tables and figures), then the
   cheap nets at `more_seeds` (mean ± sd over seeds), saved after each."""
   tr, te = common.load_data(cfg)
-  results = {"models": {}, "seeds": {}, "spread": {}}
+  results = {"models": {}, "seeds": {}}
   names = cfg.selected(cfg.models + ((config.YARDSTICK,) if cfg.yardstick else ()))
   first = cfg.seeds[0]
   todo = [(n, first) for n in names] + [
@@ -162,7 +172,6 @@ def run(cfg: config.Config, workdir: str) -> dict:
       results["models"][name] = dict(res, source=source)
       _figure(workdir, name, res, cfg)
     results["seeds"].setdefault(name, {})[str(seed)] = _compact(res)
-    results["spread"][name] = _spread(results["seeds"][name])
   return results
 
 
@@ -175,6 +184,11 @@ def _compact(res: dict) -> dict:
     out["attack_over_exact/mean"] = res["attack_over_exact"]["mean"]
     out["attack_over_exact/max"] = res["attack_over_exact"]["max"]
   return out
+
+
+def spread(results: dict) -> dict:
+  """Per model, mean ± sd over seeds of every compact number (`_compact`)."""
+  return {n: _spread(by_seed) for n, by_seed in results["seeds"].items()}
 
 
 def _spread(by_seed: dict) -> dict:
@@ -216,7 +230,7 @@ def markdown(results: dict, cfg: config.Config) -> str:
                  f"{r['attack_mean_rms']:.4f} | 1 | {acc} | |")
     for method, m in r["methods"].items():
       acc = " | ".join(f"{m['certified_accuracy'][str(e)]:.3f}" for e in cfg.eps)
-      lines.append(f"| {name} | {method} | {m['mean_l2']:.3f} | {m['mean_rms']:.4f} | "
+      lines.append(f"| {name} | {m.get('variant', method)} | {m['mean_l2']:.3f} | {m['mean_rms']:.4f} | "
                    f"{m['median_ratio']:.3f} | {acc} | {m['images_per_s'] or ''} |")
   aff = [f"- {n}: the default attack's distance is {r['attack_over_exact']['mean']:+.3%} "
          f"above the exact minimum on average, {r['attack_over_exact']['max']:+.3%} at worst"
@@ -238,7 +252,7 @@ def markdown(results: dict, cfg: config.Config) -> str:
 
 def _spread_table(results: dict) -> str:
   """Median ρ/d per method (and the affine excess), mean ± sd over seeds."""
-  rows = {n: s for n, s in results.get("spread", {}).items() if s and
+  rows = {n: s for n, s in spread(results).items() if s and
           next(iter(s.values()))["n"] > 1}
   if not rows:
     return ""

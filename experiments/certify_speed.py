@@ -1,9 +1,15 @@
-"""Certified radii at speed: FC100-100-10 CROWN on 1,000 test images, the batched
-path (first and warm call) beside a per-example loop of the same compiled function
-(issue 21's speed rows; BUILD_NOTES.md §5b).
+"""Certified radii at speed: CROWN on MNIST test images, the batched path (first and
+warm call) beside per-example loops (issue 21's speed rows; BUILD_NOTES.md §5b).
+
+Per net: the batched path on `n` images (first call, warm call); on `n_loop`
+images spread over them, the same batch against two loops over single images:
+of the same compiled function (`certify.batch`), and of the public
+`certify.radius` (what a user without the batched path writes); the batched path
+with `chunk` examples vmapped together. FC100-100-10 at 1,000 images (also with
+rtol=0.01), the conv net at 100 (rtol=0.01, as experiments.certify runs it).
 
 Command: python -m experiments.certify_speed [OUT.json]   (after experiments.train_models;
-         MNIST from $ADVJAX_DATA_DIR; about 2 min on 2 CPU cores)
+         MNIST from $ADVJAX_DATA_DIR; about 5 min on 2 quiet CPU cores)
 """
 
 import json
@@ -17,35 +23,55 @@ import numpy as np
 from advjax import adapt, certify, checkpoint, data
 
 
-def measure(opts, w, x, y, n_loop: int = 50) -> dict:
-  """img/s of the batch (first, warm) and of a loop over single images."""
+def _timed(f, *a):
+  t = time.perf_counter()
+  out = jax.block_until_ready(f(*a))
+  return out, time.perf_counter() - t
+
+
+def measure(opts, model, x, y, n_loop: int, chunks=(8,)) -> dict:
+  """img/s of the batch (first, warm), of the loops and of vmapped chunks."""
+  w = adapt.wrap(model, x.shape[1:])
   lo, hi = np.zeros(x.shape[1:], np.float32), np.ones(x.shape[1:], np.float32)
-  f = lambda xs, ys: jax.block_until_ready(certify.batch(
-      w.apply, w.params, jnp.asarray(xs), jnp.asarray(ys), lo, hi, opts).l2)
-  t = time.perf_counter()
-  f(x, y)
-  first = time.perf_counter() - t
-  t = time.perf_counter()
-  r = f(x, y)
-  warm = time.perf_counter() - t
-  f(x[:1], y[:1])  # compile the one-image shape
-  t = time.perf_counter()
-  loop = [f(x[i:i + 1], y[i:i + 1]) for i in range(n_loop)]
-  per = (time.perf_counter() - t) / n_loop
-  return dict(first_s=first, warm_s=warm, batch_img_s=len(x) / warm,
-              first_img_s=len(x) / first, loop_img_s=1 / per, lead=per * len(x) / warm,
-              same=bool(np.array_equal(np.asarray(r)[:n_loop], np.concatenate(loop))),
-              mean_l2=float(np.mean(r)))
+  f = lambda xs, ys, o=opts: certify.batch(
+      w.apply, w.params, jnp.asarray(xs), jnp.asarray(ys), lo, hi, o).l2
+  _, first = _timed(f, x, y)
+  r, warm = _timed(f, x, y)
+  idx = np.linspace(0, len(x) - 1, n_loop).astype(int)
+  xs, ys = x[idx], y[idx]
+  f(xs, ys), f(xs[:1], ys[:1])  # compile the sub-batch and the one-image shapes
+  sub = _timed(f, xs, ys)[1]
+  loop = sum(_timed(f, xs[i:i + 1], ys[i:i + 1])[1] for i in range(n_loop))
+  api = lambda i: certify.radius(model, xs[i:i + 1], ys[i:i + 1], options=opts).l2
+  api(0)
+  api_loop = sum(_timed(api, i)[1] for i in range(n_loop))
+  out = dict(n=len(x), first_s=first, warm_s=warm, first_img_s=len(x) / first,
+             batch_img_s=len(x) / warm, n_loop=n_loop, sub_batch_img_s=n_loop / sub,
+             loop_img_s=n_loop / loop, api_loop_img_s=n_loop / api_loop,
+             lead=loop / sub, lead_over_api_loop=api_loop / sub,
+             same=bool(np.array_equal(np.asarray(r)[idx], np.asarray(f(xs, ys)))),
+             mean_l2=float(np.mean(r)))
+  for c in chunks:
+    o = opts._replace(chunk=c)
+    f(xs, ys, o)
+    out[f"chunk{c}_sub_batch_img_s"] = n_loop / _timed(f, xs, ys, o)[1]
+  return out
 
 
 def main() -> None:
-  model, params, _ = checkpoint.load("runs/models/seed0/FC100-100-10")
   te = data.load("mnist", "test")
-  x, y = te.x[:1000], te.y[:1000].astype(np.int32)
-  w = adapt.wrap((model.apply, params), x.shape[1:])
-  out = {tag: measure(o, w, x, y) for tag, o in (
-      ("crown", certify.CertifyOptions()), ("crown rtol 0.01", certify.CertifyOptions(rtol=0.01)))}
-  print(json.dumps(out, indent=1))
+  y = te.y.astype(np.int32)
+  out = {}
+  fc = checkpoint.load("runs/models/seed0/FC100-100-10")
+  for tag, o in (("FC100-100-10 crown", certify.CertifyOptions()),
+                 ("FC100-100-10 crown rtol 0.01", certify.CertifyOptions(rtol=0.01))):
+    out[tag] = measure(o, (fc[0].apply, fc[1]), te.x[:1000], y[:1000], 50)
+    print(tag, json.dumps(out[tag]), flush=True)
+  cv = checkpoint.load("runs/models/seed0/conv")
+  tag = "conv crown rtol 0.01"
+  out[tag] = measure(certify.CertifyOptions(rtol=0.01), (cv[0].apply, cv[1]), te.x[:100],
+                     y[:100], 10, chunks=(4,))
+  print(tag, json.dumps(out[tag]), flush=True)
   if len(sys.argv) > 1:
     with open(sys.argv[1], "w") as f:
       json.dump(out, f, indent=1)

@@ -147,7 +147,9 @@ def test_tables_1_2_and_claims_mechanics(quick):
       "FC10(1e-4)": dict(ratio(exact=0.999, crown=0.999, lipschitz=0.8),
                          attack_over_exact={"mean": 0.0008, "max": 0.3}),
       "FC100-100-10": ratio(crown=0.44, lipschitz=0.1),
-      "ReLU-784-300-100-10": ratio(**{"crown-nobox": 0.42, "crown": 0.55, "alpha-crown": 0.56})}}
+      "ReLU-784-300-100-10": ratio(**{"crown-nobox": 0.42, "crown": 0.55, "alpha-crown": 0.56})},
+      "seeds": {"conv": {s: {"median_ratio/crown": 0.013, "median_ratio/lipschitz": 0.01}
+                         for s in ("0", "1")}}}
   row = lambda err, l2, rho, prod, c158: {k: common.summarize(v) for k, v in dict(
       test_err=err, mean_l2=l2, mean_radius=rho, bound_product=prod,
       **{"certified@1.58": c158}).items()}
@@ -162,6 +164,7 @@ def test_tables_1_2_and_claims_mechanics(quick):
     assert isinstance(held, bool) and detail, name
   assert claims.advtrain_lowers_error(r)[0]
   assert claims.exact_closes_affine_bracket(r)[0] and claims.box_and_slopes_tighten_plain_crown(r)[0]
+  assert claims.crown_beats_lipschitz_on_conv(r)[0]
   assert claims.attack_meets_exact_minimum(r)[0] and not claims.attack_within_1pct_of_exact_everywhere(r)[0]
   # fake rows where the penalties win at both ends and LMT's 5.5% error passes the anchor
   assert claims.penalty_improves_error(r)[0] and claims.penalty_raises_both_ends(r)[0]
@@ -206,8 +209,9 @@ def test_certify_brackets_the_minimal_distortion(quick):
   cfg = _q(c_cert, quick, models=("FC10(1e-4)", "FC100-100-10"), n_images=12, n_conv=12,
            more_seeds=(1,), more_seeds_models=("FC10(1e-4)",))  # seed 1: random init
   out = _exec(certify, c_cert, cfg, res)
-  assert out["spread"]["FC10(1e-4)"]["median_ratio/exact"]["n"] == 2
-  assert out["spread"]["FC100-100-10"]["median_ratio/crown"]["n"] == 1
+  sp = certify.spread(out)
+  assert sp["FC10(1e-4)"]["median_ratio/exact"]["n"] == 2
+  assert sp["FC100-100-10"]["median_ratio/crown"]["n"] == 1
   assert set(out["seeds"]["FC10(1e-4)"]) == {"0", "1"}
   fc10 = out["models"]["FC10(1e-4)"]["methods"]
   assert fc10["exact"]["mean_l2"] == pytest.approx(fc10["crown"]["mean_l2"], rel=1e-4)

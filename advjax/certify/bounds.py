@@ -70,6 +70,7 @@ class Ctx(NamedTuple):
   B: jax.Array
   C: jax.Array
   opts: Any
+  lu: dict | None = None  # `lipschitz.unit_bounds` (option lipschitz_units)
 
 
 def _b(g: Graph, ref) -> bool:
@@ -158,6 +159,9 @@ def forward(c: Ctx, eps):
       if o in c.rn:  # the ball's exact per-unit bound (affine in x)
         l = jnp.maximum(l, c.clean[o] - eps * c.rn[o])
         u = jnp.minimum(u, c.clean[o] + eps * c.rn[o])
+      elif c.lu is not None and o in c.lu:  # the layer norms' per-unit bound
+        w = eps * c.lu[o] * (1 + c.opts.slack) + c.opts.slack * jnp.abs(c.clean[o])
+        l, u = jnp.maximum(l, c.clean[o] - w), jnp.minimum(u, c.clean[o] + w)
     elif kind == "act":
       rl[k], (l, u), slopes[k] = _act(c, n, iv, None)
     elif kind == "max":

@@ -51,6 +51,11 @@ class CertifyOptions(NamedTuple):
       lower bounds, so their max is one); the search then starts from it as a
       certified lower end. `CertifyResult.method` reads e.g. 'crown+lipschitz'
       when the constants were available, else the method alone.
+    lipschitz_units: for 'ibp', 'crown', 'alpha-crown' on an advjax Model:
+      also cut every pre-activation's interval at radius ε to its clean value
+      ± ε·(its per-unit Lipschitz bound from the certified layer norms,
+      `lipschitz.unit_bounds`); sound, and tighter than intervals through
+      wide layers (the conv net); the method reads '...+lipschitz' as above.
   """
   method: str = "crown"
   box: bool = True
@@ -66,6 +71,7 @@ class CertifyOptions(NamedTuple):
   chunk: int | None = None
   rtol: float = 0.0
   lipschitz_floor: bool = False
+  lipschitz_units: bool = False
 
   @property
   def slack(self) -> float:

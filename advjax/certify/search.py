@@ -96,7 +96,7 @@ def _check(c: bounds.Ctx, eps):
   return jnp.all(low > 0), jnp.min(low)
 
 
-def _one(g, plan, env, rn, opts, lip, x0, label, lo, hi):
+def _one(g, plan, env, rn, lu, opts, lip, x0, label, lo, hi):
   """(radius, margin bound, evaluations) of one example (vmapped)."""
   clean = interpret.evaluate(g, env, x0, x0.dtype)
   z = jnp.asarray(interpret.read(clean, g.out), x0.dtype)
@@ -115,7 +115,7 @@ def _one(g, plan, env, rn, opts, lip, x0, label, lo, hi):
   if opts.method == "lipschitz":
     r, margin = lipschitz.radius(lip, m, label, eps_box, opts.slack)
     return jnp.where(worst > 0, r, 0.0), jnp.where(worst > 0, margin, worst), jnp.int32(0)
-  c = bounds.Ctx(g, plan, env, clean, rn, x0, A, B, C, opts)
+  c = bounds.Ctx(g, plan, env, clean, rn, x0, A, B, C, opts, lu)
   if opts.method == "exact":
     r, margin, n = exact.radius(c, eps_box)
   else:
@@ -143,8 +143,11 @@ def _core(apply, opts: CertifyOptions, params, x, label, lo, hi, lip):
   plan = bounds.make_plan(g, opts)
   env = interpret.constants(g, jax.tree_util.tree_leaves(params), dtype)
   rn = bounds.rownorms(g, plan, env, dtype)
+  lu = None
+  if lip is not None and opts.lipschitz_units and opts.method != "lipschitz":
+    lu = lipschitz.unit_bounds(g, plan, env, params, lip.norms, dtype)
   lo, hi = (jnp.broadcast_to(v, x.shape).astype(dtype) for v in (lo, hi))
-  one = functools.partial(_one, g, plan, env, rn, opts, lip)
+  one = functools.partial(_one, g, plan, env, rn, lu, opts, lip)
   args = (x.astype(dtype), label, lo, hi)
   if opts.chunk and opts.chunk < x.shape[0]:  # chunks in sequence, vmapped inside
     r, margin, n = jax.lax.map(lambda a: one(*a), args, batch_size=opts.chunk)
@@ -178,15 +181,16 @@ def batch(apply, params, x, label, lo, hi, options: CertifyOptions = CertifyOpti
     exact.check_affine(g, plan)
   if opts.method == "lipschitz" and lip is None:
     raise ValueError("method='lipschitz' needs lip=certify.lipschitz.constants(apply, params).")
-  floor = opts.lipschitz_floor and opts.method in ("ibp", "crown", "alpha-crown")
-  if floor and lip is None:
+  use_lip = (opts.lipschitz_floor or opts.lipschitz_units) and opts.method in (
+      "ibp", "crown", "alpha-crown")
+  if use_lip and lip is None:
     lip = _constants_or_none(apply, params)
-  if not floor and opts.method != "lipschitz":
+  if not use_lip and opts.method != "lipschitz":
     lip = None
   x64 = jax.enable_x64(True) if opts.dtype == "float64" else contextlib.nullcontext()
   with x64:
     out = _core(apply, opts, params, x, label, lo, hi, lip)
-  return CertifyResult(*out, opts.method + ("+lipschitz" if floor and lip is not None else ""))
+  return CertifyResult(*out, opts.method + ("+lipschitz" if use_lip and lip is not None else ""))
 
 
 _LAST: list = []  # [(apply, params leaves, constants)]: one entry, compared by identity

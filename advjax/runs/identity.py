@@ -45,7 +45,7 @@ def options(opts: Any) -> dict:
 
 
 # Certificate options added after radii were first recorded, at their old behaviour.
-CERTIFY_LEGACY = {"lipschitz_floor": False, "rtol": 0.0}
+CERTIFY_LEGACY = {"lipschitz_floor": False, "rtol": 0.0, "lipschitz_units": False}
 
 
 def certify_options(opts: Any) -> dict:

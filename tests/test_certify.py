@@ -396,3 +396,14 @@ def test_the_attack_meets_the_exact_minimum_on_a_linear_model():
         jnp.asarray(-xf[i]), jnp.asarray(1 - xf[i])))[0] for j in range(z.shape[1])]
     np.testing.assert_allclose(min(dist), ex[i], rtol=1e-3)  # the 1-D form, in float32
     assert near[i] == int(np.argmin(dist))
+
+
+def test_options_added_later_keep_older_certificates_identity():
+  """Options added after radii were first recorded (rtol, lipschitz_floor,
+  lipschitz_units) are left out of a job's identity at their old behaviour, so
+  older caches resume as the same job; set, they make another job."""
+  from advjax.runs import identity  # pylint: disable=import-outside-toplevel
+  base = identity.certify_options(CertifyOptions())
+  assert not {"rtol", "lipschitz_floor", "lipschitz_units"} & set(base)
+  for kw in (dict(rtol=0.01), dict(lipschitz_floor=True), dict(lipschitz_units=True)):
+    assert identity.certify_options(CertifyOptions(**kw)) != base, kw

@@ -82,19 +82,23 @@ def unit_bounds(g, plan, env, params, norms: dict, dtype) -> dict:
 
   U_v (shaped like v) with |v_u(x + r) − v_u(x)| ≤ U_v,u·‖r‖₂ for every r,
   carried with G_v, ‖v(x + r) − v(x)‖₂ ≤ G_v·‖r‖₂, from x (U = 1, G = 1):
-  a dense or conv node whose kernel is a layer of `norms` gives
-  U_u = ‖row u‖₂·G and G·‖W‖ (the certified bound); a bias add keeps both;
-  one-to-one reshapes move U (a broadcast also multiplies G by √copies); sigmoid scales both by ¼, ReLU and tanh by 1;
-  max-pooling takes U's max over each window and G·√(windows per element).
-  Variables past any other node get no bound. With it, a pre-activation's
+  a dense or conv node whose kernel is a layer of `norms` (and feeds no other
+  product) gives U_u = ‖row u‖₂·G and G·‖W‖ (the certified bound); a bias add
+  keeps both; one-to-one reshapes move U (a broadcast also multiplies G by
+  √copies); sigmoid scales both by ¼, ReLU and tanh by 1; max-pooling takes
+  U's max over each window and G·√(windows per element). Variables past any
+  other node (a sum of two x-dependent terms, a product with a constant
+  that is not a layer's kernel, ...) get no bound. With it, a pre-activation's
   interval at radius ε is cut to its clean value ± ε·U: through deep or wide
   layers, where intervals compound, this is §4.3's bound applied per unit.
   """
   from advjax.certify import rules  # pylint: disable=import-outside-toplevel
   from advjax.certify.interpret import as_dtype, bind, read  # pylint: disable=import-outside-toplevel
   paths = jax.tree_util.tree_flatten_with_path(params)[0]
-  kernel_of = {i: _key(p[0]) for i, (p, _) in zip(g.param_ids, paths)
-               if len(p) == 2 and _key(p[1]) == "kernel"}
+  uses = [a for n in g.nodes if n.prim.name in ("dot_general", "conv_general_dilated")
+          for a in n.ins if isinstance(a, int)]
+  kernel_of = {i: _key(p[0]) for i, (p, _) in zip(g.param_ids, paths)  # used once: the
+               if len(p) == 2 and _key(p[1]) == "kernel" and uses.count(i) == 1}  # layer's op
   U, G = {g.x_id: jnp.ones(g.shapes[g.x_id], dtype)}, {g.x_id: 1.0}
   for n, kind in zip(g.nodes, plan.kinds):
     ins = [i for i in n.ins if isinstance(i, int) and i in g.bounded]

@@ -77,7 +77,8 @@ def _options(cfg, name: str, method: str) -> tuple[CertifyOptions, str]:
 
 
 def _certify(cfg, name, method, model, params, x, y, cache, d):
-  """One method's radii (checked against the attack's distances) and seconds."""
+  """One method's radii (checked against the attack's distances), seconds and
+  cache folder's name."""
   pb = inputs.problem((model.apply, params), x, label=y, check_logits=False)
   opts, folder = _options(cfg, name, method)
   res, secs = _timed(jobs.certify(opts, pb), pb, os.path.join(cache, folder), cfg)
@@ -86,7 +87,7 @@ def _certify(cfg, name, method, model, params, x, y, cache, d):
   if len(bad):  # a certificate above a known adversarial example: stop
     raise AssertionError(f"{name} {method}: radius above the attack's distance at "
                          f"examples {bad[:5].tolist()} (ρ {rho[bad[:5]]}, d {d[bad[:5]]})")
-  return rho, secs
+  return rho, secs, folder
 
 
 def _row(cfg, rho, d, correct, m: int, secs) -> dict:
@@ -117,10 +118,10 @@ def bracket(cfg: config.Config, name: str, model, params, x, y, seed: int) -> di
   for method in methods:
     if method == "exact" and name not in config.AFFINE:
       continue
-    radii[method], secs = _certify(cfg, name, method, model, params, x, y, cache, d)
+    radii[method], secs, folder = _certify(cfg, name, method, model, params, x, y, cache, d)
     out["methods"][method] = _row(cfg, radii[method], d, correct, m, secs)
-    if _options(cfg, name, method)[1] != method:  # e.g. the conv net's 'crown+units'
-      out["methods"][method]["variant"] = _options(cfg, name, method)[1]
+    if folder != method:  # e.g. the conv net's 'crown+units'
+      out["methods"][method]["variant"] = folder
   ok = correct & np.isfinite(d) & (d > 0)
   if "exact" in radii:  # the bracket closes on affine models: how far is the attack?
     out["attack_over_exact"] = _over(d, radii["exact"], ok)
@@ -157,7 +158,8 @@ def _curve(r, correct, strict: bool = False) -> list:
 
 def run(cfg: config.Config, workdir: str) -> dict:
   """The bracket of every model (the first seed: tables and figures), then the
-  cheap nets at `more_seeds` (mean ± sd over seeds), saved after each."""
+  nets of `more_seeds_models` at `more_seeds` (mean ± sd over seeds), saved
+  after each."""
   tr, te = common.load_data(cfg)
   results = {"models": {}, "seeds": {}}
   names = cfg.selected(cfg.models + ((config.YARDSTICK,) if cfg.yardstick else ()))

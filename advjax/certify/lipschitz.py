@@ -12,6 +12,7 @@ needs the model's layer list: an `advjax.models.Model` passed as the pair
 
 from __future__ import annotations
 
+import collections
 import math
 from typing import NamedTuple
 
@@ -73,6 +74,7 @@ def radius(lip: Constants, m, label, eps_box, tol: float):
   return r, jnp.min(low)
 
 
+_PRODUCTS = ("dot_general", "conv_general_dilated")  # a layer's kernel times x
 _SAME_NORM = frozenset({"reshape", "transpose", "squeeze", "expand_dims",
                         "convert_element_type", "rev", "copy", "copy_p", "neg"})
 
@@ -95,10 +97,10 @@ def unit_bounds(g, plan, env, params, norms: dict, dtype) -> dict:
   from advjax.certify import rules  # pylint: disable=import-outside-toplevel
   from advjax.certify.interpret import as_dtype, bind, read  # pylint: disable=import-outside-toplevel
   paths = jax.tree_util.tree_flatten_with_path(params)[0]
-  uses = [a for n in g.nodes if n.prim.name in ("dot_general", "conv_general_dilated")
-          for a in n.ins if isinstance(a, int)]
+  uses = collections.Counter(a for n in g.nodes if n.prim.name in _PRODUCTS
+                             for a in n.ins if isinstance(a, int))
   kernel_of = {i: _key(p[0]) for i, (p, _) in zip(g.param_ids, paths)  # used once: the
-               if len(p) == 2 and _key(p[1]) == "kernel" and uses.count(i) == 1}  # layer's op
+               if len(p) == 2 and _key(p[1]) == "kernel" and uses[i] == 1}  # layer's op
   U, G = {g.x_id: jnp.ones(g.shapes[g.x_id], dtype)}, {g.x_id: 1.0}
   for n, kind in zip(g.nodes, plan.kinds):
     ins = [i for i in n.ins if isinstance(i, int) and i in g.bounded]
@@ -116,22 +118,22 @@ def unit_bounds(g, plan, env, params, norms: dict, dtype) -> dict:
       if over is None:
         continue
       U[o], G[o] = bind(n, [U[i]], dtype)[0], G[i] * math.sqrt(over)
-    elif name in ("dot_general", "conv_general_dilated"):
+    elif name in _PRODUCTS:
       layer = next((kernel_of[a] for a in n.ins if isinstance(a, int) and a in kernel_of), None)
       if layer not in norms:
         continue
       sq = [None if c is None else c * c for c in consts]
       vals = [jnp.full(g.shapes[a], G[i] ** 2, dtype) if c is None else None
               for a, c in zip(n.ins, consts)]
-      U[o] = jnp.sqrt(rules._abs_map(n, vals, sq, dtype, shape))  # pylint: disable=protected-access
+      U[o] = jnp.sqrt(rules.abs_map(n, vals, sq, dtype, shape))  # Σ_i A_ui² G²
       G[o] = G[i] * norms[layer]
     elif name == "broadcast_in_dim":  # each unit copied size_out/size_in times
       U[o] = bind(n, [U[i]], dtype)[0]
       G[o] = G[i] * math.sqrt(math.prod(shape) / math.prod(g.shapes[i]))
-    elif name in rules.ADDS and len(ins) == 1 or name in _SAME_NORM:
-      U[o] = jnp.broadcast_to(U[i], shape) if name in rules.ADDS else bind(
-          n, [U[i] if c is None else c for c in consts], dtype)[0]
-      U[o], G[o] = jnp.abs(U[o]), G[i]
+    elif name in rules.ADDS and len(ins) == 1:  # a bias: both kept
+      U[o], G[o] = jnp.broadcast_to(U[i], shape), G[i]
+    elif name in _SAME_NORM:  # units moved one-to-one (neg flips the sign)
+      U[o], G[o] = jnp.abs(bind(n, [U[i]], dtype)[0]), G[i]
     else:
       continue
     U[o] = jnp.minimum(U[o], G[o])

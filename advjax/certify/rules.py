@@ -84,7 +84,7 @@ def category(node: Node, bounded: frozenset) -> str:
   raise unsupported(node)
 
 
-def _abs_map(node: Node, vals, consts, dtype, shape):
+def abs_map(node: Node, vals, consts, dtype, shape):
   """|A|·v for the affine node's linear part A, v given per bounded input."""
   name = node.prim.name
   if name in ADDS:
@@ -106,7 +106,7 @@ def affine_interval(node: Node, ivs, consts, dtype, shape):
   mids = [None if iv is None else (iv[0] + iv[1]) / 2 for iv in ivs]
   rads = [None if iv is None else (iv[1] - iv[0]) / 2 for iv in ivs]
   mid = bind(node, [m if m is not None else c for m, c in zip(mids, consts)], dtype)[0]
-  rad = _abs_map(node, rads, consts, dtype, shape)
+  rad = abs_map(node, rads, consts, dtype, shape)
   return mid - rad, mid + rad
 
 
@@ -123,9 +123,9 @@ def affine_rownorm(node: Node, rns, consts, dtype, shape):
   if orth and (name in PRODUCTS and name != "mul" or name in SUMS):
     sq = [None if v is None else v * v for v in vals]
     c2 = [None if c is None else c * c for c in consts]
-    rn = jnp.sqrt(_abs_map(node, sq, c2, dtype, shape))
+    rn = jnp.sqrt(abs_map(node, sq, c2, dtype, shape))
     return rn, False
-  rn = _abs_map(node, vals, consts, dtype, shape)
+  rn = abs_map(node, vals, consts, dtype, shape)
   keep = orth and (name in ONE_TO_ONE or name == "broadcast_in_dim")
   return rn, bool(keep and rn.size == vals[pos[0]].size)
 

@@ -35,6 +35,7 @@ import optax
 from advjax import lipschitz, models, spectral, train
 
 PENALTIES = ("none", "sum", "log")
+LOG_FLOOR = 1e-30  # the smallest layer bound the 'log' penalty reads
 
 
 class RegConfig(NamedTuple):
@@ -129,8 +130,12 @@ def _adjoint(op: Operator, W, u):
   return jax.linear_transpose(lambda v: _forward(op, W, v), spec)(u)[0]
 
 
-def _unit(x):
-  return x / jnp.maximum(jnp.linalg.norm(x.ravel()), 1e-30)
+def _unit(x, fallback=None):
+  """x / ‖x‖; where x = 0 (a zero kernel maps every v to 0), `fallback` (the
+  previous vector, so the iteration restarts from it once the kernel moves)."""
+  n = optax.safe_norm(x.ravel(), 0.0)
+  unit = x / jnp.where(n > 0, n, 1.0)
+  return unit if fallback is None else jnp.where(n > 0, unit, fallback)
 
 
 def init(ops: tuple[Operator, ...], seed: int = 0) -> PowerState:
@@ -152,14 +157,15 @@ def update(ops: tuple[Operator, ...], params, state: PowerState, iters: int = 1)
     W = params[op.name]["kernel"]
     Wc = jax.lax.stop_gradient(W)
     v = jax.lax.stop_gradient(state.v[op.name])
-    it = lambda _, v, op=op, Wc=Wc: _unit(_adjoint(op, Wc, _forward(op, Wc, v)))
+    it = lambda _, v, op=op, Wc=Wc: _unit(_adjoint(op, Wc, _forward(op, Wc, v)), v)
     # Unrolled for the few per-step iterations (XLA:CPU runs convs in a while
     # loop far slower, see train._epoch_fn); a loop for many (compile time).
     v = (jax.lax.fori_loop(0, iters, it, v) if iters > 4 else
          functools.reduce(lambda v, i: it(i, v), range(iters), v))
     v = jax.lax.stop_gradient(v)
     vs[op.name] = v
-    sig.append(jnp.linalg.norm(_forward(op, W, v).ravel()))
+    # safe_norm: σ = 0 with a zero (not NaN) gradient at a zero kernel.
+    sig.append(optax.safe_norm(_forward(op, W, v).ravel(), 0.0))
   return jnp.stack(sig), PowerState(vs, state.count + 1)
 
 
@@ -175,7 +181,8 @@ def penalty(cfg: RegConfig, bounds) -> jax.Array:
   if cfg.penalty == "sum":
     return cfg.strength * jnp.sum(bounds)
   if cfg.penalty == "log":
-    return cfg.strength * jnp.sum(jnp.log(bounds))
+    # log 0 = −∞: a zero layer's bound is floored (its gradient is then 0).
+    return cfg.strength * jnp.sum(jnp.log(jnp.maximum(bounds, LOG_FLOOR)))
   raise ValueError(f"penalty {cfg.penalty!r}: use one of {PENALTIES}.")
 
 

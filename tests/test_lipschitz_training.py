@@ -65,6 +65,24 @@ def test_penalties_have_finite_gradients_that_reduce_sigma():
   assert float(f(W)) == pytest.approx(math.log(0.25 * s0), rel=1e-4)
 
 
+@pytest.mark.parametrize("cfg", [regularise.RegConfig("sum", 1.0),
+                                 regularise.RegConfig("log", 1.0),
+                                 regularise.RegConfig(lmt_eps=0.5)])
+def test_objective_finite_at_zero_kernels(cfg):
+  """A zero kernel (a pruned or freshly zeroed layer) gave NaN gradients (the
+  norm's at 0), −∞ for 'log', and zero power vectors that never recovered."""
+  model = models.get_model("FC10(1e-2)")
+  ops = regularise.operators(model)
+  zero = jax.tree_util.tree_map(jnp.zeros_like, model.init(jax.random.PRNGKey(0)))
+  x, y = jnp.ones((3, 28, 28, 1)), jnp.arange(3)
+  f = lambda p: regularise.objective(model, ops, cfg, p, regularise.init(ops), x, y)
+  (loss, state), g = jax.value_and_grad(f, has_aux=True)(zero)
+  assert np.isfinite(float(loss))
+  assert all(np.all(np.isfinite(v)) for v in jax.tree_util.tree_leaves(g))
+  assert all(float(jnp.linalg.norm(v)) == pytest.approx(1.0, rel=1e-5)
+             for v in state.v.values())  # the vectors stay unit: they recover
+
+
 def test_operators_match_table5_product():
   model = models.get_model("FC100-100-10")
   params = model.init(jax.random.PRNGKey(0))

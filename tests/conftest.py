@@ -15,6 +15,15 @@ def write_idx_folder(folder, splits: dict) -> None:
     data.write_idx(str(folder / f"{prefix}-labels-idx1-ubyte.gz"), y)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_download():
+  """No test reaches the network: MNIST's mirror is a closed local port (the
+  download tests serve their own, tests/test_download.py); children inherit it."""
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv(data.MIRROR_VAR, "http://127.0.0.1:9/")
+    yield
+
+
 @pytest.fixture
 def idx_dir(tmp_path):
   """A folder with the four IDX files of a tiny synthetic MNIST (20 / 10 images)."""

@@ -123,13 +123,15 @@ class _FakeTFDS:
 
 
 def _no_folder(monkeypatch, prepared, online):
-  """No data_dir, no env var, no default folder; TFDS faked, network mocked."""
+  """No data_dir, no env var, no default folder; TFDS faked (and MNIST's chosen
+  over its download, tests/test_download.py), network mocked."""
   import sys
   fake, probes = _FakeTFDS(prepared), []
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
   for var in data.ENV_VARS.values():
     monkeypatch.delenv(var, raising=False)
   monkeypatch.setattr(data, "DEFAULT_DIRS", {})
+  monkeypatch.setenv(data.MIRROR_VAR, "tfds")
   monkeypatch.setattr(data, "network_reachable",
                       lambda host, port, timeout=3.0: probes.append(host) or online)
   return fake, probes

@@ -18,7 +18,7 @@ kind of model to that form:
   closures that compute the same program share one compiled attack.
 
 `fingerprint` names a wrapped model by its traced computation and its weights
-(the resume check of `advjax.driver`).
+(the resume check of `advjax.runs.driver`).
 """
 
 from __future__ import annotations
@@ -185,6 +185,14 @@ def batched(apply: Callable) -> Callable:
 def logits(apply: Callable, params, x) -> jax.Array:
   """Batched logits (B, K) of a per-example `apply`, compiled once per apply."""
   return batched(apply)(params, x)
+
+
+def labels_or_prediction(apply: Callable, params, x, label=None) -> jax.Array:
+  """`label` where given, else the model's prediction on x (int32): the labels
+  an untargeted job leaves, or a certificate certifies."""
+  if label is not None:
+    return label
+  return jnp.argmax(logits(apply, params, jnp.asarray(x)), -1).astype(jnp.int32)
 
 
 def _update(h, a) -> None:

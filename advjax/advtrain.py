@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from advjax import attacks, batching, checkpoint, models, protocol, train
-from advjax.attacks import AttackOptions
+from advjax import batching, checkpoint, models, protocol, train
 from advjax import data as data_lib
+from advjax.attack import PAPER, AttackOptions, random_targets
 
 
 class PoolConfig(NamedTuple):
@@ -52,7 +52,7 @@ class PoolConfig(NamedTuple):
   weight: float = 1.0
   batch_size: int = 250
   seed: int = 0
-  attack: AttackOptions = attacks.PAPER._replace(bisect_steps=6, maxiter=50)
+  attack: AttackOptions = PAPER._replace(bisect_steps=6, maxiter=50)
 
 
 class PoolState(NamedTuple):
@@ -112,7 +112,7 @@ def make_examples(model: models.Model, params, x, y, key, cfg: PoolConfig):
   """
   z = _box_inputs(model, params, x, cfg.layer)
   y = np.asarray(y)
-  t = np.asarray(attacks.random_targets(key, y, model.num_classes))
+  t = np.asarray(random_targets(key, y, model.num_classes))
   out_z, out_y, b = [], [], cfg.batch_size
   for i in range(0, len(z), b):
     zs, ts, m = z[i:i + b], t[i:i + b], len(z[i:i + b])

@@ -1,5 +1,5 @@
-"""The §4.1 attack's public names where earlier advjax had them (`advjax.attack`)."""
+"""Deprecated (one release): the §4.1 attack is `advjax.attack`."""
 
-from advjax.attack import (PAPER, AttackOptions, AttackResult, Boundary,  # noqa: F401
-                           FirstOrder, Search, Solve, Untargeted, lbfgs, penalty,
-                           random_targets, solve_batch)
+from advjax import moved
+
+__getattr__, __dir__ = moved.alias(__name__, "advjax.attack")

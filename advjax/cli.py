@@ -1,26 +1,31 @@
 """The `advjax` command line: the one thin shell in the package that parses args.
 
-`advjax attack` runs the §4.1 attack (`advjax.attacks.lbfgs`, or with
-`--method ddn` DDN, `advjax.ddn.ddn`) over a dataset split with the job
+`advjax attack` and `advjax certify` run a registered per-example job
+(`advjax.runs.jobs`: the §4.1 attack `lbfgs`, `ddn`, the certified radii, or a
+user's own given by `--import MODULE`) over a dataset split with the job
 engine (`advjax.runs.driver`: batched, sharded over all devices and processes,
-resumable) and writes one .npz. Every attack option of `AttackOptions` and
-`DDNOptions` is a flag with the same default. Errors are one line on stderr
-and exit code 2; the whole job is checked before any attack runs.
+resumable) and write one .npz. `--method` takes its choices from the registry,
+and every field of a job's options is a flag with the same default. Errors are
+one line on stderr and exit code 2; the whole job is checked before any runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
+import importlib.util
 import json
 import os
 import re
 import sys
+import typing
 
 import numpy as np
 
 from advjax import __version__
-from advjax.attack.ddn import DDNOptions
-from advjax.attack.options import FLAT, PARTS, AttackOptions
+from advjax.attack.options import FLAT, PARTS
+from advjax.runs.driver import BATCH_SIZE
 
 EXAMPLE = """example:
   advjax attack --checkpoint runs/models/seed0/FC100-100-10 --split test \\
@@ -77,11 +82,14 @@ def _add_shared(a: argparse.ArgumentParser, verb: str) -> None:
                  help=f"{verb} only examples the model classifies correctly")
   a.add_argument("--bounds", type=float, nargs=2, default=(0.0, 1.0),
                  metavar=("LO", "HI"), help="the input box")
-  a.add_argument("--batch-size", type=int, default=128,
+  a.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                  help="examples per batch (a multiple of the device count)")
   a.add_argument("--stop-after", type=int, default=None,
                  help="stop after this many batches (resume later)")
   a.add_argument("--no-progress", action="store_true", help="no progress bar")
+  a.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                 help="a module or .py file to import first: the jobs it registers "
+                 "(advjax.runs.jobs.register) become --method choices")
 
 
 def _add_multihost(a: argparse.ArgumentParser) -> None:
@@ -98,41 +106,57 @@ def _add_multihost(a: argparse.ArgumentParser) -> None:
                  "process with one line (exit 3); rerun to resume")
 
 
-def _certify_methods() -> tuple:
-  from advjax.certify.options import METHODS  # pylint: disable=import-outside-toplevel
-  return METHODS
+def _flag_type(cls, field: str, default):
+  """The argparse type of an options field: its default's, else its annotation's."""
+  if isinstance(default, bool):
+    return _bool
+  if default is not None:
+    return type(default)
+  hint = typing.get_type_hints(cls).get(field)
+  kinds = [t for t in typing.get_args(hint) or (hint,) if t is not type(None)]
+  return kinds[0] if kinds else str
 
 
-def _add_certify_options(a: argparse.ArgumentParser) -> None:
-  """One flag per CertifyOptions field but the method (--cert-FIELD)."""
-  from advjax.certify.options import CertifyOptions  # pylint: disable=import-outside-toplevel
-  g = a.add_argument_group("certificate options (advjax.certify.CertifyOptions)")
-  helps = _field_help(CertifyOptions)
-  for field, default in CertifyOptions()._asdict().items():
-    if field == "method":
+def _defaults(method) -> dict:
+  """{field: default} of a registered job's option flags (fixed fields left out)."""
+  d = method.options()
+  values = d.flat() if hasattr(d, "flat") else d._asdict()
+  return {k: v for k, v in values.items() if k not in method.fixed}
+
+
+def _dest(method, field: str) -> str:
+  """The argparse dest of an option field's flag."""
+  return (method.prefix + field).replace("-", "_")
+
+
+def _add_job_options(a: argparse.ArgumentParser, command: str) -> None:
+  """One flag per option field of every job the command offers (--PREFIXFIELD),
+  its default and help from the options record; shared prefixes share flags."""
+  from advjax.runs import jobs  # pylint: disable=import-outside-toplevel
+  added = set()
+  for m in jobs.registered(command).values():
+    d = m.options()
+    helps = _option_help() if hasattr(d, "flat") else _field_help(type(d))
+    fields = {k: v for k, v in _defaults(m).items() if _dest(m, k) not in added}
+    if not fields:
       continue
-    kind = _bool if isinstance(default, bool) else (
-        str if isinstance(default, str) else int if field == "chunk" else
-        float if field == "tol" else type(default))
-    g.add_argument("--cert-" + field.replace("_", "-"), dest="cert_" + field, type=kind,
-                   default=default, help=helps[field])
+    names = [n for n, o in jobs.registered(command).items() if o.prefix == m.prefix]
+    g = a.add_argument_group(f"{type(d).__name__} (--method {', '.join(names)})")
+    for field, default in fields.items():
+      kind = _flag_type(type(d), field, default)
+      g.add_argument("--" + m.prefix + field.replace("_", "-"), dest=_dest(m, field),
+                     type=kind, default=default, help=helps.get(field),
+                     **({"metavar": "BOOL"} if kind is _bool else {}))
+      added.add(_dest(m, field))
 
 
-def _add_attack_options(a: argparse.ArgumentParser) -> None:
-  """One flag per AttackOptions field, its default and help from the class."""
-  g = a.add_argument_group("L-BFGS attack options (advjax.attacks.AttackOptions)")
-  helps = _option_help()
-  for field, default in AttackOptions().flat().items():
-    flag = "--" + field.replace("_", "-")
-    if isinstance(default, bool):
-      g.add_argument(flag, type=_bool,
-                     default=default, metavar="BOOL", help=helps[field])
-    else:
-      g.add_argument(flag, type=type(default), default=default, help=helps[field])
-  d = a.add_argument_group("DDN options, with --method ddn (advjax.ddn.DDNOptions)")
-  for field, default in DDNOptions()._asdict().items():
-    d.add_argument("--ddn-" + field.replace("_", "-"), dest="ddn_" + field,
-                   type=type(default), default=default, help=_field_help(DDNOptions)[field])
+def _add_method(a: argparse.ArgumentParser, command: str) -> None:
+  """--method, its choices the registered jobs of the command."""
+  from advjax.runs import jobs  # pylint: disable=import-outside-toplevel
+  methods = jobs.registered(command)
+  a.add_argument("--method", default=jobs.DEFAULTS[command], choices=tuple(methods),
+                 help="; ".join(f"{n}: {m.help}" for n, m in methods.items()).replace(
+                     "%", "%%"))
 
 
 class _Format(argparse.ArgumentDefaultsHelpFormatter,
@@ -150,23 +174,21 @@ def _parser() -> argparse.ArgumentParser:
   a = sub.add_parser("attack", help="box-constrained L-BFGS attack on a dataset split",
                      description="The §4.1 attack over a dataset split, resumable.",
                      epilog=EXAMPLE, formatter_class=lambda prog: fmt(prog, width=100))
-  a.add_argument("--method", default="lbfgs", choices=("lbfgs", "ddn"),
-                 help="the paper's box-constrained L-BFGS attack, or DDN alone")
+  _add_method(a, "attack")
   _add_shared(a, "attack")
   a.add_argument("--targets", default="random", choices=("random", "all", "logits"),
                  help="random wrong labels (the paper), or untargeted: the closest "
                  "over the other labels (see --joint, --screen) / the runner-up logit")
   a.add_argument("--seed", type=int, default=0, help="PRNG seed of random targets")
-  _add_attack_options(a)
+  _add_job_options(a, "attack")
   _add_multihost(a)
   c = sub.add_parser("certify", help="certified L2 radii on a dataset split",
                      description="Certified radii (the lower end of each example's "
                      "bracket) over a dataset split, resumable.",
                      epilog=CERTIFY_EXAMPLE, formatter_class=lambda prog: fmt(prog, width=100))
-  c.add_argument("--method", default="crown", choices=_certify_methods(),
-                 help="the bound (advjax.certify)")
+  _add_method(c, "certify")
   _add_shared(c, "certify")
-  _add_certify_options(c)
+  _add_job_options(c, "certify")
   _add_multihost(c)
   return ap
 
@@ -244,47 +266,44 @@ def _execute(args: argparse.Namespace, job, pb, index, key, summary) -> int:
   return 0
 
 
+def _job(args: argparse.Namespace, targeted: bool, key):
+  """The registered job of --method, its options from the flags, checked and
+  named by flag."""
+  from advjax.runs import jobs  # pylint: disable=import-outside-toplevel
+  m = jobs.get(args.method)
+  try:
+    opts = m.options(**{f: getattr(args, _dest(m, f)) for f in _defaults(m)})
+    return m.make(opts, targeted=targeted, untargeted=getattr(args, "targets", "all"),
+                  key=key)
+  except ValueError as e:  # "maxiter=0: must be >= 1." -> "--maxiter 0: must be >= 1."
+    raise UsageError(re.sub(r"^(\w+)=", lambda g: "--" + m.prefix + g.group(1).replace(
+        "_", "-") + " ", str(e))) from e
+
+
+def _summary(command: str, res: dict) -> dict:
+  """The printed line's figures: success and distortion, or certified radii."""
+  if command == "certify" and "l2" in res:
+    return dict(mean_certified_l2=float(res["l2"].mean()),
+                mean_certified_rms=float(res["distortion"].mean()),
+                certified_fraction=float((res["l2"] > 0).mean()))
+  if command == "attack" and "success" in res:
+    ok = res["success"].astype(bool)
+    return dict(success=float(ok.mean()), mean_distortion_of_successes=float(
+        res["distortion"][ok].mean()) if ok.any() else None)
+  return {}
+
+
 def certify(args: argparse.Namespace) -> int:
   """`advjax certify`: load, select, run the certificate job, save."""
   _check_distributed_flags(args)
   if args.distributed:
     _distributed(args)
   from advjax import inputs  # pylint: disable=import-outside-toplevel
-  from advjax.certify.options import CertifyOptions  # pylint: disable=import-outside-toplevel
-  from advjax.runs import jobs  # pylint: disable=import-outside-toplevel
-  kw = {f: getattr(args, "cert_" + f) for f in CertifyOptions._fields if f != "method"}
-  try:
-    opts = CertifyOptions(method=args.method, **kw).check()
-  except ValueError as e:
-    raise UsageError(re.sub(r"^(\w+)=", lambda m: "--cert-" + m.group(1).replace("_", "-")
-                            + " ", str(e))) from e
+  job = _job(args, False, None)
   model, params, x, y, index = _select(args)
   pb = inputs.problem((model.apply, params), x, tuple(args.bounds), label=y,
                       check_logits=False)
-  job = jobs.certify(opts, pb)
-  return _execute(args, job, pb, index, None, lambda r: dict(
-      mean_certified_l2=float(r["l2"].mean()), mean_certified_rms=float(r["distortion"].mean()),
-      certified_fraction=float((r["l2"] > 0).mean())))
-
-
-def _job(args: argparse.Namespace, targeted: bool, key):
-  """The engine's job for --method, its options checked and named by flag."""
-  from advjax.runs import jobs  # pylint: disable=import-outside-toplevel
-  try:
-    if args.method == "ddn":
-      if args.targets == "logits":
-        raise UsageError("--method ddn takes --targets random (targeted) or all "
-                         "(untargeted, away from the label).")
-      return jobs.ddn(DDNOptions(**{f: getattr(args, "ddn_" + f) for f in DDNOptions._fields}),
-                      targeted=targeted)
-    opts = AttackOptions(**{f: getattr(args, f) for f in FLAT})
-    return jobs.attack(opts, targeted=targeted, untargeted=args.targets, key=key)
-  except UsageError:
-    raise
-  except ValueError as e:  # "maxiter=0: must be >= 1." -> "--maxiter 0: must be >= 1."
-    prefix = "--ddn-" if args.method == "ddn" else "--"
-    raise UsageError(re.sub(r"^(\w+)=", lambda m: prefix + m.group(1).replace("_", "-") + " ",
-                            str(e))) from e
+  return _execute(args, job, pb, index, None, functools.partial(_summary, "certify"))
 
 
 def attack(args: argparse.Namespace) -> int:
@@ -293,21 +312,18 @@ def attack(args: argparse.Namespace) -> int:
   if args.distributed:
     _distributed(args)
   import jax  # pylint: disable=import-outside-toplevel
-  from advjax import attacks, inputs  # pylint: disable=import-outside-toplevel
+  from advjax import attack as attack_lib, inputs  # pylint: disable=import-outside-toplevel
   key = jax.random.PRNGKey(args.seed)
   job = _job(args, args.targets == "random", key)
   model, params, x, y, index = _select(args)
   target = None
   if args.targets == "random":
-    target = np.asarray(attacks.random_targets(key, y, model.num_classes))
+    target = np.asarray(attack_lib.random_targets(key, y, model.num_classes))
   pb = inputs.problem((model.apply, params), x, tuple(args.bounds), target=target, label=y,
                       check_logits=False)
-  def summary(res):
-    ok = res["success"].astype(bool)
-    return dict(success=float(ok.mean()), mean_distortion_of_successes=float(
-        res["distortion"][ok].mean()) if ok.any() else None)
   return _execute(args, job, pb, index,
-                  key if job.identity.get("untargeted") == "random" else None, summary)
+                  key if job.identity.get("untargeted") == "random" else None,
+                  functools.partial(_summary, "attack"))
 
 
 def _check_distributed_flags(args: argparse.Namespace) -> None:
@@ -320,8 +336,29 @@ def _check_distributed_flags(args: argparse.Namespace) -> None:
                      "to run as one process of a multi-process job.")
 
 
+def _import_jobs(argv: list[str] | None) -> None:
+  """Imports the modules (or .py files) named by --import, so that the jobs they
+  register are --method choices."""
+  pre = argparse.ArgumentParser(add_help=False)
+  pre.add_argument("--import", dest="imports", action="append", default=[])
+  for name in pre.parse_known_args(argv)[0].imports:
+    if name.endswith(".py"):
+      spec = importlib.util.spec_from_file_location(
+          os.path.splitext(os.path.basename(name))[0], name)
+      if spec is None or not os.path.exists(name):
+        raise ImportError(f"--import {name}: no such file.")
+      spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    else:
+      importlib.import_module(name)
+
+
 def main(argv: list[str] | None = None) -> int:
   """Entry point of the `advjax` console script."""
+  try:
+    _import_jobs(argv)
+  except Exception as e:  # pylint: disable=broad-except  (a user's module, any error)
+    print(f"advjax: error: --import: {e}".splitlines()[0], file=sys.stderr)
+    return 2
   args = _parser().parse_args(argv)
   try:
     return {"attack": attack, "certify": certify}[args.command](args)

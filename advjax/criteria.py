@@ -1,6 +1,6 @@
 """The only definitions of the §4.1 attack's criteria: loss, lead, success, distortion.
 
-Every attack (`advjax.attacks`, `advjax.ddn`), the driver and the benchmark
+Every attack (`advjax.attack`, `advjax.attack.ddn`), the driver and the benchmark
 call these; the scipy oracle (`advjax.reference`) deliberately writes its own.
 
 * `ce`: loss_f(x, l) of §4.1, the softmax cross-entropy (away from l: of the

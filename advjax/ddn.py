@@ -1,3 +1,5 @@
-"""DDN's public names where earlier advjax had them (`advjax.attack.ddn`)."""
+"""Deprecated (one release): DDN is `advjax.attack.ddn`."""
 
-from advjax.attack.ddn import DDNOptions, DDNResult, ddn, steps_lanes  # noqa: F401
+from advjax import moved
+
+__getattr__, __dir__ = moved.alias(__name__, "advjax.attack.ddn")

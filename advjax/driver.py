@@ -1,4 +1,7 @@
-"""The driver's public names where earlier advjax had them (`advjax.runs.driver`)."""
+"""Deprecated (one release): the engine is `advjax.runs.driver` (a run's
+identity `advjax.runs.identity`)."""
 
-from advjax.runs.driver import (PROGRESS, Job, ResumeError, collect, execute,  # noqa: F401
-                                is_complete, job_identity, run, save)
+from advjax import moved
+
+__getattr__, __dir__ = moved.alias(__name__, "advjax.runs.driver",
+                                   job_identity="advjax.runs.identity")

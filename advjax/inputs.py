@@ -288,9 +288,7 @@ def problem(model: Any, x, bounds=(0.0, 1.0), *, target=None, label=None,
 
 def default_labels(pb: Problem) -> jax.Array:
   """The labels an untargeted job leaves: `pb.label`, else the prediction on x."""
-  if pb.label is not None:
-    return pb.label
-  return jnp.argmax(adapt.logits(pb.apply, pb.params, jnp.asarray(pb.x)), -1).astype(jnp.int32)
+  return adapt.labels_or_prediction(pb.apply, pb.params, pb.x, pb.label)
 
 
 def empty_fields(pb: Problem, fields) -> list[np.ndarray]:

@@ -6,14 +6,14 @@ adversarial examples the same way:
 1. base images: the first n images of a seeded permutation that the model (or
    every model of a table) classifies correctly (`correct`);
 2. targets: one uniformly random wrong label per image (`targets`);
-3. the §4.1 attack on them, through `advjax.driver` (resumable cache folder)
+3. the §4.1 attack on them, through `advjax.runs.driver` (resumable cache folder)
    or `attack` for one in-memory batch;
 4. baselines: Gaussian noise on images every model gets right (`noise_rows`),
    and noise of the same per-pixel RMS as each adversarial example
    (`noise_like`); amplified perturbations (`amplified`);
 5. the transfer error matrix (`transfer`): Tables 2 and 4.
 
-Every call of `advjax.attacks` and `advjax.driver` from the experiments goes
+Every call of `advjax.attack` and `advjax.runs.driver` from the experiments goes
 through this module, with the model as the pair (apply_fn, params).
 """
 
@@ -24,19 +24,21 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from advjax import attacks, driver, evaluate, models
+from advjax import evaluate, models
 from advjax import data as data_lib
+from advjax.attack import AttackOptions, lbfgs, random_targets
+from advjax.runs import driver
 
 Pair = tuple  # (models.Model, params)
 
 
-def attack(apply_fn: Callable, params: Any, x, target, opts: attacks.AttackOptions):
+def attack(apply_fn: Callable, params: Any, x, target, opts: AttackOptions):
   """The targeted §4.1 attack on one batch of `apply_fn(params, x)` logits.
 
   Parameters are jit arguments, so new values (adversarial training) reuse
   the compiled attack; pass the same `apply_fn` object every call.
   """
-  return attacks.lbfgs((apply_fn, params), x, target, options=opts)
+  return lbfgs((apply_fn, params), x, target, options=opts)
 
 
 def correct(pairs: Sequence[Pair], ds: data_lib.Dataset, n: int, seed: int) -> np.ndarray:
@@ -54,15 +56,15 @@ def correct(pairs: Sequence[Pair], ds: data_lib.Dataset, n: int, seed: int) -> n
 def targets(seed: int, y, num_classes: int) -> np.ndarray:
   """One uniformly random wrong label per image (the paper's protocol)."""
   key = jax.random.fold_in(jax.random.PRNGKey(seed), len(y))
-  return np.asarray(attacks.random_targets(key, np.asarray(y), num_classes))
+  return np.asarray(random_targets(key, np.asarray(y), num_classes))
 
 
 def adversarial_set(model: models.Model, params, ds: data_lib.Dataset, n: int,
-                    seed: int, cache: str, opts: attacks.AttackOptions,
+                    seed: int, cache: str, opts: AttackOptions,
                     batch_size: int = 128, progress: bool = True) -> dict:
   """Adversarial examples of `model` on n correctly classified images of `ds`.
 
-  Runs `advjax.driver` into `cache` (an interrupted run resumes there).
+  Runs `advjax.runs.driver` into `cache` (an interrupted run resumes there).
   Returns the driver's arrays: x_adv, r, success, target, label, distortion,
   l2, c, iterations, solves, index (into `ds`).
   """

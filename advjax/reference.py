@@ -75,10 +75,10 @@ def lbfgs_reference(model: Any, x, target, *, bounds=(0.0, 1.0),
                     c_init: float = 1.0, c_factor: float = 10.0,
                     bisect_steps: int = 20, max_bracket: int = 8,
                     maxiter: int = 1000, history: int = 10) -> AttackResult:
-  """scipy L-BFGS-B per example and per c: the oracle for `attacks.lbfgs` (§4.1).
+  """scipy L-BFGS-B per example and per c: the oracle for `attack.lbfgs` (§4.1).
 
   Args:
-    model, x, target, bounds: as `attacks.lbfgs` (targeted only).
+    model, x, target, bounds: as `attack.lbfgs` (targeted only).
     c_init, c_factor, bisect_steps, max_bracket: the c search (finer than the
       batched attack's default).
     maxiter, history: scipy's per-solve iteration cap and memory.

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advjax import attacks, checkpoint, criteria, ddn, models, reference, train
+from advjax import attack, checkpoint, criteria, models, reference, train
+from advjax.attack import ddn
 from experiments import common, tables
 from experiments.configs import bench_attack as config
 
@@ -55,8 +56,8 @@ def _reached(fn, t, y):
 
 def _advjax(model, x, t, y, opts, fn, warm: bool = True):
   """advjax targeted (t given) or untargeted, re-checked by the model."""
-  f = ((lambda: attacks.lbfgs(model, x, t, options=opts)) if t is not None else
-       (lambda: attacks.lbfgs(model, x, label=y, options=opts)))
+  f = ((lambda: attack.lbfgs(model, x, t, options=opts)) if t is not None else
+       (lambda: attack.lbfgs(model, x, label=y, options=opts)))
   return measure(f, x, lambda r: (np.asarray(r.x_adv), np.asarray(r.success)),
                  _reached(fn, t, y), warm, passes=lambda r: np.asarray(r.passes))
 
@@ -86,7 +87,7 @@ def _points(fn, te, n: int, seed: int):
                          for i in range(0, len(te.x), 1000)])
   idx = np.flatnonzero(pred == te.y)[:n]
   y = te.y[idx]
-  t = np.asarray(attacks.random_targets(jax.random.PRNGKey(seed), y, 10))
+  t = np.asarray(attack.random_targets(jax.random.PRNGKey(seed), y, 10))
   return te.x[idx], y, t
 
 
@@ -134,16 +135,16 @@ def mnist_rows(name, model, params, te, cfg, sizes, with_ref: bool) -> dict:
         pair, x[:q], None if tt is None else tt[:q], y[:q], opts, fn)
 
   for mode, tt in (("targeted", t), ("untargeted", None)):
-    full_and_same(f"advjax default, {mode}", attacks.AttackOptions(), tt)
+    full_and_same(f"advjax default, {mode}", attack.AttackOptions(), tt)
     rows[f"DDN-{s}, {mode}"] = _ddn(fn, x, tt, y, s)
     rows[f"DDN-{b} (quality), {mode}"] = _ddn(fn, x[:q], None if tt is None else tt[:q],
                                               y[:q], b, warm=False)
     # the c search alone: the default without the first-order pass
-    full_and_same(f"advjax search only, {mode}", attacks.AttackOptions(first_order_steps=0), tt)
+    full_and_same(f"advjax search only, {mode}", attack.AttackOptions(first_order_steps=0), tt)
     rows[f"advjax DDN-{s}, {mode}"] = _own_ddn(pair, fn, x, tt, y, s)
   # untargeted: the 2 nearest labels instead
-  full_and_same("advjax screen 2, untargeted", attacks.AttackOptions(joint=False), None)
-  rows["advjax PAPER, targeted"] = _advjax(pair, x, t, y, attacks.PAPER, fn, warm=False)
+  full_and_same("advjax screen 2, untargeted", attack.AttackOptions(joint=False), None)
+  rows["advjax PAPER, targeted"] = _advjax(pair, x, t, y, attack.PAPER, fn, warm=False)
   if with_ref:
     k = cfg.n_ref
     ref, dt = timed(lambda: reference.lbfgs_reference(pair, x[:k], t[:k]))
@@ -151,7 +152,7 @@ def mnist_rows(name, model, params, te, cfg, sizes, with_ref: bool) -> dict:
         n=k, warm_s=dt, images_per_s=k / dt, success=float(ref.success.mean()),
         mean_rms=float(ref.distortion[ref.success].mean()), in_box=True,
         passes_per_example=None)
-    for label, o in (("default", attacks.AttackOptions()), ("PAPER", attacks.PAPER)):
+    for label, o in (("default", attack.AttackOptions()), ("PAPER", attack.PAPER)):
       rows[f"advjax {label}, targeted, first {k}"] = _advjax(pair, x[:k], t[:k], y, o, fn)
   return rows
 
@@ -167,7 +168,7 @@ def alexnet_rows(cfg, sizes) -> dict:
     y = np.asarray(jnp.argmax(fn(x), -1))
     t = ((y + 1 + np.arange(B) % 999) % 1000).astype(np.int32)
     rows[f"advjax default, targeted, B={B}"] = _advjax((m.apply, params), x, t, y,
-                                                        attacks.AttackOptions(), fn)
+                                                        attack.AttackOptions(), fn)
   return rows
 
 

@@ -16,7 +16,7 @@ import types
 import jax
 import numpy as np
 
-from advjax import attacks, criteria, inputs, models
+from advjax import attack, criteria, inputs, models
 from advjax.certify.options import CertifyOptions
 from advjax.runs import driver, jobs
 from experiments import common
@@ -81,7 +81,7 @@ def _certify(cfg, name, method, model, params, x, y, cache, d):
   cache folder's name."""
   pb = inputs.problem((model.apply, params), x, label=y, check_logits=False)
   opts, folder = _options(cfg, name, method)
-  res, secs = _timed(jobs.certify(opts, pb), pb, os.path.join(cache, folder), cfg)
+  res, secs = _timed(jobs.certify(opts), pb, os.path.join(cache, folder), cfg)
   rho = res["l2"]
   bad = np.flatnonzero(rho > d)
   if len(bad):  # a certificate above a known adversarial example: stop
@@ -126,7 +126,7 @@ def bracket(cfg: config.Config, name: str, model, params, x, y, seed: int) -> di
   if "exact" in radii:  # the bracket closes on affine models: how far is the attack?
     out["attack_over_exact"] = _over(d, radii["exact"], ok)
     if cfg.paper_on_affine:
-      _, dp, _ = _attack(cfg, attacks.PAPER, model, params, x, y,
+      _, dp, _ = _attack(cfg, attack.PAPER, model, params, x, y,
                          os.path.join(cache, "attack-paper"))
       out["paper_attack_over_exact"] = _over(dp, radii["exact"], ok & np.isfinite(dp))
   if "crown" in radii and "lipschitz" in radii:  # the larger of two sound lower bounds

@@ -309,7 +309,7 @@ def _attack_key(attack):
 
 def cache_dir(cfg: ExperimentConfig, table: str, seed: int, model: str,
               n: int | None = None) -> str:
-  """The `advjax.driver` folder caching one adversarial set (resumable).
+  """The `advjax.runs.driver` folder caching one adversarial set (resumable).
 
   What defines the set besides the model (the data sizes, the number of
   images `n` (default cfg.n_images), the protocol's seed, the attack options,

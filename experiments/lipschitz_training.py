@@ -75,7 +75,7 @@ def measure(cfg: config.Config, model, params, te, folder: str, conv: bool) -> d
   pb = inputs.problem((model.apply, params), x, label=y, check_logits=False)
   adv = run(jobs.attack(cfg.attack, targeted=False), "attack")
   opts = cfg.conv_certify if conv else CertifyOptions(method=cfg.method)
-  rho = run(jobs.certify(opts, pb), opts.method)["l2"]
+  rho = run(jobs.certify(opts), opts.method)["l2"]
   correct = np.asarray(models.predict(model, params, x)) == y
   d = np.where(adv["success"], adv["l2"], np.inf)
   bad = np.flatnonzero(rho > d)

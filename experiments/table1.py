@@ -1,6 +1,6 @@
 """Table 1: train/test error and average minimum distortion; see configs/table1.py.
 
-Adversarial sets are cached through `advjax.driver` in
+Adversarial sets are cached through `advjax.runs.driver` in
 <runs>/adv/table1/seed<s>/<model>/ (resumable); table2.py reuses them.
 """
 

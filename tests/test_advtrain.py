@@ -4,9 +4,9 @@ pool as a checkpointed state."""
 import jax
 import numpy as np
 
-from advjax import advtrain, attacks, data, models, train
+from advjax import advtrain, attack, data, models, train
 
-ATTACK = attacks.PAPER._replace(bisect_steps=2, maxiter=20)
+ATTACK = attack.PAPER._replace(bisect_steps=2, maxiter=20)
 CFG = advtrain.PoolConfig(size=40, refresh=0.5, batch_size=20, attack=ATTACK)
 
 

@@ -9,10 +9,10 @@ import pytest
 from flax import nnx
 
 from advjax.attack import box_lbfgs as attack_lbfgs
-from advjax import attacks, checkpoint, models, reference
+from advjax import attack, checkpoint, models, reference
 from test_attacks import K, PARAMS, SHAPE, _apply, _data, _tiny_params, logits_fn
 
-Opts = attacks.AttackOptions
+Opts = attack.AttackOptions
 FAST = Opts(bisect_steps=4)
 
 
@@ -20,7 +20,7 @@ FAST = Opts(bisect_steps=4)
 def case():
   x, pred = _data(3, seed=11)
   t = (pred + 1) % K
-  return x, t, attacks.lbfgs(logits_fn, x, t, options=FAST)
+  return x, t, attack.lbfgs(logits_fn, x, t, options=FAST)
 
 
 class _Linen(nn.Module):
@@ -69,7 +69,7 @@ def _kinds(params):
 @pytest.mark.parametrize("kind", ["pair", "linen", "nnx", "equinox", "jitted function"])
 def test_every_model_kind_matches_the_plain_function(case, kind):
   x, t, res = case
-  got = attacks.lbfgs(_kinds(PARAMS)[kind], x, t, options=FAST)
+  got = attack.lbfgs(_kinds(PARAMS)[kind], x, t, options=FAST)
   np.testing.assert_array_equal(np.asarray(got.success), np.asarray(res.success))
   np.testing.assert_allclose(np.asarray(got.distortion), np.asarray(res.distortion),
                              rtol=2e-3, atol=1e-6)
@@ -78,9 +78,9 @@ def test_every_model_kind_matches_the_plain_function(case, kind):
 @pytest.mark.parametrize("kind", ["pair", "nnx", "equinox", "jitted function"])
 def test_new_weights_compile_nothing(case, kind):
   x, t, _ = case
-  attacks.lbfgs(_kinds(PARAMS)[kind], x, t, options=FAST)
+  attack.lbfgs(_kinds(PARAMS)[kind], x, t, options=FAST)
   n0 = attack_lbfgs._attack_jit._cache_size()  # pylint: disable=protected-access
-  other = attacks.lbfgs(_kinds(_tiny_params(seed=5))[kind], x, t, options=FAST)
+  other = attack.lbfgs(_kinds(_tiny_params(seed=5))[kind], x, t, options=FAST)
   assert attack_lbfgs._attack_jit._cache_size() == n0, "new weights recompiled the attack"
   assert np.asarray(other.x_adv).min() >= 0 and np.asarray(other.x_adv).max() <= 1
 
@@ -94,9 +94,9 @@ def test_box_minus_one_one_matches_reference():
   x01, pred = _data(3, seed=12)
   x, t = 2 * x01 - 1, (pred + 2) % K
   fn = _shifted(-1.0, 1.0)
-  res = attacks.lbfgs(fn, x, t, bounds=(-1, 1), options=attacks.PAPER)
+  res = attack.lbfgs(fn, x, t, bounds=(-1, 1), options=attack.PAPER)
   ref = reference.lbfgs_reference(fn, x, t, bounds=(-1, 1))
-  fast = attacks.lbfgs(fn, x, t, bounds=(-1, 1))
+  fast = attack.lbfgs(fn, x, t, bounds=(-1, 1))
   for r in (res, fast):
     xa = np.asarray(r.x_adv)
     assert np.all(np.asarray(r.success)) and np.all(ref.success)
@@ -105,7 +105,7 @@ def test_box_minus_one_one_matches_reference():
   np.testing.assert_allclose(res.distortion, ref.distortion, rtol=0.05)
   assert np.asarray(fast.distortion).mean() <= ref.distortion.mean()
   with pytest.raises(ValueError, match=r"outside the box bounds=\(-1, 1\)"):
-    attacks.lbfgs(fn, x + 1.5, t, bounds=(-1, 1))
+    attack.lbfgs(fn, x + 1.5, t, bounds=(-1, 1))
 
 
 def test_per_pixel_bounds_match_reference_and_hold():
@@ -114,9 +114,9 @@ def test_per_pixel_bounds_match_reference_and_hold():
   lo = np.zeros(SHAPE, np.float32)
   hi = np.ones(SHAPE, np.float32)
   hi[:3] = np.maximum(x.max(0)[:3], 1e-3)  # the top rows may not brighten
-  res = attacks.lbfgs(logits_fn, x, t, bounds=(lo, hi), options=attacks.PAPER)
+  res = attack.lbfgs(logits_fn, x, t, bounds=(lo, hi), options=attack.PAPER)
   ref = reference.lbfgs_reference(logits_fn, x, t, bounds=(lo, hi))
-  fast = attacks.lbfgs(logits_fn, x, t, bounds=(lo, hi))
+  fast = attack.lbfgs(logits_fn, x, t, bounds=(lo, hi))
   for r in (res, fast):
     xa = np.asarray(r.x_adv)
     assert np.all(xa >= lo) and np.all(xa <= hi)
@@ -124,22 +124,22 @@ def test_per_pixel_bounds_match_reference_and_hold():
   ok = ref.success
   assert np.asarray(res.distortion)[ok].mean() <= 1.02 * ref.distortion[ok].mean()
   assert np.asarray(fast.distortion)[ok].mean() <= ref.distortion[ok].mean()
-  free = attacks.lbfgs(logits_fn, x, t, options=attacks.PAPER)
+  free = attack.lbfgs(logits_fn, x, t, options=attack.PAPER)
   assert np.all(np.asarray(res.distortion) >= np.asarray(free.distortion) - 1e-4)
   with pytest.raises(ValueError, match="broadcast"):
-    attacks.lbfgs(logits_fn, x, t, bounds=(0, np.ones(7)))
+    attack.lbfgs(logits_fn, x, t, bounds=(0, np.ones(7)))
   with pytest.raises(ValueError, match="lo <= hi"):
-    attacks.lbfgs(logits_fn, x, t, bounds=(1, 0))
+    attack.lbfgs(logits_fn, x, t, bounds=(1, 0))
 
 
 def test_nan_logits_are_an_error_never_a_success():
   x, _ = _data(3)
   nan_fn = lambda z: logits_fn(z) * jnp.nan
   with pytest.raises(ValueError, match="non-finite logits .* 3 of 3"):
-    attacks.lbfgs(nan_fn, x, np.zeros(3, np.int32))
+    attack.lbfgs(nan_fn, x, np.zeros(3, np.int32))
   half = lambda z: jnp.where(z.reshape(len(z), -1)[:, :1] > 0.5, jnp.nan, logits_fn(z))
   with pytest.raises(ValueError, match="non-finite"):
-    attacks.lbfgs(half, np.full((2,) + SHAPE, 0.9, np.float32), np.zeros(2, np.int32))
+    attack.lbfgs(half, np.full((2,) + SHAPE, 0.9, np.float32), np.zeros(2, np.int32))
 
 
 def test_nan_checkpoint_and_meta_without_keys_are_refused(tmp_path):
@@ -156,11 +156,11 @@ def test_nan_checkpoint_and_meta_without_keys_are_refused(tmp_path):
 
 def test_empty_and_unbatched_inputs():
   x, pred = _data(2)
-  empty = attacks.lbfgs(logits_fn, x[:0], pred[:0])
+  empty = attack.lbfgs(logits_fn, x[:0], pred[:0])
   assert empty.x_adv.shape == (0,) + SHAPE and empty.success.shape == (0,)
   m = models.get_model("FC10(1e-4)")
   one = np.zeros((28, 28, 1), np.float32)  # one image, no batch axis
   with pytest.raises(ValueError, match=r"x\[None\]"):
-    attacks.lbfgs((m.apply, m.init(jax.random.PRNGKey(0))), one, np.zeros(28, np.int32))
+    attack.lbfgs((m.apply, m.init(jax.random.PRNGKey(0))), one, np.zeros(28, np.int32))
   with pytest.raises(TypeError, match="not supported"):
-    attacks.lbfgs(42, x, pred)
+    attack.lbfgs(42, x, pred)

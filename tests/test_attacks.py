@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from advjax.attack import box_lbfgs as attack_lbfgs
-from advjax import attacks, reference
+from advjax import attack, reference
 
-Opts = attacks.AttackOptions
+Opts = attack.AttackOptions
 
 K = 5
 SHAPE = (6, 6, 1)  # 36 "pixels"
@@ -40,8 +40,8 @@ def _data(B, seed=1):
 @pytest.fixture(scope="module")
 def batch():
   x, pred = _data(4)
-  t = np.asarray(attacks.random_targets(jax.random.PRNGKey(2), pred, K))
-  return x, pred, t, attacks.lbfgs(logits_fn, x, t, options=attacks.PAPER)
+  t = np.asarray(attack.random_targets(jax.random.PRNGKey(2), pred, K))
+  return x, pred, t, attack.lbfgs(logits_fn, x, t, options=attack.PAPER)
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +60,12 @@ def test_paper_procedure_matches_scipy_reference(batch, ref):
 
 def test_default_is_never_worse_than_the_reference(batch, ref):
   x, _, t, _ = batch
-  fast = attacks.lbfgs(logits_fn, x, t)  # short c search + boundary steps
+  fast = attack.lbfgs(logits_fn, x, t)  # short c search + boundary steps
   assert np.all(np.asarray(fast.success))
   d = np.asarray(fast.distortion)
   assert d.mean() <= 1.00 * ref.distortion.mean(), (d, ref.distortion)
   assert np.all(d <= ref.distortion * 1.005), (d, ref.distortion)
-  off = attacks.lbfgs(logits_fn, x, t, options=attacks.AttackOptions(
+  off = attack.lbfgs(logits_fn, x, t, options=attack.AttackOptions(
       polish_steps=0, refine_steps=0))
   assert np.all(d <= np.asarray(off.distortion) + 1e-6)  # the boundary steps only shorten r
 
@@ -86,14 +86,14 @@ def test_box_success_and_fields(batch):
 def test_batched_equals_loop(batch):
   x, _, t, res = batch
   for i in range(2):
-    one = attacks.lbfgs(logits_fn, x[i:i + 1], t[i:i + 1], options=attacks.PAPER)
+    one = attack.lbfgs(logits_fn, x[i:i + 1], t[i:i + 1], options=attack.PAPER)
     assert bool(one.success[0]) == bool(res.success[i])
     np.testing.assert_allclose(one.distortion[0], res.distortion[i], rtol=2e-3)
 
 
 def test_flat_inputs_give_same_result(batch):
   x, _, t, res = batch
-  flat = attacks.lbfgs(logits_fn, x.reshape(4, -1), t, options=attacks.PAPER)
+  flat = attack.lbfgs(logits_fn, x.reshape(4, -1), t, options=attack.PAPER)
   assert flat.x_adv.shape == (4, int(np.prod(SHAPE)))
   np.testing.assert_allclose(flat.distortion, res.distortion, rtol=2e-3)
 
@@ -102,7 +102,7 @@ def test_already_target_returns_zero():
   x, pred = _data(4)
   t = pred.copy()
   t[0] = (pred[0] + 1) % K  # one lane really attacked, three already there
-  res = attacks.lbfgs(logits_fn, x, t)
+  res = attack.lbfgs(logits_fn, x, t)
   assert np.all(np.asarray(res.success))
   np.testing.assert_array_equal(np.asarray(res.r[1:]), 0.)
   np.testing.assert_array_equal(np.asarray(res.solves[1:]), 0)
@@ -111,42 +111,42 @@ def test_already_target_returns_zero():
 
 def test_same_shape_compiles_once():
   x, pred = _data(4, seed=5)
-  attacks.lbfgs(logits_fn, x, (pred + 1) % K)
+  attack.lbfgs(logits_fn, x, (pred + 1) % K)
   n = attack_lbfgs._attack_jit._cache_size()  # pylint: disable=protected-access
   x2, pred2 = _data(4, seed=6)
-  attacks.lbfgs(lambda z: logits_fn(z), x2, (pred2 + 2) % K)  # a new closure
+  attack.lbfgs(lambda z: logits_fn(z), x2, (pred2 + 2) % K)  # a new closure
   assert attack_lbfgs._attack_jit._cache_size() == n, "a second call of the same shape compiled"
 
 
 def test_untargeted_all_is_min_over_targets():
   x, pred = _data(4, seed=7)
-  res = attacks.lbfgs(logits_fn, x, options=attacks.PAPER)
+  res = attack.lbfgs(logits_fn, x, options=attack.PAPER)
   assert np.all(np.asarray(res.success))
-  per = [attacks.lbfgs(logits_fn, x, (pred + k) % K, options=attacks.PAPER)
+  per = [attack.lbfgs(logits_fn, x, (pred + k) % K, options=attack.PAPER)
          for k in range(1, K)]
   l2 = np.stack([np.where(p.success, p.l2, np.inf) for p in per])
   np.testing.assert_allclose(res.l2, l2.min(0), rtol=1e-6)
   assert np.all(np.asarray(res.target) != pred)
-  screened = attacks.lbfgs(logits_fn, x, options=attacks.PAPER._replace(screen=2))
+  screened = attack.lbfgs(logits_fn, x, options=attack.PAPER._replace(screen=2))
   assert np.all(np.asarray(screened.l2) >= np.asarray(res.l2) - 1e-6)  # a subset of targets
   assert np.all(np.asarray(screened.success))
-  lg = attacks.lbfgs(logits_fn, x, untargeted="logits", options=attacks.PAPER)
+  lg = attack.lbfgs(logits_fn, x, untargeted="logits", options=attack.PAPER)
   assert np.all(np.asarray(lg.target) != pred)
   assert np.all(np.asarray(lg.l2) >= np.asarray(res.l2) - 1e-6)
-  rnd = attacks.lbfgs(logits_fn, x, untargeted="random", key=jax.random.PRNGKey(0))
+  rnd = attack.lbfgs(logits_fn, x, untargeted="random", key=jax.random.PRNGKey(0))
   assert np.all(np.asarray(rnd.target) != pred)
 
 
 def test_random_targets_never_the_label():
   labels = jnp.arange(1000) % 10
-  t = np.asarray(attacks.random_targets(jax.random.PRNGKey(0), labels, 10))
+  t = np.asarray(attack.random_targets(jax.random.PRNGKey(0), labels, 10))
   assert np.all(t != np.asarray(labels)) and set(t) == set(range(10))
 
 
 def test_jaxopt_solver_option():
   x, pred = _data(2, seed=8)
   pytest.importorskip("jaxopt")
-  res = attacks.lbfgs(logits_fn, x, (pred + 1) % K,
+  res = attack.lbfgs(logits_fn, x, (pred + 1) % K,
                       options=Opts(solver="jaxopt", bisect_steps=3, maxiter=30))
   xa = np.asarray(res.x_adv)
   assert xa.min() >= 0 and xa.max() <= 1
@@ -170,33 +170,33 @@ def test_jaxopt_solver_option():
 ])
 def test_bad_inputs_raise(x, t, fn, msg):
   with pytest.raises(ValueError, match=msg):
-    attacks.lbfgs(fn or logits_fn, x, np.asarray(t))
+    attack.lbfgs(fn or logits_fn, x, np.asarray(t))
 
 
 def test_bad_options_raise():
   x, pred = _data(2)
   with pytest.raises(ValueError, match="solver"):
-    attacks.lbfgs(logits_fn, x, pred, options=Opts(solver="adam"))
+    attack.lbfgs(logits_fn, x, pred, options=Opts(solver="adam"))
   with pytest.raises(ValueError, match="c_factor=0.5: must be > 1"):
-    attacks.lbfgs(logits_fn, x, pred, options=Opts(c_factor=0.5))
+    attack.lbfgs(logits_fn, x, pred, options=Opts(c_factor=0.5))
   with pytest.raises(ValueError, match="first_order_steps=-1: must be >= 0"):
-    attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_steps=-1))
+    attack.lbfgs(logits_fn, x, pred, options=Opts(first_order_steps=-1))
   with pytest.raises(ValueError, match="first_order_steps=2.5: must be an integer"):
-    attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_steps=2.5))
+    attack.lbfgs(logits_fn, x, pred, options=Opts(first_order_steps=2.5))
   with pytest.raises(ValueError, match="first_order_alpha=0.0: must be > 0"):
-    attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_alpha=0.0))
+    attack.lbfgs(logits_fn, x, pred, options=Opts(first_order_alpha=0.0))
   with pytest.raises(ValueError, match=r"first_order_gamma=1.0: must be in \(0, 1\)"):
-    attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_gamma=1.0))
+    attack.lbfgs(logits_fn, x, pred, options=Opts(first_order_gamma=1.0))
   with pytest.raises(ValueError, match="first_order_unit"):
-    attacks.lbfgs(logits_fn, x, pred, options=Opts(first_order_unit="pixels"))
+    attack.lbfgs(logits_fn, x, pred, options=Opts(first_order_unit="pixels"))
   with pytest.raises(ValueError, match="PRNG key"):
-    attacks.lbfgs(logits_fn, x, untargeted="random")
+    attack.lbfgs(logits_fn, x, untargeted="random")
   with pytest.raises(ValueError, match="untargeted"):
-    attacks.lbfgs(logits_fn, x, untargeted="worst")
+    attack.lbfgs(logits_fn, x, untargeted="worst")
   with pytest.raises(ValueError, match="not an AttackOptions"):
-    attacks.lbfgs(logits_fn, x, pred, options={})
+    attack.lbfgs(logits_fn, x, pred, options={})
   with pytest.raises(ValueError, match="not a PRNG key"):
-    attacks.lbfgs(logits_fn, x, untargeted="random", key=0)
+    attack.lbfgs(logits_fn, x, untargeted="random", key=0)
   with pytest.raises(TypeError, match="unknown option 'bisect'"):
     Opts(bisect=3)
 
@@ -209,20 +209,20 @@ def _apply(params, x):
 
 def test_pair_matches_function_and_new_weights_do_not_recompile(batch):
   x, _, t, res = batch
-  got = attacks.lbfgs((_apply, PARAMS), x, t, options=attacks.PAPER)
+  got = attack.lbfgs((_apply, PARAMS), x, t, options=attack.PAPER)
   np.testing.assert_allclose(np.asarray(got.distortion), np.asarray(res.distortion),
                              rtol=1e-4, atol=1e-6)
   n0 = attack_lbfgs._attack_jit._cache_size()  # pylint: disable=protected-access
-  other = attacks.lbfgs((_apply, _tiny_params(seed=3)), x, t, options=attacks.PAPER)
+  other = attack.lbfgs((_apply, _tiny_params(seed=3)), x, t, options=attack.PAPER)
   assert attack_lbfgs._attack_jit._cache_size() == n0  # new weights, no new compile
   assert np.asarray(other.x_adv).min() >= 0 and np.asarray(other.x_adv).max() <= 1
   with pytest.raises(ValueError, match="target"):
-    attacks.lbfgs((_apply, PARAMS), x, t[:2])
+    attack.lbfgs((_apply, PARAMS), x, t[:2])
 
 
 def test_bisect_steps_zero_stops_after_bracketing(batch):
   x, _, t, res = batch
-  r0 = attacks.lbfgs(logits_fn, x, t, options=attacks.PAPER._replace(bisect_steps=0))
+  r0 = attack.lbfgs(logits_fn, x, t, options=attack.PAPER._replace(bisect_steps=0))
   assert np.all(np.asarray(r0.success))  # bracketing alone finds a success
   assert np.all(np.asarray(r0.distortion) >= np.asarray(res.distortion) - 1e-6)
   ref = reference.lbfgs_reference(logits_fn, x[:1], t[:1], bisect_steps=0)

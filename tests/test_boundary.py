@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from advjax import attacks
+from advjax import attack
 from advjax.attack import boundary
 
 from test_attacks import K, _data, logits_fn
@@ -31,7 +31,7 @@ def test_root_falls_back_to_the_midpoint_on_a_flat_end():
 
 def test_joint_untargeted_reaches_another_label_in_the_box():
   x, pred = _data(6, seed=11)
-  res = attacks.lbfgs(logits_fn, x, options=attacks.AttackOptions(joint=True))
+  res = attack.lbfgs(logits_fn, x, options=attack.AttackOptions(joint=True))
   ok = np.asarray(res.success)
   assert ok.all()
   xa = np.asarray(res.x_adv)
@@ -40,7 +40,7 @@ def test_joint_untargeted_reaches_another_label_in_the_box():
   np.testing.assert_array_equal(np.asarray(res.target), out)  # the label reached
   assert np.all(out != pred)
   # not the min over every label, but near it: within 10% per example
-  best = attacks.lbfgs(logits_fn, x, options=attacks.PAPER)
+  best = attack.lbfgs(logits_fn, x, options=attack.PAPER)
   assert np.all(np.asarray(res.l2) <= 1.10 * np.asarray(best.l2) + 1e-6), (res.l2, best.l2)
 
 
@@ -48,7 +48,7 @@ def test_joint_untargeted_returns_zero_for_already_wrong_labels():
   x, pred = _data(3, seed=12)
   label = pred.copy()
   label[1:] = (pred[1:] + 1) % K  # x already classified away from these labels
-  res = attacks.lbfgs(logits_fn, x, label=label, options=attacks.AttackOptions(joint=True))
+  res = attack.lbfgs(logits_fn, x, label=label, options=attack.AttackOptions(joint=True))
   assert np.asarray(res.success).all()
   np.testing.assert_array_equal(np.asarray(res.r[1:]), 0.)
   assert float(res.l2[0]) > 0

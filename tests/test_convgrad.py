@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from advjax import attacks
+from advjax import attack
 from advjax.platform import convgrad
 
 from test_attacks import K
@@ -114,18 +114,18 @@ def test_attack_on_a_conv_net_is_unchanged_by_convgrad(monkeypatch):
   model = (lambda p, x: jax.vmap(apply, (None, 0))(p, x), params)
   x = np.asarray(jax.random.uniform(jax.random.PRNGKey(3), (4, 8, 8, 2)))
   t = (np.asarray(model[0](params, x)).argmax(-1) + 1) % K
-  opts = attacks.AttackOptions(refine_steps=3)
+  opts = attack.AttackOptions(refine_steps=3)
   calls = []
   real = convgrad._Canonical.__call__  # pylint: disable=protected-access
   monkeypatch.setattr(convgrad._Canonical, "__call__",  # pylint: disable=protected-access
                       lambda self, p, z: calls.append(1) or real(self, p, z))
   jax.clear_caches()
-  fast = attacks.lbfgs(model, x, t, options=opts)
+  fast = attack.lbfgs(model, x, t, options=opts)
   assert calls, "the attack did not use the rewrite on the CPU backend"
   monkeypatch.setattr(convgrad, "canonical", lambda apply: apply)
   jax.clear_caches()  # compile again, without the rewrite
   n = len(calls)
-  plain = attacks.lbfgs(model, x, t, options=opts)
+  plain = attack.lbfgs(model, x, t, options=opts)
   assert len(calls) == n
   assert np.asarray(fast.success).all()
   np.testing.assert_allclose(fast.x_adv, plain.x_adv, rtol=1e-5, atol=1e-6)
@@ -144,13 +144,13 @@ def test_a_convolution_inside_scan_is_named_in_a_warning():
   model = (lambda p, xs: jax.vmap(apply, (None, 0))(p, xs), W)
   x = np.full((2, 6, 6, 1), 0.5, np.float32)
   with pytest.warns(RuntimeWarning, match="inside scan/while/cond"):
-    attacks.lbfgs(model, x, np.array([1, 1], np.int32),
-                  options=attacks.AttackOptions(bisect_steps=0, first_order_steps=2,
+    attack.lbfgs(model, x, np.array([1, 1], np.int32),
+                  options=attack.AttackOptions(bisect_steps=0, first_order_steps=2,
                                                 refine_steps=0, max_bracket=1))
   with warnings.catch_warnings():
     warnings.simplefilter("error", RuntimeWarning)  # a plain conv net: no warning
     apply2, params2 = _convnet(("NHWC", "HWIO", "NHWC"), (1, 1), "SAME", (1, 1))
     xs = np.full((1, 8, 8, 2), 0.5, np.float32)
-    attacks.lbfgs((lambda p, z: jax.vmap(apply2, (None, 0))(p, z), params2), xs,
-                  np.array([1], np.int32), options=attacks.AttackOptions(
+    attack.lbfgs((lambda p, z: jax.vmap(apply2, (None, 0))(p, z), params2), xs,
+                  np.array([1], np.int32), options=attack.AttackOptions(
                       bisect_steps=0, first_order_steps=2, refine_steps=0, max_bracket=1))

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import attacks, ddn, inputs
+from advjax import attack, inputs
+from advjax.attack import ddn
 from advjax.attack import targets
 
 from test_attacks import K, _data, logits_fn
@@ -58,15 +59,15 @@ def test_ddn_bad_arguments_raise(kw, msg):
 def test_warm_start_beats_both_of_its_parts(untargeted):
   x, pred = _data(8, seed=9)
   t = None if untargeted else (pred + 1 + np.arange(8) % (K - 1)) % K
-  warm = attacks.lbfgs(logits_fn, x, t)  # the default: first-order steps too
-  search = attacks.lbfgs(logits_fn, x, t, options=attacks.AttackOptions(
+  warm = attack.lbfgs(logits_fn, x, t)  # the default: first-order steps too
+  search = attack.lbfgs(logits_fn, x, t, options=attack.AttackOptions(
       first_order_steps=0, refine_steps=0))
   # untargeted, the first-order pass is targeted DDN towards the label nearest by
   # the linearised distance
   p = inputs.problem(logits_fn, x)
   near = None if t is not None else np.asarray(
       targets.screen(p.apply, K, 1, p.params, jnp.asarray(x), jnp.asarray(pred), 0.0, 1.0)[:, 0])
-  o = attacks.AttackOptions()
+  o = attack.AttackOptions()
   first = ddn.ddn(logits_fn, x, t if t is not None else near, steps=o.first_order_steps,
                   gamma=o.first_order_gamma, alpha=o.first_order_alpha)
   assert np.all(np.asarray(warm.success)) and np.all(np.asarray(search.success))
@@ -77,7 +78,7 @@ def test_warm_start_beats_both_of_its_parts(untargeted):
   assert np.all(d <= np.asarray(search.l2) + 1e-5), (d, search.l2)
   ok = np.asarray(first.success)
   assert ok.any() and np.all(d[ok] <= np.asarray(first.l2)[ok] + 1e-5), (d, first.l2)
-  assert attacks.PAPER.first_order_steps == 0  # the paper's tables keep the paper's procedure
+  assert attack.PAPER.first_order_steps == 0  # the paper's tables keep the paper's procedure
 
 
 def test_first_order_pass_does_not_depend_on_how_x_is_scaled():
@@ -85,13 +86,13 @@ def test_first_order_pass_does_not_depend_on_how_x_is_scaled():
   # width, so the attack's point is 255 times the one in [0, 1]
   x, pred = _data(8, seed=9)
   t = (pred + 1 + np.arange(8) % (K - 1)) % K
-  unit = attacks.lbfgs(logits_fn, x, t)
-  byte = attacks.lbfgs(lambda z: logits_fn(z / 255.0), 255 * x, t, bounds=(0, 255))
+  unit = attack.lbfgs(logits_fn, x, t)
+  byte = attack.lbfgs(lambda z: logits_fn(z / 255.0), 255 * x, t, bounds=(0, 255))
   assert np.asarray(unit.success).all() and np.asarray(byte.success).all()
   np.testing.assert_allclose(np.asarray(byte.l2) / 255, np.asarray(unit.l2), rtol=1e-3)
   # in input units (foolbox's, and advjax's before): not the same point
-  raw = attacks.lbfgs(lambda z: logits_fn(z / 255.0), 255 * x, t, bounds=(0, 255),
-                      options=attacks.AttackOptions(first_order_unit="input"))
+  raw = attack.lbfgs(lambda z: logits_fn(z / 255.0), 255 * x, t, bounds=(0, 255),
+                      options=attack.AttackOptions(first_order_unit="input"))
   assert np.abs(np.asarray(raw.l2) / 255 - np.asarray(unit.l2)).max() > 1e-3
   xa = np.asarray(byte.x_adv)
   assert xa.min() >= 0 and xa.max() <= 255

@@ -11,10 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from advjax import attacks, driver
+from advjax import attack
+from advjax.runs import driver
 from advjax.runs import identity
 
-OPTS = attacks.AttackOptions(bisect_steps=4)
+OPTS = attack.AttackOptions(bisect_steps=4)
 
 K = 4
 
@@ -47,7 +48,7 @@ def test_resume_equals_uninterrupted(tmp_path):
   for k in full:
     np.testing.assert_array_equal(full[k], rest[k], err_msg=k)
   np.testing.assert_array_equal(full["index"], np.arange(10))  # padding dropped
-  direct = attacks.lbfgs(logits_fn, x[8:], t[8:], options=OPTS)
+  direct = attack.lbfgs(logits_fn, x[8:], t[8:], options=OPTS)
   np.testing.assert_allclose(full["distortion"][8:], direct.distortion, rtol=2e-3)
   prog = json.load(open(tmp_path / "b" / driver.PROGRESS))
   assert prog["done"] == [0, 1, 2]
@@ -64,10 +65,10 @@ def test_other_run_in_same_dir_is_refused(tmp_path):
 
 def test_a_job_recorded_before_an_option_existed_resumes_only_if_it_behaves_alike(tmp_path):
   ident = identity.options
-  assert "first_order_steps" not in ident(attacks.PAPER) and "joint" not in ident(attacks.PAPER)
-  default = attacks.AttackOptions()
+  assert "first_order_steps" not in ident(attack.PAPER) and "joint" not in ident(attack.PAPER)
+  default = attack.AttackOptions()
   assert ident(default)["first_order_steps"] == default.first_order_steps > 0
-  assert "first_order_alpha" not in ident(attacks.PAPER)  # inert without the pass
+  assert "first_order_alpha" not in ident(attack.PAPER)  # inert without the pass
   # a session-4 record (DDN pass, no step-size fields) is foolbox's step sizes
   s4 = default._replace(first_order_steps=50).flat()
   for k in ("first_order_alpha", "first_order_gamma", "first_order_unit"):
@@ -76,7 +77,7 @@ def test_a_job_recorded_before_an_option_existed_resumes_only_if_it_behaves_alik
       first_order_steps=50, first_order_alpha=1.0, first_order_gamma=0.05,
       first_order_unit="input")) != ident(default._replace(first_order_steps=50))
   x, y, t = _data(8)
-  paper = attacks.PAPER._replace(bisect_steps=3)
+  paper = attack.PAPER._replace(bisect_steps=3)
   driver.run(logits_fn, x, t, str(tmp_path), batch_size=4, progress=False,
              options=paper, stop_after=1)
   path = tmp_path / driver.PROGRESS
@@ -162,7 +163,7 @@ SHARDED = textwrap.dedent("""
     import jax, numpy as np
     sys.path.insert(0, os.path.dirname(sys.argv[1]))
     from test_driver import logits_fn, _data, OPTS
-    from advjax import driver
+    from advjax.runs import driver
     assert len(jax.devices()) == 4, jax.devices()
     x, y, t = _data(8)
     a = driver.run(logits_fn, x, t, sys.argv[2] + "/4", batch_size=4,
@@ -265,7 +266,7 @@ RESUME = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
     from test_driver import logits_fn, _data, OPTS
-    from advjax import driver
+    from advjax.runs import driver
     x, y, t = _data(8)
     driver.run(logits_fn, x, t, sys.argv[2], batch_size=4, progress=False,
                options=OPTS, stop_after=1)

@@ -16,12 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import attacks, cli, criteria, ddn, driver, inputs, reference
-from advjax.runs import io, jobs
+from advjax import attack, cli, criteria, inputs, reference
+from advjax.attack import ddn
+from advjax.runs import driver
+from advjax.runs import jobs, store
 from test_attacks import K, SHAPE, _data, logits_fn
 from test_driver import cli_job  # noqa: F401  (the fixture)
 
-FAST = attacks.AttackOptions(bisect_steps=2, refine_steps=3, first_order_steps=20)
+FAST = attack.AttackOptions(bisect_steps=2, refine_steps=3, first_order_steps=20)
 
 
 def test_ddn_job_resumes_and_equals_ddn(tmp_path):
@@ -45,11 +47,11 @@ def test_a_busy_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
   sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
   try:
     os.makedirs(tmp_path / "busy")
-    with io.Lock(str(tmp_path / "busy")):
+    with store.Lock(str(tmp_path / "busy")):
       with pytest.raises(driver.ResumeError, match="in use by another run"):
         driver.run(logits_fn, x, (pred + 1) % K, str(tmp_path / "busy"), batch_size=4,
                    progress=False, options=FAST)
-    (tmp_path / "busy" / io.LOCK).write_text(
+    (tmp_path / "busy" / store.LOCK).write_text(
         '{"pid": %d, "host": "%s"}' % (sleeper.pid, os.uname().nodename))
     with pytest.raises(driver.ResumeError, match=f"pid {sleeper.pid}"):
       driver.run(logits_fn, x, (pred + 1) % K, str(tmp_path / "busy"), batch_size=4,
@@ -59,7 +61,7 @@ def test_a_busy_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
     sleeper.wait()
   res = driver.run(logits_fn, x, (pred + 1) % K, str(tmp_path / "busy"), batch_size=4,
                    progress=False, options=FAST)  # the owner is gone: stale
-  assert len(res["index"]) == 4 and not (tmp_path / "busy" / io.LOCK).exists()
+  assert len(res["index"]) == 4 and not (tmp_path / "busy" / store.LOCK).exists()
 
 
 def test_collect_refuses_a_part_in_the_wrong_slot_or_of_another_job(tmp_path):
@@ -100,8 +102,8 @@ class MLP(eqx.Module):  # the shape of Equinox's README example: a list field
 def test_equinox_readme_shape_is_attacked_like_a_plain_function():
   m = MLP(jax.random.PRNGKey(0))
   x, _ = _data(4, seed=6)
-  a = attacks.lbfgs(m, x, options=FAST)  # untargeted: the nearest other label
-  b = attacks.lbfgs(lambda z: jax.vmap(m)(z), x, options=FAST)
+  a = attack.lbfgs(m, x, options=FAST)  # untargeted: the nearest other label
+  b = attack.lbfgs(lambda z: jax.vmap(m)(z), x, options=FAST)
   assert np.asarray(a.success).any()
   np.testing.assert_allclose(a.distortion, b.distortion, rtol=1e-4, atol=1e-7)
 
@@ -112,7 +114,7 @@ def test_per_example_boxes_match_the_reference_and_hold():
   lo = np.clip(x - 0.25, 0, 1).reshape(4, -1).reshape(x.shape)
   hi = np.clip(x + 0.25, 0, 1)
   lo[1], hi[1] = 0.0, 1.0  # one example keeps the whole box
-  res = attacks.lbfgs(logits_fn, x, t, bounds=(lo, hi), options=attacks.PAPER)
+  res = attack.lbfgs(logits_fn, x, t, bounds=(lo, hi), options=attack.PAPER)
   ref = reference.lbfgs_reference(logits_fn, x, t, bounds=(lo, hi))
   xa = np.asarray(res.x_adv)
   assert np.all(xa >= lo) and np.all(xa <= hi)
@@ -120,7 +122,7 @@ def test_per_example_boxes_match_the_reference_and_hold():
   assert ok.sum() >= 2
   np.testing.assert_allclose(np.asarray(res.l2)[ok], ref.l2[ok], rtol=0.03)
   with pytest.raises(ValueError, match="broadcast neither"):
-    attacks.lbfgs(logits_fn, x, t, bounds=(lo[:3], hi[:3]))
+    attack.lbfgs(logits_fn, x, t, bounds=(lo[:3], hi[:3]))
 
 
 def _scaled(s, z):
@@ -132,8 +134,8 @@ def _scaled(s, z):
 def _at_scale(scale: float, targeted: bool, scale_opt: str = "spread"):
   x, pred = _data(6, seed=8)
   t = (pred + 1 + np.arange(6) % (K - 1)) % K if targeted else None
-  return attacks.lbfgs((_scaled, jnp.float32(scale)), x, t,
-                       options=attacks.AttackOptions(scale=scale_opt))
+  return attack.lbfgs((_scaled, jnp.float32(scale)), x, t,
+                       options=attack.AttackOptions(scale=scale_opt))
 
 
 @pytest.mark.parametrize("scale", [1e-4, 1e4])
@@ -161,7 +163,7 @@ def test_margin_and_temperature_follow_the_logits_unit():
   with pytest.raises(ValueError, match="scale='unit'"):
     criteria.margin(z, "unit")
   with pytest.raises(ValueError, match="scale='unit'"):
-    attacks.AttackOptions(scale="unit").check()
+    attack.AttackOptions(scale="unit").check()
 
 
 def test_ddn_never_takes_a_nan_point_and_failed_rows_are_x():
@@ -187,7 +189,7 @@ def test_batch_dependent_models_are_refused():
     return (h - h.mean(0)) / (h.std(0) + 1e-5)
   x, _ = _data(4, seed=10)
   with pytest.raises(ValueError, match="evaluation mode"):
-    attacks.lbfgs((batchnorm_train, W), x, np.zeros(4, np.int32))
+    attack.lbfgs((batchnorm_train, W), x, np.zeros(4, np.int32))
   with pytest.raises(ValueError, match="evaluation mode"):
     ddn.ddn((batchnorm_train, W), x, np.zeros(4, np.int32))
 
@@ -195,19 +197,19 @@ def test_batch_dependent_models_are_refused():
 def test_bad_shapes_and_models_get_one_line_errors():
   empty = np.zeros((0,) + SHAPE, np.float32)
   with pytest.raises(ValueError, match=r"target has shape \(2,\)"):
-    attacks.lbfgs(logits_fn, empty, np.array([1, 2]))
+    attack.lbfgs(logits_fn, empty, np.array([1, 2]))
   with pytest.raises(ValueError, match=r"target has shape \(1,\)"):
-    attacks.lbfgs(logits_fn, empty, [2.7])
+    attack.lbfgs(logits_fn, empty, [2.7])
   x, _ = _data(2)
   with pytest.raises(ValueError, match="K >= 2"):
-    attacks.lbfgs(lambda z: logits_fn(z)[:, :1], x, np.zeros(2, np.int32))
+    attack.lbfgs(lambda z: logits_fn(z)[:, :1], x, np.zeros(2, np.int32))
   with pytest.raises(ValueError, match="complex"):
-    attacks.lbfgs(logits_fn, x.astype(np.complex64), np.zeros(2, np.int32))
+    attack.lbfgs(logits_fn, x.astype(np.complex64), np.zeros(2, np.int32))
   with pytest.raises(ValueError, match="numbers or numeric arrays"):
-    attacks.lbfgs(logits_fn, x, np.zeros(2, np.int32), bounds=("a", "b"))
+    attack.lbfgs(logits_fn, x, np.zeros(2, np.int32), bounds=("a", "b"))
   assert ddn.ddn(logits_fn, empty, np.zeros(0, np.int32)).x_adv.shape == empty.shape
   try:
-    attacks.lbfgs(logits_fn, x[0], np.zeros(1, np.int32))
+    attack.lbfgs(logits_fn, x[0], np.zeros(1, np.int32))
   except ValueError as e:
     assert "x[None]" in str(e) and "\n" not in str(e)
 
@@ -236,7 +238,7 @@ def test_each_criterion_is_defined_once():
     (["--stop-after", "-1"], "--stop-after -1: must be >= 0"),
     (["--num-processes", "2"], "--num-processes given without --distributed"),
     (["--method", "ddn", "--ddn-gamma", "2"], "--ddn-gamma 2.0: must be in"),
-    (["--method", "ddn", "--targets", "logits"], "--method ddn takes --targets random"),
+    (["--method", "ddn", "--targets", "logits"], "DDN runs towards targets or away"),
 ])
 def test_cli_names_the_flag(tmp_path, cli_job, capsys, extra, msg):  # noqa: F811
   assert cli.main(cli_job + ["--output", str(tmp_path / "a.npz")] + extra) == 2
@@ -253,7 +255,7 @@ def test_cli_ddn_equals_ddn(tmp_path, cli_job):  # noqa: F811
   z = np.load(out)
   model, params, _ = checkpoint.load(cli_job[2])
   ds = data.load("mnist", "test", cli_job[4])
-  t = np.asarray(attacks.random_targets(jax.random.PRNGKey(0), ds.y, 10))
+  t = np.asarray(attack.random_targets(jax.random.PRNGKey(0), ds.y, 10))
   direct = ddn.ddn((model.apply, params), ds.x, t, steps=20)
   np.testing.assert_allclose(z["x_adv"], direct.x_adv, atol=1e-6)
   np.testing.assert_array_equal(z["success"], direct.success)
@@ -272,6 +274,6 @@ def test_cli_certify_resumes_refuses_another_job_and_stays_below_the_attack(
   assert cli.main(argv[:-1] + ["ibp", "--work-dir", out + ".parts"]) == 2  # another job
   model, params, _ = checkpoint.load(cli_job[2])
   ds = data.load("mnist", "test", cli_job[4])
-  adv = attacks.lbfgs((model.apply, params), ds.x, label=z["label"])
+  adv = attack.lbfgs((model.apply, params), ds.x, label=z["label"])
   ok = np.asarray(adv.success)
   assert ok.all() and np.all(z["l2"][ok] <= np.asarray(adv.l2)[ok]), (z["l2"], adv.l2)

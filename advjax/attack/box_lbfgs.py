@@ -229,7 +229,7 @@ def lbfgs(model: Any, x, target=None, *, bounds=(0.0, 1.0),
     ValueError: one line naming a bad input, box, target, label, option or key,
       or a model that fails, is batch-dependent or gives non-finite logits.
   """
-  options = _checked(options)
+  options = checked_options(options)
   targets.check_mode(untargeted, key)
   inputs.key_of(key)
   pb = inputs.problem(model, x, bounds, target=target, label=label)
@@ -240,10 +240,10 @@ def lbfgs(model: Any, x, target=None, *, bounds=(0.0, 1.0),
                      untargeted, key)
 
 
-def _checked(options) -> AttackOptions:
+def checked_options(options) -> AttackOptions:
   """The options checked, or ValueError saying what to pass."""
   if not isinstance(options, AttackOptions):
     raise ValueError(f"options={options!r} is not an AttackOptions; pass e.g. "
-                     "options=AttackOptions(bisect_steps=6) or attacks.PAPER.")
+                     "options=AttackOptions(bisect_steps=6) or attack.PAPER.")
   return options.check()
 

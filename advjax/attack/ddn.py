@@ -156,7 +156,7 @@ class DDNOptions(NamedTuple):
                       float(self.alpha))
 
 
-_batch_jit = jax.jit(batch, static_argnums=(0, 1, 7))
+batch_jit = jax.jit(batch, static_argnums=(0, 1, 7))
 
 
 _D = DDNOptions()  # the defaults, written once (in DDNOptions)
@@ -168,7 +168,7 @@ def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = _D.steps,
   """DDN (Rony et al. 2019), the first-order pass of the §4.1 attack's default.
 
   Args:
-    model: any model `advjax.attacks.lbfgs` takes (function, (apply_fn,
+    model: any model `advjax.attack.lbfgs` takes (function, (apply_fn,
       params), Flax NNX, Equinox).
     x: inputs (B, ...) inside the box.
     target: (B,) labels to reach, or None: untargeted, away from `label`.
@@ -188,5 +188,5 @@ def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = _D.steps,
     return DDNResult(*inputs.empty_fields(pb, DDNResult._fields))
   away = target is None
   l = pb.target if not away else inputs.default_labels(pb)
-  return _batch_jit(pb.apply, opts, pb.params, jnp.asarray(pb.x), l, jnp.asarray(pb.lo),
+  return batch_jit(pb.apply, opts, pb.params, jnp.asarray(pb.x), l, jnp.asarray(pb.lo),
                     jnp.asarray(pb.hi), away)

@@ -1,9 +1,10 @@
 """Any per-example job over a whole dataset split, sharded and resumable (§4.2's engine).
 
-A `Job` is a small record: a batched jittable function of the validated
-problem and one batch, its result fields and its identity. The attack is one
-job (`jobs.attack`), DDN another (`jobs.ddn`), the certified radius a third.
-`execute` runs any of them: it cuts the inputs into fixed-size batches (the
+A job (`jobs.Job`) is a small record: a batched jittable function of the
+validated problem and one batch, its result fields and its identity. The
+attack is one job (`jobs.attack`), DDN another (`jobs.ddn`), the certified
+radius a third, a user's own a fourth (`jobs.register`). `execute` runs any of
+them: it cuts the inputs into fixed-size batches (the
 last one padded, so the job compiles once), shards each batch over all devices
 of all processes along a 'batch' mesh axis, and writes every finished batch
 to `out_dir/part-XXXXX.npz` plus `out_dir/progress.json`.
@@ -13,7 +14,7 @@ to `out_dir/part-XXXXX.npz` plus `out_dir/progress.json`.
   refused, naming what differs. Records of older advjax are migrated
   (`identity.migrate`).
 * One writer per folder: a second run into a busy folder is refused at once
-  (`io.Lock`); every part records its slot and its job's fingerprint, and
+  (`store.Lock`); every part records its slot and its job's fingerprint, and
   `collect` checks both.
 * Multi-host (`jax.distributed.initialize()` first, the CLI's
   `--distributed`): the processes compare their jobs before any work and stop
@@ -25,55 +26,22 @@ to `out_dir/part-XXXXX.npz` plus `out_dir/progress.json`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from advjax import adapt, batching, inputs
-from advjax.runs import identity, io, multihost
-from advjax.runs.io import ResumeError  # noqa: F401  (re-exported)
+from advjax import batching, inputs
+from advjax.runs import identity, jobs, multihost, store
+from advjax.runs.jobs import Job
+from advjax.runs.store import ResumeError  # noqa: F401  (re-exported)
 
 PROGRESS = "progress.json"
-
-
-class Job(NamedTuple):
-  """One per-example job.
-
-  Attributes:
-    method: its name ('lbfgs', 'ddn', 'certify').
-    fn: fn(pb, x, lo, hi, target, label, key) -> a NamedTuple of (B, ...)
-      arrays; pb the validated `inputs.Problem` (model and K), the rest this
-      batch's (possibly global, sharded) arrays; lo, hi of one input's shape
-      or per example; key a PRNG key for this batch or None.
-    fields: the result fields written.
-    identity: JSON-able parts that name the job beside its inputs (options).
-  """
-  method: str
-  fn: Callable
-  fields: tuple
-  identity: dict
-
-
-def job_identity(job: Job, pb: inputs.Problem, index, batch_size: int, key) -> dict:
-  """What identifies a run, part by part (so a refusal can say what differs)."""
-  return {"schema": identity.SCHEMA, "method": job.method,
-          "model": adapt.fingerprint(pb.model, pb.input_shape),
-          "inputs": adapt.digest(pb.x), "targets": adapt.digest(pb.target),
-          "labels": adapt.digest(pb.label), "index": adapt.digest(index),
-          "bounds": adapt.digest(pb.lo, pb.hi), **job.identity,
-          "key": None if key is None else adapt.digest(_key_data(key)),
-          "batch_size": batch_size, "n": pb.n}
-
-
-def _key_data(key) -> np.ndarray:
-  """The raw bits of a PRNG key, typed (jax.random.key) or not (PRNGKey)."""
-  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-    key = jax.random.key_data(key)
-  return np.asarray(key)
+BATCH_SIZE = 128  # fastest on 2 CPU cores (BUILD_NOTES.md); on a GPU use more
 
 
 def _check_batching(batch_size, devices, index, n: int):
@@ -91,7 +59,7 @@ def _check_batching(batch_size, devices, index, n: int):
 
 
 def execute(job: Job, pb: inputs.Problem, out_dir: str, *, index=None,
-            batch_size: int = 128, devices=None, stop_after: int | None = None,
+            batch_size: int = BATCH_SIZE, devices=None, stop_after: int | None = None,
             progress: bool = True, key=None) -> dict[str, np.ndarray]:
   """Runs `job` on the validated problem `pb` batch by batch into out_dir.
 
@@ -105,11 +73,11 @@ def execute(job: Job, pb: inputs.Problem, out_dir: str, *, index=None,
   if stop_after is not None and (isinstance(stop_after, bool) or stop_after < 0):
     raise ValueError(f"stop_after={stop_after!r}: must be >= 0 (or None for all batches).")
   batch_size, index = _check_batching(batch_size, devices, index, pb.n)
-  ident = job_identity(job, pb, index, batch_size, key)
+  ident = identity.job_identity(job, pb, index, batch_size, key)
   multihost.agree(ident)
   nb = -(-pb.n // batch_size)
   writer = jax.process_index() == 0
-  lock = io.Lock(out_dir, enabled=writer)
+  lock = store.Lock(out_dir, enabled=writer)
   try:
     done = _agreed_progress(out_dir, ident, nb, lock)
     _loop(job, pb, out_dir, ident, index, batch_size, devices, nb, done,
@@ -145,9 +113,9 @@ def _loop(job, pb, out_dir, ident, index, batch_size, devices, nb, done, stop_af
     err = None
     if jax.process_index() == 0:
       try:
-        io.write_part(out_dir, i, fp, out)
+        store.write_part(out_dir, i, fp, out)
         done.add(i)
-        io.atomic_json(os.path.join(out_dir, PROGRESS),
+        store.atomic_json(os.path.join(out_dir, PROGRESS),
                        dict(job=ident, num_batches=nb, done=sorted(done)))
       except OSError as e:
         err = e
@@ -191,10 +159,10 @@ def _check_progress(out_dir: str, job: dict) -> set[int]:
   if diff:
     raise ResumeError(f"{out_dir} holds results of a different job (it differs in: "
                       f"{', '.join(diff)}); use a new output folder or delete it.")
-  return {i for i in prog["done"] if os.path.exists(os.path.join(out_dir, io.PART.format(i)))}
+  return {i for i in prog["done"] if os.path.exists(os.path.join(out_dir, store.PART.format(i)))}
 
 
-def _agreed_progress(out_dir: str, job: dict, nb: int, lock: io.Lock) -> set[int]:
+def _agreed_progress(out_dir: str, job: dict, nb: int, lock: store.Lock) -> set[int]:
   """Process 0 takes the folder's lock and reads its progress; every process
   gets the verdict (so that all run the same batches even where out_dir is
   not shared)."""
@@ -232,7 +200,7 @@ def collect(out_dir: str) -> dict[str, np.ndarray]:
   if prog is None or not prog["done"]:
     return {}
   fp = identity.fingerprint(prog["job"])  # older parts carry none and pass
-  loaded = [io.read_part(out_dir, i, fp) for i in sorted(prog["done"])]
+  loaded = [store.read_part(out_dir, i, fp) for i in sorted(prog["done"])]
   return {k: np.concatenate([d[k] for d in loaded]) for k in loaded[0]}
 
 
@@ -244,31 +212,29 @@ def is_complete(out_dir: str) -> bool:
 
 def save(path: str, results: dict[str, np.ndarray]) -> None:
   """Writes merged results to one .npz (x_adv, r, success, target, label, ...)."""
-  import io as _bytes  # pylint: disable=import-outside-toplevel
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  buf = _bytes.BytesIO()
+  buf = io.BytesIO()
   np.savez(buf, **results)
-  io.atomic_write(path, buf.getvalue())
+  store.atomic_write(path, buf.getvalue())
 
 
 def run(model: Any, x, target, out_dir: str, *, bounds=(0.0, 1.0), options=None,
-        label=None, index=None, batch_size: int = 128, devices=None,
+        label=None, index=None, batch_size: int = BATCH_SIZE, devices=None,
         stop_after: int | None = None, progress: bool = True,
         untargeted: str = "all", key=None) -> dict[str, np.ndarray]:
   """Attacks x (N, ...) batch by batch, appending results to out_dir (§4.1).
 
   Args:
-    model: any model of `attacks.lbfgs` (a pair (apply_fn, params) keeps the
+    model: any model of `attack.lbfgs` (a pair (apply_fn, params) keeps the
       weights jit arguments).
     x: inputs (N, ...) inside the box (host array, the same on every process).
     target: (N,) int targets, or None for the untargeted modes.
     out_dir: where part-XXXXX.npz and progress.json go; reused to resume.
-    bounds, options, untargeted, key: as `attacks.lbfgs` (a fresh key per
+    bounds, options, untargeted, key: as `attack.lbfgs` (a fresh key per
       batch is folded from `key`); bounds may be per example (N, ...).
     label: (N,) true labels, saved (and used by untargeted attacks).
     index: (N,) dataset indices saved with the results (default arange(N)).
-    batch_size: fixed batch; a multiple of the device count. 128 is fastest
-      on 2 CPU cores (BUILD_NOTES.md); on a GPU use more.
+    batch_size: fixed batch; a multiple of the device count (`BATCH_SIZE`).
     devices: devices of the 'batch' mesh axis (default all, every process).
     stop_after: stop after this many newly finished batches (to test resuming).
     progress: show a tqdm progress bar (process 0 only).
@@ -276,7 +242,6 @@ def run(model: Any, x, target, out_dir: str, *, bounds=(0.0, 1.0), options=None,
   Returns:
     The merged results of all finished batches (`collect(out_dir)`).
   """
-  from advjax.runs import jobs  # pylint: disable=import-outside-toplevel
   job = jobs.attack(options, targeted=target is not None, untargeted=untargeted, key=key)
   pb = inputs.problem(model, x, bounds, target=target, label=label, check_logits=False)
   return execute(job, pb, out_dir, index=index, batch_size=batch_size, devices=devices,

@@ -18,6 +18,11 @@ import hashlib
 import json
 from typing import Any
 
+import jax
+import numpy as np
+
+from advjax import adapt
+
 SCHEMA = 2
 
 # Fields added after results were first cached, at the value that behaves as
@@ -72,6 +77,25 @@ def differs(recorded: dict, job: dict) -> list[str]:
   """The parts of `job` that a recorded job (any schema) differs in."""
   old = migrate(recorded)
   return [k for k in job if old.get(k) != job[k]]
+
+
+def job_identity(job, pb, index, batch_size: int, key) -> dict:
+  """What identifies a run of `job` (a `jobs.Job`) on the checked problem `pb`
+  (`inputs.Problem`), part by part (so that a refusal can say what differs)."""
+  return {"schema": SCHEMA, "method": job.method,
+          "model": adapt.fingerprint(pb.model, pb.input_shape),
+          "inputs": adapt.digest(pb.x), "targets": adapt.digest(pb.target),
+          "labels": adapt.digest(pb.label), "index": adapt.digest(index),
+          "bounds": adapt.digest(pb.lo, pb.hi), **job.identity,
+          "key": None if key is None else adapt.digest(key_data(key)),
+          "batch_size": batch_size, "n": pb.n}
+
+
+def key_data(key) -> np.ndarray:
+  """The raw bits of a PRNG key, typed (jax.random.key) or not (PRNGKey)."""
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  return np.asarray(key)
 
 
 def fingerprint(job: dict) -> str:

@@ -6,8 +6,8 @@ paper's result, the command (`python -m experiments.<name>`), the runtime and
 the expected numbers.
 """
 
-from advjax import attacks
+from advjax.attack import PAPER
 
 # The weaker attack of every quick run (seconds-sized; its distortions are
 # larger than the paper's c search gives): 3 bisections of c, 30 L-BFGS-B steps.
-QUICK_ATTACK = attacks.PAPER._replace(bisect_steps=3, maxiter=30)
+QUICK_ATTACK = PAPER._replace(bisect_steps=3, maxiter=30)

@@ -40,18 +40,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from advjax import attacks
-from advjax.attacks import AttackOptions
+
 from advjax.advtrain import PoolConfig, Variant
 from advjax.train import TrainConfig
+from advjax.attack import PAPER, AttackOptions
 from experiments import common
 from experiments.configs import QUICK_ATTACK
 
 TITLE = "Adversarial training: the budgeted search (one seed; §4.2)"
 
-CHEAP = attacks.PAPER._replace(bisect_steps=2, maxiter=10)
-MEDIUM = attacks.PAPER._replace(bisect_steps=6, maxiter=50)  # the 10k run's setting
-FULL = attacks.PAPER  # Table 1's c search
+CHEAP = PAPER._replace(bisect_steps=2, maxiter=10)
+MEDIUM = PAPER._replace(bisect_steps=6, maxiter=50)  # the 10k run's setting
+FULL = PAPER  # Table 1's c search
 # The schedule of every net in the search (the 10k run's, BUILD_NOTES §3).
 TRAIN = TrainConfig(lr=1e-2, epochs=60, batch_size=64, schedule="cosine")
 CENTRE = PoolConfig(size=2000, refresh=0.25, every=1, weight=1.0, batch_size=250,
@@ -142,7 +142,7 @@ def centre(quick: bool = False) -> PoolConfig:
   if not quick:
     return CENTRE
   return CENTRE._replace(size=50, batch_size=50,
-                         attack=attacks.PAPER._replace(bisect_steps=2, maxiter=20))
+                         attack=PAPER._replace(bisect_steps=2, maxiter=20))
 
 
 def get_config(quick: bool = False) -> Config:

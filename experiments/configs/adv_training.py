@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from advjax import attacks
-from advjax.attacks import AttackOptions
+from advjax.attack import PAPER, AttackOptions
 from advjax.advtrain import Variant
 from advjax.train import TrainConfig
 from experiments import common
@@ -66,7 +65,7 @@ class Config(common.ExperimentConfig):
                                        BASELINES + FINALISTS)
   n_eval: int = 500
   seed: int = 0  # the evaluation protocol's permutation and targets
-  eval_attack: AttackOptions = attacks.PAPER
+  eval_attack: AttackOptions = PAPER
 
 
 def get_config(quick: bool = False) -> Config:

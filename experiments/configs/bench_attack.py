@@ -12,7 +12,7 @@ seed-0 checkpoint of train_models.py if present, else trained here for
 weights, params traced). Targeted (random wrong labels) and untargeted, the
 default options (untargeted: the joint search), the c search alone
 (`first_order_steps=0`), advjax's own DDN, the untargeted search of the 2
-nearest labels (`joint=False`) and the paper's procedure (`attacks.PAPER`).
+nearest labels (`joint=False`) and the paper's procedure (`advjax.attack.PAPER`).
 
 Command:  python -m experiments.bench_attack            (sizes for the device it finds)
 Command (quick): python -m experiments.bench_attack --quick   (about a minute)

@@ -5,7 +5,7 @@ attack's distortions, Table 1, but no per-example lower bound). For the paper's
 MNIST nets (seed-0 checkpoints of experiments.train_models, 60k images) and
 the first `n_images` test images: the certified L2 radius ρ(x) of every method
 (advjax.certify: 'lipschitz', 'ibp', 'crown', 'exact' for the affine FC10 nets)
-and the untargeted attack's distortion d(x) (advjax.attacks.lbfgs, default
+and the untargeted attack's distortion d(x) (advjax.attack.lbfgs, default
 options, over every label), so that ρ(x) ≤ d*(x) ≤ d(x). Reported: mean and
 median radius (L2 and the paper's RMS), the attack's mean distortion, the
 median per-example ratio ρ/d, certified accuracy (correct and ρ ≥ ε) against
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from advjax.attacks import AttackOptions
+from advjax.attack import AttackOptions
 from experiments import common
 from experiments.configs import QUICK_ATTACK
 
@@ -55,7 +55,7 @@ class Config(common.ExperimentConfig):
     eps: L2 radii of the accuracy columns (1.58 is the literature's MNIST ε).
     batch_size: the engine's batch (certificate and attack).
     attack: the attack's options (untargeted over every label).
-    paper_on_affine: also run `attacks.PAPER` on the affine nets, against the
+    paper_on_affine: also run `advjax.attack.PAPER` on the affine nets, against the
       exact minimum.
     conv_rtol: the conv net's searches stop once ρ is known within this
       fraction (its CROWN is ~10x slower than the MLPs'); the result is still

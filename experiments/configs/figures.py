@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from advjax import attacks
-from advjax.attacks import AttackOptions
+from advjax.attack import PAPER, AttackOptions
 from experiments import common
 from experiments.configs import QUICK_ATTACK
 
@@ -35,7 +34,7 @@ class Config(common.ExperimentConfig):
   n_noise: int = 500
   # conv-net attacks run ~40 img/s on this CPU (BUILD_NOTES.md): fewer images
   n_noise_conv: int = 64
-  attack: AttackOptions = attacks.PAPER
+  attack: AttackOptions = PAPER
 
 
 def get_config(quick: bool = False) -> Config:

@@ -42,7 +42,7 @@ import dataclasses
 from typing import NamedTuple
 
 from advjax.advtrain import PoolConfig
-from advjax.attacks import AttackOptions
+from advjax.attack import AttackOptions
 from advjax.certify.options import CertifyOptions
 from advjax.regularise import RegConfig
 from advjax.train import TrainConfig

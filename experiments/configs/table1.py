@@ -18,9 +18,9 @@ Expected (measured on 10k-image models): 100% success; distortion FC10(1e-4)
 from __future__ import annotations
 
 import dataclasses
+from advjax.attack import PAPER, AttackOptions
 
-from advjax import attacks
-from advjax.attacks import AttackOptions
+
 from experiments import common
 from experiments.configs import QUICK_ATTACK
 
@@ -43,7 +43,7 @@ class Config(common.ExperimentConfig):
   n_images: int = 1000
   seed: int = 0  # the protocol's permutation and targets (not a training seed)
   batch_size: int = 250
-  attack: AttackOptions = attacks.PAPER
+  attack: AttackOptions = PAPER
 
 
 def get_config(quick: bool = False) -> Config:

@@ -18,9 +18,9 @@ Expected (measured on 10k-image models): transfer 9–50% against noise
 from __future__ import annotations
 
 import dataclasses
+from advjax.attack import PAPER, AttackOptions
 
-from advjax import attacks
-from advjax.attacks import AttackOptions
+
 from experiments import common
 from experiments.configs import QUICK_ATTACK
 
@@ -54,7 +54,7 @@ class Config(common.ExperimentConfig):
   sigmas: tuple[float, ...] = (0.06, 0.1)
   amplify: float = 0.1
   batch_size: int = 250
-  attack: AttackOptions = attacks.PAPER
+  attack: AttackOptions = PAPER
 
 
 def get_config(quick: bool = False) -> Config:

@@ -17,7 +17,8 @@ import time
 import jax
 import numpy as np
 
-from advjax import checkpoint, convert, data, lipschitz, models
+from advjax import checkpoint, convert, data, models
+from advjax.norms import layers
 from experiments import common
 from experiments.configs import lipschitz_bounds as config
 
@@ -48,10 +49,10 @@ def get_mnist_model(cfg: config.Config, folder: str):
 def analyse(model, params, x, cfg, pairs=None) -> dict:
   """Table 5 rows, products and the empirical lower bound of one model."""
   t0 = time.time()
-  nb = lipschitz.layer_bounds(model, params, tol=cfg.tol)
+  nb = layers.layer_bounds(model, params, tol=cfg.tol)
   t1 = time.time()
   fn = lambda p, v: model.apply(p, v)
-  e = lipschitz.empirical_lower_bound(fn, x, None if pairs is None else pairs[1],
+  e = layers.empirical_lower_bound(fn, x, None if pairs is None else pairs[1],
                                       iters=cfg.jacobian_iters, batch_size=16,
                                       params=params)
   if pairs is not None and pairs[0].shape != x.shape:

@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 
-from advjax import advtrain, checkpoint, inputs, lipschitz, models, regularise, train
+from advjax import advtrain, checkpoint, inputs, models, regularise, train
 from advjax.certify.options import CertifyOptions
+from advjax.norms import layers
 from advjax.runs import driver, jobs
 from experiments import common
 from experiments.configs import lipschitz_training as config
@@ -84,14 +85,14 @@ def measure(cfg: config.Config, model, params, te, folder: str, conv: bool) -> d
   ok = correct & adv["success"]
   k = cfg.n_lipschitz
   pair = ok[:k].reshape((-1,) + (1,) * (x.ndim - 1))  # pairs x_adv = x are ignored
-  emp = lipschitz.empirical_lower_bound(model.apply, x[:k], np.where(
+  emp = layers.empirical_lower_bound(model.apply, x[:k], np.where(
       pair, adv["x_adv"][:k], x[:k]), params=params)
   mean = lambda a: float(a.mean()) if a.size else None
   row = {"test_err": models.error_rate(model, params, te.x, te.y),
          "mean_l2": mean(adv["l2"][ok]), "mean_rms": mean(adv["distortion"][ok]),
          "attack_success": mean(adv["success"][correct]),
          "mean_radius": mean(rho[correct]),
-         "bound_product": lipschitz.layer_bounds(model, params).product,
+         "bound_product": layers.layer_bounds(model, params).product,
          "empirical_lower": _finite(emp.lower)}
   for e in cfg.eps:
     row[f"certified@{e}"] = float((correct & (rho >= e)).mean())

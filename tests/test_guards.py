@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import certificates, lipschitz, models, spectral, train
+from advjax import models, train
+from advjax.norms import layers, spectral, upper_bounds
 
 matmul = lambda x, w: x @ w
 
@@ -35,7 +36,7 @@ def test_power_method_on_zero_matrix_is_exactly_zero():
 def test_non_finite_weights_are_refused_by_name(bad):
   W = _nan((5, 4), 3, bad)
   K = _nan((3, 3, 1, 2), 5, bad)
-  err = certificates.NonFiniteError
+  err = upper_bounds.NonFiniteError
   with pytest.raises(err, match=r"operator_norm: args\[0\] holds 1 NaN/inf"):
     spectral.operator_norm(matmul, (5,), args=(jnp.asarray(W),), method="power")
   with pytest.raises(err, match="dense_norm: W holds 1 NaN/inf"):
@@ -52,15 +53,15 @@ def test_certificates_refuse_non_finite_input(bad):
   """cholesky_upper of a NaN matrix 'certified' 1.0001; the FFT bound of a
   NaN kernel was 0.0; gram_upper returned nan."""
   W, K = _nan((6, 4), 2, bad), _nan((3, 3, 1, 1), 4, bad)
-  err = certificates.NonFiniteError
+  err = upper_bounds.NonFiniteError
   with pytest.raises(err, match="gram_upper: W holds"):
-    certificates.gram_upper(W)
+    upper_bounds.gram_upper(W)
   with pytest.raises(err, match="cholesky_upper: W holds"):
-    certificates.cholesky_upper(W, 1.0)
+    upper_bounds.cholesky_upper(W, 1.0)
   with pytest.raises(err, match="circular_conv_norm: kernel holds"):
-    certificates.circular_conv_norm(K, (6, 6))
+    upper_bounds.circular_conv_norm(K, (6, 6))
   with pytest.raises(err, match="cholesky_upper: lower"):
-    certificates.cholesky_upper(np.eye(3), bad)
+    upper_bounds.cholesky_upper(np.eye(3), bad)
 
 
 @pytest.mark.parametrize("shape", [(0, 4), (4, 0), (0, 0), (3, 5)])
@@ -68,8 +69,8 @@ def test_zero_and_empty_operators_are_exactly_zero(shape):
   """Empty matrices raised 'need at least one array to stack', DSYRK or
   IndexError; zero ones ARPACK's 'starting vector is zero'."""
   W = np.zeros(shape, np.float32)
-  assert certificates.gram_upper(W) == 0.0
-  assert certificates.cholesky_upper(W, 0.0) == 0.0
+  assert upper_bounds.gram_upper(W) == 0.0
+  assert upper_bounds.cholesky_upper(W, 0.0) == 0.0
   r = spectral.dense_norm(W)
   assert (r.estimate, r.upper) == (0.0, 0.0)
 
@@ -80,8 +81,8 @@ def test_zero_and_empty_kernels_are_exactly_zero():
     K = np.zeros(kshape, np.float32)
     r = spectral.conv_norm(K, ishape)
     assert (r.estimate, r.upper) == (0.0, 0.0), kshape
-    assert certificates.circular_conv_norm(K, (6, 6)) == 0.0
-    assert certificates.circular_conv_norm(K, (6, 6), rtol=1e-4) == 0.0
+    assert upper_bounds.circular_conv_norm(K, (6, 6)) == 0.0
+    assert upper_bounds.circular_conv_norm(K, (6, 6), rtol=1e-4) == 0.0
   r = spectral.operator_norm(matmul, (0,), args=(jnp.zeros((0, 3)),))
   assert (r.estimate, r.upper) == (0.0, 0.0)
 
@@ -92,23 +93,23 @@ def test_extreme_scales_stay_certified_and_finite():
   W = np.random.RandomState(1).randn(7, 5)
   truth = np.linalg.norm(W, 2)
   for scale in (1e-200, 1e200):
-    got = certificates.gram_upper(W * scale, rtol=0)
+    got = upper_bounds.gram_upper(W * scale, rtol=0)
     assert truth * (1 - 1e-12) <= got / scale <= truth * (1 + 1e-6)
-    up = certificates.cholesky_upper(W * scale, truth * scale * (1 - 1e-9))
+    up = upper_bounds.cholesky_upper(W * scale, truth * scale * (1 - 1e-9))
     assert truth * (1 - 1e-12) <= up / scale <= truth * (1 + 1e-3)
     K = W[:3, :3].reshape(3, 3, 1, 1) * scale
-    exact = certificates.circular_conv_norm(W[:3, :3].reshape(3, 3, 1, 1), (6, 6))
-    assert math.isclose(certificates.circular_conv_norm(K, (6, 6)) / scale, exact,
+    exact = upper_bounds.circular_conv_norm(W[:3, :3].reshape(3, 3, 1, 1), (6, 6))
+    assert math.isclose(upper_bounds.circular_conv_norm(K, (6, 6)) / scale, exact,
                         rel_tol=1e-12)
 
 
 def test_overflowing_bound_raises_not_inf():
-  with pytest.raises(certificates.NonFiniteError, match="came out inf"):
-    certificates.certified(float("inf"), "test")
-  assert certificates.certified(np.float32(2.5), "test") == 2.5
+  with pytest.raises(upper_bounds.NonFiniteError, match="came out inf"):
+    upper_bounds.certified(float("inf"), "test")
+  assert upper_bounds.certified(np.float32(2.5), "test") == 2.5
   # float32 WᵀW overflows: an error that says so, not an ARPACK failure
   W = np.full((40, 30), 1e25, np.float32)
-  with pytest.raises(certificates.NonFiniteError, match="overflows float32"):
+  with pytest.raises(upper_bounds.NonFiniteError, match="overflows float32"):
     spectral.dense_norm(W)
 
 
@@ -118,17 +119,17 @@ def test_layer_bounds_names_the_non_finite_layer():
   k = np.array(params["fc2"]["kernel"])
   k[3, 4] = np.nan
   params = dict(params, fc2=dict(params["fc2"], kernel=k))
-  with pytest.raises(certificates.NonFiniteError,
+  with pytest.raises(upper_bounds.NonFiniteError,
                      match=r"^layer 'fc2' \(dense\): dense_norm: W holds 1 NaN/inf"):
-    lipschitz.layer_bounds(model, params)
+    layers.layer_bounds(model, params)
 
 
 def test_dead_aliases_and_reexports_are_gone():
-  """train.predict was unused; lipschitz re-exported the spectral functions
-  and spectral those of certificates for callers that no longer exist."""
+  """train.predict was unused; norms.layers re-exported the spectral functions
+  and spectral those of upper_bounds for callers that no longer exist."""
   assert not hasattr(train, "predict")
   for name in ("NormResult", "conv_fn", "gram_upper", "operator_norm",
                "circular_conv_norm"):
-    assert not hasattr(lipschitz, name), name
+    assert not hasattr(layers, name), name
   for name in ("gram_upper", "cholesky_upper", "circular_conv_norm"):
     assert not hasattr(spectral, name), name

@@ -173,6 +173,10 @@ def test_each_runs_module_imports_alone_in_a_fresh_interpreter():
     ("advjax.ddn", "advjax.attack.ddn", "ddn"),
     ("advjax.driver", "advjax.runs.driver", "execute"),
     ("advjax.driver", "advjax.runs.identity", "job_identity"),
+    ("advjax.spectral", "advjax.norms.spectral", "conv_norm"),
+    ("advjax.certificates", "advjax.norms.upper_bounds", "gram_upper"),
+    ("advjax.convgeom", "advjax.norms.conv_geometry", "conv_fn"),
+    ("advjax.lipschitz", "advjax.norms.layers", "layer_bounds"),
 ])
 def test_old_names_warn_and_give_the_same_objects(old, new, name):
   mod = importlib.import_module(old)

@@ -1,4 +1,4 @@
-"""advjax.spectral and advjax.lipschitz against dense SVDs, closed forms and
+"""advjax.norms (spectral, layers) against dense SVDs, closed forms and
 brute force (§4.3)."""
 
 import functools
@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import certificates
-from advjax import lipschitz as lp
 from advjax import models
-from advjax import spectral as sp
+from advjax.norms import conv_geometry
+from advjax.norms import layers as lp
+from advjax.norms import spectral as sp
+from advjax.norms import upper_bounds
 
 RTOL = 1e-6  # required relative error of the estimate
 F32 = 1e-6  # float32 rounding allowance for "estimate ≤ truth"
@@ -52,7 +53,7 @@ CONV_CASES = [  # (kernel hwio, input hwc, stride, padding, dilation)
 @pytest.mark.parametrize("kshape,ishape,stride,pad,dil", CONV_CASES)
 def test_conv_norm_matches_dense_svd(kshape, ishape, stride, pad, dil):
   K = np.random.RandomState(sum(kshape)).randn(*kshape).astype(np.float32)
-  truth = dense_sigma(sp.conv_fn(K, stride, pad, dil, ishape[:2]), ishape)[0]
+  truth = dense_sigma(conv_geometry.conv_fn(K, stride, pad, dil, ishape[:2]), ishape)[0]
   r = sp.conv_norm(K, ishape, stride, pad, dil)
   check(r, truth, upper_rtol=0.01)
   fft = sp.conv_norm(K, ishape, stride, pad, dil, dense_limit=0)  # FFT bound only
@@ -66,7 +67,7 @@ def test_conv_fn_matches_flax_conv():
     conv = nn.Conv(4, (3, 2), strides=stride, padding=pad, use_bias=False)
     p = conv.init(jax.random.PRNGKey(0), x)
     want = conv.apply(p, x)[0]
-    got = sp.conv_fn(p["params"]["kernel"], stride, pad, 1, (9, 8))(x[0])
+    got = conv_geometry.conv_fn(p["params"]["kernel"], stride, pad, 1, (9, 8))(x[0])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -76,8 +77,8 @@ def test_polyphase_normalisation_is_one_over_stride(stride):
   check via σ₁); the paper's printed Δ⁻² is off by the factor Δ."""
   K = np.random.RandomState(stride).randn(3, 3, 2, 3)
   n = 6
-  sv = dense_sigma(sp.conv_fn(K, stride, "CIRCULAR", 1, (n, n)), (n, n, 2))
-  exact = certificates.circular_conv_norm(K, (n, n), (stride, stride))
+  sv = dense_sigma(conv_geometry.conv_fn(K, stride, "CIRCULAR", 1, (n, n)), (n, n, 2))
+  exact = upper_bounds.circular_conv_norm(K, (n, n), (stride, stride))
   np.testing.assert_allclose(exact, sv[0], rtol=1e-12)
   if stride > 1:
     assert abs(exact / stride - sv[0]) > 0.1 * sv[0]  # the Δ⁻² version
@@ -88,12 +89,12 @@ def test_screened_fft_bound_is_certified_and_tight():
   frequency; never below the exact circular norm, at most sqrt(1 + rtol) above."""
   K = np.random.RandomState(7).randn(3, 3, 40, 80)
   for N, s in [((6, 6), (1, 1)), ((6, 8), (2, 2))]:
-    exact = certificates.circular_conv_norm(K, N, s)
-    got = certificates.circular_conv_norm(K, N, s, rtol=1e-4)
+    exact = upper_bounds.circular_conv_norm(K, N, s)
+    got = upper_bounds.circular_conv_norm(K, N, s, rtol=1e-4)
     assert exact * (1 - 1e-12) <= got <= exact * math.sqrt(1 + 1e-4) * (1 + 1e-9)
   # and through conv_norm, against the dense SVD of the zero-padded conv
   K = K[:, :, :, :70].astype(np.float32)
-  truth = dense_sigma(sp.conv_fn(K, 1, "SAME", 1, (5, 5)), (5, 5, 40))[0]
+  truth = dense_sigma(conv_geometry.conv_fn(K, 1, "SAME", 1, (5, 5)), (5, 5, 40))[0]
   r = sp.conv_norm(K, (5, 5, 40), 1, "SAME", dense_limit=0)
   assert r.upper_method.startswith("fft") and r.upper >= truth * (1 - 1e-12)
   assert r.estimate <= truth * (1 + F32) and abs(r.estimate / truth - 1) <= RTOL
@@ -104,10 +105,10 @@ def test_cholesky_certificate():
   None when the lower bound is far below the norm."""
   W = np.random.RandomState(8).randn(300, 120)
   truth = np.linalg.norm(W, 2)
-  up = certificates.cholesky_upper(W, truth * (1 - 1e-7), rtol=1e-4)
+  up = upper_bounds.cholesky_upper(W, truth * (1 - 1e-7), rtol=1e-4)
   assert truth <= up <= truth * (1 + 1e-4)
-  assert certificates.cholesky_upper(W.T, truth * (1 - 1e-7)) >= truth
-  assert certificates.cholesky_upper(W, truth / 2) is None
+  assert upper_bounds.cholesky_upper(W.T, truth * (1 - 1e-7)) >= truth
+  assert upper_bounds.cholesky_upper(W, truth / 2) is None
   W32 = W.astype(np.float32)
   r = sp.dense_norm(W32)
   assert r.upper_method == "cholesky"
@@ -142,7 +143,7 @@ def test_closed_forms():
   h = np.array([[1, 1], [1, 1]]), np.array([[1, 1], [-1, -1]]), \
       np.array([[1, -1], [1, -1]]), np.array([[1, -1], [-1, 1]])
   K = np.stack(h, -1)[:, :, None, :].astype(np.float32) / 2
-  sv = dense_sigma(sp.conv_fn(K, 2, "VALID", 1, (6, 8)), (6, 8, 1))
+  sv = dense_sigma(conv_geometry.conv_fn(K, 2, "VALID", 1, (6, 8)), (6, 8, 1))
   np.testing.assert_allclose(sv, 1, atol=1e-6)
   r = sp.conv_norm(K, (6, 8, 1), 2, "VALID")
   assert abs(r.estimate - 1) < RTOL and abs(r.upper - 1) < 1e-9
@@ -174,7 +175,7 @@ def test_reshaped_kernel_norm_is_not_the_conv_norm():
 
 def test_float64_and_power_method():
   K = np.random.RandomState(3).randn(3, 3, 2, 3)
-  truth = dense_sigma(sp.conv_fn(K, 2, "SAME", 1, (7, 7)), (7, 7, 2))[0]
+  truth = dense_sigma(conv_geometry.conv_fn(K, 2, "SAME", 1, (7, 7)), (7, 7, 2))[0]
   with jax.enable_x64(True):
     r = sp.conv_norm(K, (7, 7, 2), 2, "SAME", dtype=jnp.float64)
   assert abs(r.estimate / truth - 1) < 1e-9 and r.upper >= truth * (1 - 1e-12)
@@ -194,15 +195,15 @@ def test_dense_norm_and_gram():
   W = rs.randn(40, 30)
   truth = np.linalg.norm(W, 2)
   for steps in range(0, 8):
-    assert certificates.gram_upper(W, max_steps=steps) >= truth * (1 - 1e-12)
-  assert certificates.gram_upper(W, max_steps=16, rtol=0) <= truth * (1 + 1e-6)
+    assert upper_bounds.gram_upper(W, max_steps=steps) >= truth * (1 - 1e-12)
+  assert upper_bounds.gram_upper(W, max_steps=16, rtol=0) <= truth * (1 + 1e-6)
 
 
 def test_operator_norm_generic_and_errors():
   # a composite linear map: conv, then a transposed conv, then a crop
   K = np.random.RandomState(1).randn(3, 3, 2, 2).astype(np.float32)
   f = lambda x: jax.lax.conv_transpose(
-      sp.conv_fn(K, 2, "SAME", 1, (6, 6))(x)[None], jnp.asarray(K, x.dtype),
+      conv_geometry.conv_fn(K, 2, "SAME", 1, (6, 6))(x)[None], jnp.asarray(K, x.dtype),
       (2, 2), "SAME",
       dimension_numbers=("NHWC", "HWIO", "NHWC"))[0, 1:]
   truth = dense_sigma(f, (6, 6, 2))[0]

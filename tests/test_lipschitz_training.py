@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import data, lipschitz, models, regularise, spectral, train
+from advjax import data, models, regularise, train
+from advjax.norms import conv_geometry, layers
 from experiments import common
 from experiments import lipschitz_training as script
 from experiments.configs import lipschitz_training as config
@@ -28,7 +29,7 @@ def test_power_iteration_converges_to_svd_dense_and_conv():
   assert float(sig[0]) == pytest.approx(np.linalg.svd(W, compute_uv=False)[0], rel=1e-4)
   K = np.random.default_rng(1).normal(size=(3, 3, 2, 3)).astype(np.float32)
   conv = regularise.Operator("c", "conv", (6, 5, 2), K.shape, 2, "SAME", 1.0)
-  f = spectral.conv_fn(K, 2, "SAME", input_hw=(6, 5))
+  f = conv_geometry.conv_fn(K, 2, "SAME", input_hw=(6, 5))
   dense = np.asarray(jax.jacfwd(lambda v: f(v).ravel())(jnp.zeros((6, 5, 2)))).reshape(-1, 60)
   sig, _ = regularise.update((conv,), {"c": {"kernel": K}}, regularise.init((conv,)), 300)
   assert float(sig[0]) == pytest.approx(np.linalg.svd(dense, compute_uv=False)[0], rel=1e-3)
@@ -88,7 +89,7 @@ def test_operators_match_table5_product():
   params = model.init(jax.random.PRNGKey(0))
   ops = regularise.operators(model)
   assert [op.factor for op in ops] == [0.25, 0.25, 1.0]
-  ref = lipschitz.layer_bounds(model, params).product
+  ref = layers.layer_bounds(model, params).product
   assert float(np.prod(regularise.bounds_of(model, params, iters=300))) == pytest.approx(
       ref, rel=1e-3)
   conv = regularise.operators(models.get_model("conv"))  # ReLU 1, 2×2/2 pools 1

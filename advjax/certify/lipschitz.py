@@ -39,7 +39,7 @@ def _model(apply):
 
 def constants(apply, params) -> Constants:
   """The layer bounds of an advjax Model (host, float64); raises otherwise."""
-  from advjax import lipschitz  # pylint: disable=import-outside-toplevel
+  from advjax.norms import layers as lipschitz  # pylint: disable=import-outside-toplevel
   model = _model(apply)
   if model is None:
     raise ValueError(

@@ -43,15 +43,15 @@ import dataclasses
 
 from advjax.advtrain import PoolConfig, Variant
 from advjax.train import TrainConfig
-from advjax.attack import PAPER, AttackOptions
+from advjax.attack import AttackOptions
 from experiments import common
-from experiments.configs import QUICK_ATTACK
+from experiments.configs import PAPER_ATTACK, QUICK_ATTACK
 
 TITLE = "Adversarial training: the budgeted search (one seed; §4.2)"
 
-CHEAP = PAPER._replace(bisect_steps=2, maxiter=10)
-MEDIUM = PAPER._replace(bisect_steps=6, maxiter=50)  # the 10k run's setting
-FULL = PAPER  # Table 1's c search
+CHEAP = PAPER_ATTACK._replace(bisect_steps=2, maxiter=10)
+MEDIUM = PAPER_ATTACK._replace(bisect_steps=6, maxiter=50)  # the 10k run's setting
+FULL = PAPER_ATTACK  # Table 1's c search
 # The schedule of every net in the search (the 10k run's, BUILD_NOTES §3).
 TRAIN = TrainConfig(lr=1e-2, epochs=60, batch_size=64, schedule="cosine")
 CENTRE = PoolConfig(size=2000, refresh=0.25, every=1, weight=1.0, batch_size=250,
@@ -142,7 +142,7 @@ def centre(quick: bool = False) -> PoolConfig:
   if not quick:
     return CENTRE
   return CENTRE._replace(size=50, batch_size=50,
-                         attack=PAPER._replace(bisect_steps=2, maxiter=20))
+                         attack=PAPER_ATTACK._replace(bisect_steps=2, maxiter=20))
 
 
 def get_config(quick: bool = False) -> Config:

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from advjax.attack import PAPER, AttackOptions
+from advjax.attack import AttackOptions
 from advjax.advtrain import Variant
 from advjax.train import TrainConfig
 from experiments import common
-from experiments.configs import adv_search
+from experiments.configs import PAPER_ATTACK, adv_search
 
 TITLE = "Adversarial training vs weight decay vs dropout (§4.2)"
 PAPER = {"weight decay": 1.6, "dropout": 1.3, "adversarial pool": 1.2}
@@ -65,7 +65,7 @@ class Config(common.ExperimentConfig):
                                        BASELINES + FINALISTS)
   n_eval: int = 500
   seed: int = 0  # the evaluation protocol's permutation and targets
-  eval_attack: AttackOptions = PAPER
+  eval_attack: AttackOptions = PAPER_ATTACK
 
 
 def get_config(quick: bool = False) -> Config:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from advjax.attack import PAPER, AttackOptions
+from advjax.attack import AttackOptions
 from experiments import common
-from experiments.configs import QUICK_ATTACK
+from experiments.configs import PAPER_ATTACK, QUICK_ATTACK
 
 TITLE = "Figures: adversarial examples vs noise of equal distortion (§4.2)"
 MODELS = ("FC10(1e-2)", "FC100-100-10", "FC200-200-10", "AE400-10", "conv")
@@ -34,7 +34,7 @@ class Config(common.ExperimentConfig):
   n_noise: int = 500
   # conv-net attacks run ~40 img/s on this CPU (BUILD_NOTES.md): fewer images
   n_noise_conv: int = 64
-  attack: AttackOptions = PAPER
+  attack: AttackOptions = PAPER_ATTACK
 
 
 def get_config(quick: bool = False) -> Config:

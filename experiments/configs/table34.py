@@ -18,11 +18,11 @@ Expected (measured on 10k-image models): transfer 9–50% against noise
 from __future__ import annotations
 
 import dataclasses
-from advjax.attack import PAPER, AttackOptions
+from advjax.attack import AttackOptions
 
 
 from experiments import common
-from experiments.configs import QUICK_ATTACK
+from experiments.configs import PAPER_ATTACK, QUICK_ATTACK
 
 TITLE = "Tables 3–4: cross-training-set generalisation (§4.2)"
 MODELS = ("P1-FC100-100-10", "P1-FC123-456-10", "P2-FC100-100-10")
@@ -54,7 +54,7 @@ class Config(common.ExperimentConfig):
   sigmas: tuple[float, ...] = (0.06, 0.1)
   amplify: float = 0.1
   batch_size: int = 250
-  attack: AttackOptions = PAPER
+  attack: AttackOptions = PAPER_ATTACK
 
 
 def get_config(quick: bool = False) -> Config:

@@ -17,7 +17,7 @@ def committed():
   r = claims.load(ROOT)
   if "summary" not in r["table1"]:  # fail loudly, never skip: the rerun is due
     pytest.fail("the committed results.json files predate the seed schema of "
-                "issue 10; regenerate them: python experiments/reproduce.py --seeds 3")
+                "issue 10; regenerate them: python -m experiments.reproduce --seeds 3")
   return r
 
 

@@ -5,12 +5,15 @@ distance: an upper bound on the minimal distortion. `radius` gives a lower
 bound: no x + r with ‖r‖₂ below it, inside the box, changes the label.
 
 Methods, loosest first: 'lipschitz' (global margin bound from §4.3's layer
-norms), 'ibp' (interval bounds), 'crown' (linear relaxations, Zhang et al.
-2018), 'alpha-crown' (optimised ReLU slopes, Xu et al. 2021), and 'exact' for
-affine models. The model is traced to a jaxpr and interpreted with one bound
-rule per primitive (`interpret`, `rules`), as jax_verify does, so any JAX model
-built from supported primitives is certified; the L2 ball is intersected with
-the input box (`concretize`). See /work/shared/notes/CERTIFY.md.
+norms, as in Tsuzuku et al. 2018, "Lipschitz-Margin Training"), 'ibp'
+(interval bounds, Gowal et al. 2018), 'crown' (linear relaxations, Zhang et
+al. 2018, "Efficient Neural Network Robustness Certification with General
+Activation Functions"), 'alpha-crown' (optimised ReLU slopes, Xu et al. 2021,
+"Fast and Complete"), and 'exact' for affine models. The model is traced to a
+jaxpr and interpreted with one bound rule per primitive (`interpret`,
+`rules`), as DeepMind's jax_verify does, so any JAX model built from
+supported primitives is certified; the L2 ball is intersected with the input
+box (`concretize`).
 """
 
 from advjax.certify.interpret import UnsupportedPrimitiveError

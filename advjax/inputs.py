@@ -233,8 +233,37 @@ def check_batch_independent(model: Any, w: adapt.Wrapped, x: np.ndarray,
     raise ValueError(f"the model maps a batch {xs.shape} to {a.shape} but one example at "
                      f"a time to {b.shape[1:]}; it must give logits (B, K).")
   scale = max(float(np.nanmax(np.abs(b))) if np.isfinite(b).any() else 0.0, 1e-30)
-  if np.nanmax(np.abs(a - b), initial=0.0) > 1e-3 * scale:
+  if np.nanmax(np.abs(a - b), initial=0.0) > batch_tolerance(w, x.shape[1:]) * scale:
     raise ValueError(_TRAIN_MODE + ".")
+
+
+def batch_tolerance(w: adapt.Wrapped, shape) -> float:
+  """How far (relative to the logits' scale) a batched call may differ from
+  one-at-a-time calls: 1e-3, or 8 eps of the narrowest float the model
+  computes in (bfloat16's resolution, 2^-7, is above 1e-3; the two calls may
+  round differently in every layer)."""
+  eps = np.finfo(np.float32).eps
+  for d in float_dtypes(w.apply, w.params, shape):
+    eps = max(eps, float(jnp.finfo(d).eps))
+  return max(1e-3, 8 * eps)
+
+
+def float_dtypes(apply, params, shape) -> set:
+  """The float dtypes of every value `apply(params, x)` computes for one x."""
+  spec = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
+  jaxpr = jax.make_jaxpr(apply)(params, spec).jaxpr
+  out, todo = set(), [jaxpr]
+  while todo:
+    j = todo.pop()
+    for eqn in j.eqns:
+      out.update(jnp.dtype(v.aval.dtype) for v in eqn.outvars
+                 if jnp.issubdtype(getattr(v.aval, "dtype", np.int32), jnp.floating))
+      for p in eqn.params.values():
+        for sub in (p if isinstance(p, (tuple, list)) else (p,)):
+          sub = getattr(sub, "jaxpr", sub)
+          if hasattr(sub, "eqns"):
+            todo.append(sub)
+  return out
 
 
 @jax.jit
@@ -298,3 +327,12 @@ def empty_fields(pb: Problem, fields) -> list[np.ndarray]:
   return [pb.x if f in like_x else np.zeros(0, np.int32 if f in ints else
                                             bool if f == "success" else np.float32)
           for f in fields]
+
+
+def integer(value, name: str, low: int = 1) -> int:
+  """`value` as an int if it is an integer >= low (not a bool); else
+  ValueError "name=value: must be an integer >= low."."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+      or value < low:
+    raise ValueError(f"{name}={value!r}: must be an integer >= {low}.")
+  return int(value)

@@ -27,7 +27,7 @@ def margins(c: bounds.Ctx, eps):
     return low0
 
   def low(a):
-    lines = {k: bounds.act_lines(c, c.g.nodes[k], iv, a[k]) for k in a}
+    lines = {k: bounds.act_lines(c, k, iv, a[k]) for k in a}
     return bounds.final(c, iv, {**rl, **lines}, eps, fold=False)
 
   def loss(a):
@@ -39,10 +39,17 @@ def margins(c: bounds.Ctx, eps):
   def step(_, carry):
     a, st, best = carry
     (_, v), grad = jax.value_and_grad(loss, has_aux=True)(a)
+    grad = jax.tree_util.tree_map(jnp.nan_to_num, grad)  # never a NaN slope
     upd, st = opt.update(grad, st, a)
     a = jax.tree_util.tree_map(lambda s: jnp.clip(s, 0.0, 1.0), optax.apply_updates(a, upd))
-    return a, st, jnp.maximum(best, v)
+    return a, st, _better(best, v)
 
   a, _, best = jax.lax.fori_loop(0, c.opts.alpha_steps, step,
                                  (slopes, opt.init(slopes), low0))
-  return jnp.maximum(best, low(a))
+  return _better(best, low(a))
+
+
+def _better(best, v):
+  """The larger bound per margin; a NaN iterate never replaces a bound (so the
+  result is never below CROWN's, which `best` starts from)."""
+  return jnp.where(jnp.isnan(v), best, jnp.maximum(best, v))

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from advjax.certify import concretize, pool, relax, rules
+from advjax.certify import concretize, pool, relax, rounding, rules
 from advjax.certify.interpret import Graph, as_dtype, bind, read
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -50,12 +50,15 @@ class Plan(NamedTuple):
     kinds: per node, None (x-independent) or its `rules.category`.
     refine: variables tightened by a backward pass of their own.
     relus: nodes with a free lower slope (max/min with a constant).
-    affine_x: variables that are affine functions of x.
+    affine_x: variables that are affine functions of x (no rounding on the way).
+    rounds: node index -> the `rounding.Format` its result is rounded to
+      (nodes that compute in a float narrower than float32).
   """
   kinds: tuple
   refine: frozenset
   relus: tuple
   affine_x: frozenset
+  rounds: dict
 
 
 class Ctx(NamedTuple):
@@ -83,7 +86,7 @@ def _size(g: Graph, i: int) -> int:
 
 def make_plan(g: Graph, opts) -> Plan:
   """The plan of `opts.method` on g; raises for unsupported primitives."""
-  kinds, affine_x, widest = [], {g.x_id}, {g.x_id: _size(g, g.x_id)}
+  kinds, affine_x, widest, rounds = [], {g.x_id}, {g.x_id: _size(g, g.x_id)}, {}
   for n in g.nodes:
     if n.outs[0] not in g.bounded:
       kinds.append(None)
@@ -92,9 +95,12 @@ def make_plan(g: Graph, opts) -> Plan:
     ins = [i for i in n.ins if _b(g, i)]
     if k == "act" and g.shapes[ins[0]] != g.shapes[n.outs[0]]:
       raise rules.unsupported(n, "an x-dependent operand broadcast against a constant")
+    r = rounding.of_node(n, [g.dtypes[i] for i in ins], g.dtypes[n.outs[0]], rules.STRUCTURAL)
+    if r is not None:
+      rounds[len(kinds)] = r
     kinds.append(k)
     widest[n.outs[0]] = max([_size(g, n.outs[0])] + [widest[i] for i in ins])
-    if k == "affine" and all(i in affine_x for i in ins):
+    if k == "affine" and r is None and all(i in affine_x for i in ins):
       affine_x.add(n.outs[0])
   feeds = {i for n, k in zip(g.nodes, kinds) if k in ("act", "max")
            for i in n.ins if _b(g, i)}
@@ -106,7 +112,7 @@ def make_plan(g: Graph, opts) -> Plan:
       refine.add(v)
   relus = tuple(k for k, (n, kind) in enumerate(zip(g.nodes, kinds))
                 if kind == "act" and n.prim.name in ("max", "min"))
-  return Plan(tuple(kinds), frozenset(refine), relus, frozenset(affine_x))
+  return Plan(tuple(kinds), frozenset(refine), relus, frozenset(affine_x), rounds)
 
 
 def rownorms(g: Graph, plan: Plan, env: dict, dtype) -> dict:
@@ -125,22 +131,30 @@ def _consts(c: Ctx, n) -> list:
   return [None if _b(c.g, i) else as_dtype(read(c.env, i), c.x0.dtype) for i in n.ins]
 
 
-def act_lines(c: Ctx, n, iv, slope):
-  """The widened lines of an activation node with a given ReLU slope."""
-  return _act(c, n, iv, slope)[0]
+def act_lines(c: Ctx, k: int, iv, slope):
+  """The widened lines of activation node k with a given ReLU slope."""
+  return _act(c, k, iv, slope)[0]
 
 
-def _act(c: Ctx, n, iv, slope):
-  """(lines, out interval, default slope) of an activation node."""
+def _act(c: Ctx, k: int, iv, slope):
+  """(lines, out interval, default slope) of an activation node (a rounding
+  of its result moves the lines and the interval outward by its error)."""
+  n = c.g.nodes[k]
   consts = _consts(c, n)
-  p = next(k for k, i in enumerate(n.ins) if _b(c.g, i))
+  p = next(j for j, i in enumerate(n.ins) if _b(c.g, i))
   l, u = iv[n.ins[p]]
   cst = consts[1 - p] if len(n.ins) == 2 else None
   name = n.prim.name
   default = relax.default_slope(name, l, u, cst) if name in ("max", "min") else None
   lines = relax.widen(relax.lines(name, l, u, cst, slope), l, u, c.opts.slack)
-  f = lambda z: bind(n, [z if k == p else a for k, a in enumerate(consts)], l.dtype)[0]
-  return lines, (f(l), f(u)), default
+  f = lambda z: bind(n, [z if j == p else a for j, a in enumerate(consts)], l.dtype)[0]
+  lo, hi = f(l), f(u)
+  r = c.plan.rounds.get(k)
+  if r is not None:
+    e = rounding.error(r, lo, hi)
+    lines = lines._replace(bl=lines.bl - e, bu=lines.bu + e)
+    lo, hi = lo - e, hi + e
+  return lines, (lo, hi), default
 
 
 def forward(c: Ctx, eps):
@@ -156,14 +170,17 @@ def forward(c: Ctx, eps):
     if kind == "affine":
       ivs = [iv[i] if _b(g, i) else None for i in n.ins]
       l, u = rules.affine_interval(n, ivs, _consts(c, n), dtype, g.shapes[o])
-      if o in c.rn:  # the ball's exact per-unit bound (affine in x)
+      if k in c.plan.rounds:  # the result as the model rounds it
+        rl[k] = rounding.error(c.plan.rounds[k], l, u)
+        l, u = l - rl[k], u + rl[k]
+      elif o in c.rn:  # the ball's exact per-unit bound (affine in x)
         l = jnp.maximum(l, c.clean[o] - eps * c.rn[o])
         u = jnp.minimum(u, c.clean[o] + eps * c.rn[o])
       elif c.lu is not None and o in c.lu:  # the layer norms' per-unit bound
         w = eps * c.lu[o] * (1 + c.opts.slack) + c.opts.slack * jnp.abs(c.clean[o])
         l, u = jnp.maximum(l, c.clean[o] - w), jnp.minimum(u, c.clean[o] + w)
     elif kind == "act":
-      rl[k], (l, u), slopes[k] = _act(c, n, iv, None)
+      rl[k], (l, u), slopes[k] = _act(c, k, iv, None)
     elif kind == "max":
       z = next(i for i in n.ins if _b(g, i))
       rl[k] = pool.relax(n, *iv[z], c.opts.slack)
@@ -211,6 +228,9 @@ def pullback(c: Ctx, iv, rl, v, lam, relaxed: bool):
       cots, o1, m1 = rules.affine_pull(n, L, shapes, _consts(c, n), c.x0.dtype)
       for p, cot in cots.items():
         add(n.ins[p], cot)
+      if k in rl:  # its rounding error: Λ·y ≥ Λ·f(...) − |Λ|·err
+        e = jnp.sum(jnp.abs(L) * rl[k], axes)
+        o1, m1 = o1 - e, m1 + e
     elif relaxed and kind == "act":
       ln = rl[k]
       pos, neg = jnp.maximum(L, 0), jnp.minimum(L, 0)
@@ -262,6 +282,7 @@ def final(c: Ctx, iv, rl, eps, fold: bool = True):
     low = lower(c, iv, rl, c.g.out, c.C, False, eps, steps)
   if relaxed:
     low = jnp.maximum(low, lower(c, iv, rl, c.g.out, c.C, True, eps, steps))
+  low = jnp.where(jnp.isnan(low), -jnp.inf, low)  # a possible overflow: not certified
   return jnp.where(jnp.all(c.C == 0, 1), jnp.inf, low)
 
 

@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def ball(a, eps):
-  """min over ‖r‖ ≤ ε of a·r = −ε‖a‖ (the box ignored): (value, magnitude)."""
-  v = eps * jnp.sqrt(jnp.sum(a * a, -1))
+  """min over ‖r‖ ≤ ε of a·r = −ε‖a‖ (the box ignored): (value, magnitude).
+
+  ‖a‖ by `optax.safe_norm`: the same value, and a zero (not NaN) gradient at a
+  zero row (the label's own row; α-CROWN differentiates through this)."""
+  v = eps * optax.safe_norm(a, 0.0, axis=-1)
   return -v, v
 
 

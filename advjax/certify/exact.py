@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from advjax.certify import bounds, concretize
+from advjax.certify import bounds, concretize, rounding
 from advjax.certify.interpret import Graph
 
 
 def check_affine(g: Graph, plan: bounds.Plan) -> None:
-  """Raises ValueError unless the logits are affine in x."""
+  """Raises ValueError unless the logits are affine in x (as the model runs:
+  a rounding to a narrow float is not affine)."""
+  where = rounding.first(g, plan)
+  if where is not None:
+    raise ValueError(
+        f"method='exact' needs logits affine in x; the model rounds to {where}, "
+        "which is not. Use 'crown' (it bounds each rounding) or run the model in float32.")
   for n, kind in zip(g.nodes, plan.kinds):
     if kind not in (None, "affine"):
       raise ValueError(

@@ -51,6 +51,7 @@ class Graph(NamedTuple):
     x_id: the input's id.
     out: the logits (an id, or a Lit for a model that ignores x).
     shapes: id -> shape of every variable.
+    dtypes: id -> dtype of every variable as the model computes it.
     bounded: ids that depend on x.
     producer: id -> index of the node that defines it.
   """
@@ -59,6 +60,7 @@ class Graph(NamedTuple):
   x_id: int
   out: Any
   shapes: dict
+  dtypes: dict
   bounded: frozenset
   producer: dict
 
@@ -84,11 +86,12 @@ class _Builder:
   """Inlines a jaxpr and its sub-jaxprs into one list of nodes."""
 
   def __init__(self):
-    self.nodes, self.shapes, self.n = [], {}, 0
+    self.nodes, self.shapes, self.dtypes, self.n = [], {}, {}, 0
 
   def new(self, aval) -> int:
     i, self.n = self.n, self.n + 1
     self.shapes[i] = tuple(aval.shape)
+    self.dtypes[i] = jnp.dtype(aval.dtype)
     return i
 
   def walk(self, jaxpr, consts, in_refs) -> list:
@@ -130,7 +133,7 @@ def _trace(apply, treedef, avals: tuple, x_shape: tuple) -> Graph:
   out, = b.walk(closed.jaxpr, list(closed.consts), ids)
   nodes = tuple(b.nodes)
   producer = {o: k for k, n in enumerate(nodes) for o in n.outs}
-  return Graph(nodes, tuple(ids[:-1]), ids[-1], out, b.shapes,
+  return Graph(nodes, tuple(ids[:-1]), ids[-1], out, b.shapes, b.dtypes,
                _bounded(nodes, ids[-1]), producer)
 
 
@@ -143,7 +146,9 @@ def trace(apply, params, x_shape) -> Graph:
 
 def retype(params: dict, dtype) -> dict:
   """A node's params with float dtypes set to the working dtype, and dots at
-  HIGHEST precision (no TF32 on GPUs: the bounds assume exact products)."""
+  HIGHEST precision (no TF32 on GPUs: the bounds assume exact products). The
+  roundings of a model that computes in a narrower float are not lost here:
+  `advjax.certify.rounding` bounds each one (the plan lists them)."""
   out = {}
   for k, v in params.items():
     if isinstance(v, np.dtype) and jnp.issubdtype(v, jnp.floating):

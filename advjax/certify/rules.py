@@ -29,7 +29,7 @@ from advjax.certify.interpret import Node, UnsupportedPrimitiveError, bind
 STRUCTURAL = frozenset({
     "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims",
     "convert_element_type", "rev", "slice", "copy", "copy_p", "pad",
-    "concatenate", "select_n", "dynamic_slice", "gather", "dynamic_update_slice"})
+    "concatenate", "stack", "select_n", "dynamic_slice", "gather", "dynamic_update_slice"})
 SUMS = frozenset({"reduce_sum", "reduce_window_sum", "cumsum"})
 # Keep distinct x-rows orthogonal (one-to-one maps of units).
 ONE_TO_ONE = frozenset({"reshape", "transpose", "squeeze", "expand_dims",
@@ -39,13 +39,21 @@ PRODUCTS = frozenset({"mul", "dot_general", "conv_general_dilated"})
 ADDS = frozenset({"add", "sub", "add_any"})
 ACTS = frozenset({"logistic", "tanh", "max", "min"})
 MAXES = frozenset({"reduce_window_max", "reduce_max"})
-# Operand positions that must not depend on x (indices, predicates, padding).
-_FIXED = {"pad": (1,), "select_n": (0,), "gather": (1,), "div": (1,)}
-_FIXED_FROM = {"dynamic_slice": 1, "dynamic_update_slice": 2}
+# Operand positions that say *where* (indices, predicates): they must not
+# depend on x, and the linear part keeps them as they are.
+_INDEX = {"select_n": (0,), "gather": (1,)}
+_INDEX_FROM = {"dynamic_slice": 1, "dynamic_update_slice": 2}
+# Constant *values* that must not depend on x either (the padding value, the
+# divisor): the linear part reads them as the constants they are, i.e. 0.
+_VALUE = {"pad": (1,), "div": (1,)}
+
+
+def _index(name: str, k: int) -> bool:
+  return k in _INDEX.get(name, ()) or k >= _INDEX_FROM.get(name, 1 << 30)
 
 
 def _fixed(name: str, k: int) -> bool:
-  return k in _FIXED.get(name, ()) or k >= _FIXED_FROM.get(name, 1 << 30)
+  return _index(name, k) or k in _VALUE.get(name, ())
 
 
 def unsupported(node: Node, why: str = "") -> UnsupportedPrimitiveError:
@@ -95,10 +103,20 @@ def abs_map(node: Node, vals, consts, dtype, shape):
     return vals[0] / jnp.abs(consts[1])
   if name in PRODUCTS:
     args = [v if v is not None else jnp.abs(c) for v, c in zip(vals, consts)]
-  else:  # structural and sums: indices etc. kept, other constants contribute 0
-    args = [v if v is not None else (c if _fixed(name, k) else jnp.zeros_like(c))
+  else:  # structural and sums: indices kept; every constant value (a padding
+    # value, a select's constant case, a concatenated constant) contributes 0
+    args = [v if v is not None else (c if _index(name, k) else jnp.zeros_like(c))
             for k, (v, c) in enumerate(zip(vals, consts))]
-  return bind(node, args, dtype)[0]
+  return bind(linear_part(node), args, dtype)[0]
+
+
+def linear_part(node: Node) -> Node:
+  """The node with its constant parameters that are values, not positions, set
+  to 0: gather's fill_value (out-of-range rows are that constant, so |A| has
+  0 there). Everything else about a primitive's parameters is its linear map."""
+  if node.prim.name == "gather" and "fill_value" in node.params:
+    return node._replace(params={**node.params, "fill_value": 0})
+  return node
 
 
 def affine_interval(node: Node, ivs, consts, dtype, shape):

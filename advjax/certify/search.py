@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advjax import criteria, inputs
-from advjax.certify import alpha, bounds, exact, interpret, lipschitz
+from advjax import adapt, criteria, inputs
+from advjax.certify import alpha, bounds, exact, interpret, lipschitz, rounding
 from advjax.certify.options import CertifyOptions, CertifyResult
 
 
@@ -183,6 +183,11 @@ def batch(apply, params, x, label, lo, hi, options: CertifyOptions = CertifyOpti
     raise ValueError("method='lipschitz' needs lip=certify.lipschitz.constants(apply, params).")
   use_lip = (opts.lipschitz_floor or opts.lipschitz_units) and opts.method in (
       "ibp", "crown", "alpha-crown")
+  where = rounding.first(g, plan)
+  if (use_lip or opts.method == "lipschitz") and where is not None:
+    raise ValueError(
+        f"the Lipschitz bounds assume the real network, but the model rounds to {where}; "
+        "use method 'crown' without lipschitz_floor/lipschitz_units (it bounds each rounding).")
   if use_lip and lip is None:
     lip = _constants_or_none(apply, params)
   if not use_lip and opts.method != "lipschitz":
@@ -193,22 +198,25 @@ def batch(apply, params, x, label, lo, hi, options: CertifyOptions = CertifyOpti
   return CertifyResult(*out, opts.method + ("+lipschitz" if use_lip and lip is not None else ""))
 
 
-_LAST: list = []  # [(apply, params leaves, constants)]: one entry, compared by identity
+_LAST: list = []  # [(apply, digest of the params' values, constants)]: one entry
 
 
 def _constants_or_none(apply, params):
-  """The Lipschitz constants of an advjax Model, or None for other models;
-  the last ones are reused for the same apply and the same parameter arrays
-  (held here, so their ids cannot be reused)."""
-  leaves = jax.tree_util.tree_leaves(params)
-  if _LAST and _LAST[0][0] is apply and len(_LAST[0][1]) == len(leaves) and all(
-      a is b for a, b in zip(_LAST[0][1], leaves)):
+  """The Lipschitz constants of an advjax Model, or None for other models.
+
+  The last ones are reused for the same apply and parameters of the same
+  *values* (a digest of their bytes): parameters changed in place, or new
+  arrays of the same shapes, get their own constants (an identity key kept
+  the old ones after an in-place change: unsound radii).
+  """
+  key = adapt.digest(*jax.tree_util.tree_leaves(params))
+  if _LAST and _LAST[0][0] is apply and _LAST[0][1] == key:
     return _LAST[0][2]
   try:
     lip = lipschitz.constants(apply, params)
   except ValueError:
     lip = None
-  _LAST[:] = [(apply, leaves, lip)]
+  _LAST[:] = [(apply, key, lip)]
   return lip
 
 

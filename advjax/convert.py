@@ -61,15 +61,16 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def alexnet_from_torchvision(state_dict: Mapping[str, Any],
-                             model_name: str = "alexnet-torchvision") -> dict:
-  """advjax parameters for `models.get_model(model_name)` from a torch state_dict.
+                             model: str | models.Model = "alexnet-torchvision") -> dict:
+  """advjax parameters for an AlexNet `model` from a torch state_dict.
 
   Args:
     state_dict: torchvision key names ('features.0.weight', ...) → tensors or
       arrays, as `torchvision.models.alexnet().state_dict()` or
       `load_state_dict(path)` give.
-    model_name: 'alexnet-torchvision' (64-192-384-256-256, 224×224) or
-      'alexnet' (96-256-384-384-256 with the same key layout, 227×227).
+    model: 'alexnet-torchvision' (64-192-384-256-256, 224×224), 'alexnet'
+      (96-256-384-384-256 with the same key layout, 227×227), or a
+      `models.alexnet(...)` of other widths.
 
   Returns:
     A params dict {'conv1': {'kernel', 'bias'}, ...} of float32 numpy arrays.
@@ -77,7 +78,7 @@ def alexnet_from_torchvision(state_dict: Mapping[str, Any],
   Raises:
     ValueError: a key is missing or a shape does not fit the model.
   """
-  model = models.get_model(model_name)
+  model = models.get_model(model) if isinstance(model, str) else model
   template = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   params = {}
   for name, key in TORCHVISION_KEYS.items():
@@ -96,7 +97,7 @@ def alexnet_from_torchvision(state_dict: Mapping[str, Any],
       kernel = w.T
     if kernel.shape != want or b.shape != template[name]["bias"].shape:
       raise ValueError(f"{key}.weight has shape {w.shape} (→ {kernel.shape}) "
-                       f"but {model_name}'s {name} needs kernel {want}; "
+                       f"but {model.name}'s {name} needs kernel {want}; "
                        "these are not this model's weights.")
     params[name] = {"kernel": np.ascontiguousarray(kernel), "bias": b}
   return params
@@ -113,7 +114,7 @@ def _fc1_kernel(w: np.ndarray, channels: int, want: tuple[int, ...]) -> np.ndarr
       fan_in, out)
 
 
-def load_alexnet(path: str, model_name: str = "alexnet-torchvision"):
+def load_alexnet(path: str, model: str | models.Model = "alexnet-torchvision"):
   """(model, params) from a torchvision AlexNet weights file (.pth or .npz)."""
-  return (models.get_model(model_name),
-          alexnet_from_torchvision(load_state_dict(path), model_name))
+  model = models.get_model(model) if isinstance(model, str) else model
+  return model, alexnet_from_torchvision(load_state_dict(path), model)

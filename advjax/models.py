@@ -182,10 +182,20 @@ def _conv(lam: float = 1e-5) -> Model:
   return Model("conv", layers, (28, 28, 1), 10)
 
 
-def _alexnet(torchvision: bool = False, num_classes: int = 1000) -> Model:
-  """AlexNet (Krizhevsky et al. 2012); weights come only from a file."""
+def alexnet(torchvision: bool = False, num_classes: int = 1000,
+            channels: Sequence[int] | None = None, hidden: int = 4096) -> Model:
+  """AlexNet (Krizhevsky et al. 2012); weights come only from a file.
+
+  `channels` (the five convolutions') and `hidden` (the two FC layers') default
+  to the paper's widths (torchvision's with `torchvision=True`); narrower ones
+  keep the geometry (input size, kernels, strides, 6×6 last maps) at a fraction
+  of the cost, as the converter's test uses.
+  """
   L = Layer
-  ch = (64, 192, 384, 256, 256) if torchvision else (96, 256, 384, 384, 256)
+  default = (64, 192, 384, 256, 256) if torchvision else (96, 256, 384, 384, 256)
+  ch = tuple(channels or default)
+  if len(ch) != 5:
+    raise ValueError(f"channels={ch}: AlexNet has 5 convolutions.")
   pool = dict(kernel=(3, 3), stride=2, padding="VALID")
   pad1 = ((2, 2), (2, 2)) if torchvision else "VALID"
   layers = [L("conv1", "conv", ch[0], (11, 11), 4, pad1), L("relu1", "relu")]
@@ -199,12 +209,14 @@ def _alexnet(torchvision: bool = False, num_classes: int = 1000) -> Model:
     layers += [L(f"conv{i}", "conv", c, (3, 3), 1, ((1, 1), (1, 1))),
                L(f"relu{i}", "relu")]
   layers += [L("pool5", "maxpool", **pool), L("flatten", "flatten"),
-             L("dropout1", "dropout", rate=0.5), L("fc1", "dense", 4096),
+             L("dropout1", "dropout", rate=0.5), L("fc1", "dense", hidden),
              L("relu6", "relu"), L("dropout2", "dropout", rate=0.5),
-             L("fc2", "dense", 4096), L("relu7", "relu"),
+             L("fc2", "dense", hidden), L("relu7", "relu"),
              L("fc3", "dense", num_classes)]
   size = 224 if torchvision else 227
   name = "alexnet-torchvision" if torchvision else "alexnet"
+  if ch != default or hidden != 4096 or num_classes != 1000:
+    name += f"[{'-'.join(map(str, ch))}-{hidden}-{num_classes}]"  # not the named net
   return Model(name, tuple(layers), (size, size, 3), num_classes)
 
 
@@ -235,8 +247,8 @@ def get_model(name: str, dropout: float = 0.0) -> Model:
   if dropout:
     raise ValueError(f"dropout is supported for FC<h1>-<h2>-10 nets only, not {name!r}.")
   builders = {"AE400-10": lambda: _ae(1e-6), "conv": _conv,
-              "alexnet": _alexnet,
-              "alexnet-torchvision": lambda: _alexnet(torchvision=True)}
+              "alexnet": alexnet,
+              "alexnet-torchvision": lambda: alexnet(torchvision=True)}
   if base not in builders:
     raise ValueError(f"unknown model {name!r}; known: {NAMES} "
                      "(FC10(λ) takes any λ).")

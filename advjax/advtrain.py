@@ -15,7 +15,6 @@ pools and equals an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import NamedTuple, Sequence
@@ -218,16 +217,11 @@ def fit(model_name: str, v: Variant, ds: data_lib.Dataset, cfg: train.TrainConfi
 
   Returns (model, params, meta); meta has train_seconds and pool counters.
   """
-  want = json.loads(json.dumps({"config": dataclasses.asdict(cfg), "n_train": len(ds.x),
-                                "pools": [p._asdict() for p in v.pools],
-                                "dropout": v.dropout}))
+  want = {"config": dataclasses.asdict(cfg), "n_train": len(ds.x),
+          "pools": [p._asdict() for p in v.pools], "dropout": v.dropout}
   if os.path.exists(os.path.join(folder, checkpoint.META)):
     model, params, meta = checkpoint.load(folder)
-    diff = [k for k in want if meta.get(k) != want[k]]
-    if diff:  # a variant renamed or retuned must not reuse an old net
-      raise checkpoint.CheckpointError(
-          f"{folder} holds {v.name!r} trained with other {diff}; use another "
-          "runs folder or delete it.")
+    checkpoint.check_matches(folder, meta, want, repr(v.name))
     return model, params, meta
   model = models.get_model(model_name, dropout=v.dropout)
   ex = extra_loss(model, v.pools, ds, cfg.batch_size) if v.pools else None

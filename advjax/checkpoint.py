@@ -197,3 +197,33 @@ def load(folder: str, model: models.Model | None = None
                             f"{int((~np.isfinite(v)).sum())} NaN/inf values; the "
                             "training diverged or the file is damaged: retrain it.")
   return model, params, meta
+
+
+def mismatch(meta: dict[str, Any], want: dict[str, Any]) -> dict[str, tuple]:
+  """{key: (recorded, wanted)} for every key of `want` (as JSON reads it back)
+  whose value recorded in a checkpoint's meta differs; nested dicts by their
+  differing fields ('config.lr')."""
+  want = json.loads(json.dumps(want, default=_json_default))
+
+  def diff(got: dict, want: dict, prefix: str) -> dict:
+    out = {}
+    for k, v in want.items():
+      g = got.get(k)
+      if isinstance(v, dict) and isinstance(g, dict):
+        out.update(diff(g, v, f"{prefix}{k}."))
+      elif g != v:
+        out[prefix + k] = (g, v)
+    return out
+  return diff(meta, want, "")
+
+
+def check_matches(folder: str, meta: dict[str, Any], want: dict[str, Any],
+                  what: str = "a model") -> None:
+  """Refuses a finished checkpoint trained with other settings than `want`
+  (CheckpointError naming each field as (checkpoint, now)): a renamed or
+  retuned run must not reuse an old net."""
+  diff = mismatch(meta, want)
+  if diff:
+    raise CheckpointError(f"{folder} holds {what} trained with another config (field: "
+                          f"(checkpoint, now)): {diff}; use another runs folder "
+                          "(--config.runs_dir) or delete it.")

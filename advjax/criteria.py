@@ -14,7 +14,9 @@ call these; the scipy oracle (`advjax.reference`) deliberately writes its own.
   scaled by any factor is attacked alike; 'raw' reads the logits as they are
   (the paper's loss).
 * `verdict`: the final re-check: argmax == l (away: != l) with finite logits.
-* `l2`, `rms`: ‖r‖₂ and the paper's distortion, the per-pixel RMS ‖r‖₂/√m.
+* `l2`, `rms`: ‖r‖₂ and the paper's distortion, the per-pixel RMS ‖r‖₂/√m
+  (jnp for JAX arrays, float64-exact numpy for host arrays);
+* `prefer`: which of two points is the closer successful one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # The margin in the logits' units ('raw': on logits whose spread max − min at
 # x lies in [1, 1e3], every net of the paper; below 1 it shrinks with the
@@ -105,8 +108,10 @@ def verdict(out: jax.Array, l: jax.Array, away: bool = False):
 
 
 def l2(r: jax.Array) -> jax.Array:
-  """‖r‖₂ per example of a batch r (B, ...)."""
-  return jnp.sqrt(jnp.sum(r.reshape(r.shape[0], -1) ** 2, -1))
+  """‖r‖₂ per example of a batch r (B, ...): numpy in, numpy out (host
+  figures, in r's precision), else jnp (inside jit)."""
+  xp = np if isinstance(r, np.ndarray) else jnp
+  return xp.sqrt(xp.sum(r.reshape(r.shape[0], -1) ** 2, -1))
 
 
 def rms(r: jax.Array) -> jax.Array:
@@ -117,3 +122,9 @@ def rms(r: jax.Array) -> jax.Array:
 def per_pixel(l2_norm, shape) -> jax.Array:
   """An L2 norm (or radius) in the paper's unit: ‖r‖₂ / √m for inputs of `shape`."""
   return l2_norm / math.sqrt(math.prod(shape))
+
+
+def prefer(ok_a, d_a, ok_b, d_b):
+  """Per example, whether b is the better point: b reaches its label and a
+  does not, or both do and b is closer (d: distance to x); a on ties."""
+  return ok_b & (jnp.logical_not(ok_a) | (d_b < d_a))

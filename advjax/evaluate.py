@@ -12,11 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from advjax import criteria
+
 
 def distortion(r) -> np.ndarray:
   """The paper's per-pixel RMS sqrt(Σ r² / n) per example (Tables 1–4)."""
-  r = np.asarray(r, np.float64).reshape(len(r), -1)
-  return np.sqrt(np.mean(r * r, axis=1))
+  return criteria.rms(np.asarray(r, np.float64))
 
 
 def gaussian_noise(key: jax.Array, x, sigma: float) -> np.ndarray:

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from advjax import batching, evaluate
+
 Params = Any
 KINDS = ("dense", "conv", "sigmoid", "relu", "maxpool", "lrn", "flatten",
          "dropout")
@@ -270,17 +272,15 @@ _PREDICT: dict = {}  # one jitted argmax per model, so repeated calls never retr
 def predict(model: Model, params: Params, x, batch_size: int = 500) -> np.ndarray:
   """Argmax labels of `x` (§4.2) in fixed-size batches (one compile per model).
 
-  The last batch is padded with zeros to `batch_size`, so every call of a model
-  runs one compiled shape.
+  The last batch is padded to `batch_size` (`batching.pad`), so every call of
+  a model runs one compiled shape.
   """
   if model not in _PREDICT:
     _PREDICT[model] = jax.jit(lambda p, z: jnp.argmax(model.apply(p, z), -1))
   x = np.asarray(x)
   out = []
   for i in range(0, len(x), batch_size):
-    xb = x[i:i + batch_size]
-    if len(xb) < batch_size:
-      xb = np.concatenate([xb, np.zeros((batch_size - len(xb),) + x.shape[1:], x.dtype)])
+    xb = batching.pad(x[i:i + batch_size], batch_size)
     out.append(np.asarray(_PREDICT[model](params, xb)))
   return np.concatenate(out)[:len(x)] if out else np.zeros(0, np.int32)
 
@@ -289,4 +289,4 @@ def error_rate(model: Model, params: Params, x, y, batch_size: int = 500) -> flo
   """Share of misclassified examples (the error rates of Tables 1 and 3)."""
   if len(x) == 0:
     raise ValueError("error_rate of an empty set is undefined.")
-  return float(np.mean(predict(model, params, x, batch_size) != np.asarray(y)))
+  return evaluate.error_rate(lambda z: predict(model, params, z, batch_size), x, y)

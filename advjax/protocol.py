@@ -61,7 +61,7 @@ def targets(seed: int, y, num_classes: int) -> np.ndarray:
 
 def adversarial_set(model: models.Model, params, ds: data_lib.Dataset, n: int,
                     seed: int, cache: str, opts: AttackOptions,
-                    batch_size: int = 128, progress: bool = True) -> dict:
+                    batch_size: int = driver.BATCH_SIZE, progress: bool = True) -> dict:
   """Adversarial examples of `model` on n correctly classified images of `ds`.
 
   Runs `advjax.runs.driver` into `cache` (an interrupted run resumes there).

@@ -86,11 +86,6 @@ def make_optimizer(cfg: TrainConfig, params, n: int = 0
                                labels)
 
 
-def error_rate(model: models.Model, params, x, y, batch_size: int = 500) -> float:
-  """`models.error_rate`: the per-epoch error of `train`'s eval_sets."""
-  return models.error_rate(model, params, x, y, batch_size)
-
-
 class ExtraLoss(NamedTuple):
   """A generic extra term of the training loss with its own state (§4.2).
 
@@ -114,6 +109,23 @@ class ExtraLoss(NamedTuple):
   refresh: Callable[[int, Any, Any], Any]
   loss: Callable[[Any, Any, jax.Array, Any], jax.Array]
   step: Callable[..., tuple[jax.Array, Any]] | None = None
+
+
+class TrainState(NamedTuple):
+  """Everything a resumed run needs (flax's `TrainState`, with the history).
+
+  Attributes:
+    params: the parameters.
+    opt_state: the optimiser's state.
+    epoch: the epochs finished.
+    history: one dict per finished epoch (loss and errors).
+    extra: the `ExtraLoss`'s state (None without one).
+  """
+  params: Any
+  opt_state: Any
+  epoch: int
+  history: list
+  extra: Any = None
 
 
 def _epoch_fn(model, opt, cfg: TrainConfig, n: int, extra: ExtraLoss | None):
@@ -208,56 +220,53 @@ def train(model: models.Model, ds: data_lib.Dataset, cfg: TrainConfig,
     raise ValueError(f"frozen layers {sorted(unknown)} have no parameters; "
                      f"layers with parameters: {sorted(params)}.")
   opt = make_optimizer(cfg, params, len(ds.x))
-  xstate = extra.init(params) if extra is not None else None
-  state = (params, opt.init(params), 0, [], xstate)
-  state = _restore(ckpt_dir, state) if ckpt_dir else state
-  params, opt_state, start, history, xstate = state
+  s = TrainState(params, opt.init(params), 0, [],
+                 extra.init(params) if extra is not None else None)
+  s = _restore(ckpt_dir, s) if ckpt_dir else s
   # On the device once: a restored pool is numpy, and a jitted step would copy
   # it from the host at every step.
-  xstate = jax.tree_util.tree_map(jnp.asarray, xstate)
+  s = s._replace(extra=jax.tree_util.tree_map(jnp.asarray, s.extra))
   n = len(ds.x) if cfg.optimizer != "lbfgs" else -1
   run = _lbfgs_fn(model, opt) if n == -1 else _epoch_fn(model, opt, cfg, n, extra)
-  bar = tqdm(range(start, cfg.epochs), disable=not progress, desc=model.name,
-             initial=start, total=cfg.epochs)
+  bar = tqdm(range(s.epoch, cfg.epochs), disable=not progress, desc=model.name,
+             initial=s.epoch, total=cfg.epochs)
   for epoch in bar:
     args = ()
     if extra is not None:
-      xstate = extra.refresh(epoch, params, xstate)
-      args = (xstate,)
-    params, opt_state, loss, *out = run(params, opt_state, ds.x, ds.y,
+      s = s._replace(extra=extra.refresh(epoch, s.params, s.extra))
+      args = (s.extra,)
+    params, opt_state, loss, *out = run(s.params, s.opt_state, ds.x, ds.y,
                                         jax.random.fold_in(key, epoch), *args)
-    xstate = out[0] if out else xstate  # the minibatch loop's; L-BFGS has none
     row = {"epoch": epoch + 1, "loss": float(loss)}
     for name, e in (eval_sets or {}).items():
-      row[f"{name}_err"] = error_rate(model, params, e.x, e.y)
-    history.append(row)
+      row[f"{name}_err"] = models.error_rate(model, params, e.x, e.y)
+    s = TrainState(params, opt_state, epoch + 1, s.history + [row],
+                   out[0] if out else s.extra)  # the minibatch loop's; L-BFGS has none
     bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
     if ckpt_dir:
-      _save_state(ckpt_dir, (params, opt_state, epoch + 1, history, xstate))
-  return TrainResult(params, history)
+      _save_state(ckpt_dir, s)
+  return TrainResult(s.params, s.history)
 
 
-def _save_state(folder: str, state) -> None:
+def _save_state(folder: str, s: TrainState) -> None:
   """Writes the resumable state atomically."""
   os.makedirs(folder, exist_ok=True)
-  params, opt_state, epoch, history, xstate = state
-  tree = {"params": params, "opt_state": opt_state, "epoch": epoch}
-  if xstate is not None:  # absent without an extra loss: older states still load
-    tree["extra"] = xstate
+  tree = {"params": s.params, "opt_state": s.opt_state, "epoch": s.epoch}
+  if s.extra is not None:  # absent without an extra loss: older states still load
+    tree["extra"] = s.extra
   blob = serialization.to_bytes(tree)
   checkpoint.atomic_write(os.path.join(folder, STATE), blob)
-  checkpoint.atomic_json(os.path.join(folder, "history.json"), history)
+  checkpoint.atomic_json(os.path.join(folder, "history.json"), s.history)
 
 
-def _restore(folder: str, state):
-  """The saved state of `folder` if any, else `state` unchanged."""
+def _restore(folder: str, s: TrainState) -> TrainState:
+  """The saved state of `folder` if any, else `s` unchanged."""
   path = os.path.join(folder, STATE)
   if not os.path.exists(path):
-    return state
-  params, opt_state, _, _, xstate = state
-  template = {"params": params, "opt_state": opt_state, "epoch": 0}
-  if xstate is not None:
-    template["extra"] = xstate
+    return s
+  template = {"params": s.params, "opt_state": s.opt_state, "epoch": 0}
+  if s.extra is not None:
+    template["extra"] = s.extra
   with open(path, "rb") as f:
     try:
       got = serialization.from_bytes(template, f.read())
@@ -267,5 +276,5 @@ def _restore(folder: str, state):
           "config, or is corrupt. Delete it to start over.") from e
   with open(os.path.join(folder, "history.json")) as f:
     history = json.load(f)
-  return (got["params"], got["opt_state"], int(got["epoch"]), history,
-          got.get("extra", xstate))
+  return TrainState(got["params"], got["opt_state"], int(got["epoch"]), history,
+                    got.get("extra", s.extra))

@@ -94,7 +94,7 @@ def _row(cfg, rho, d, correct, m: int, secs) -> dict:
   """The statistics of one set of radii against the attack's distances."""
   ok = correct & np.isfinite(d) & (d > 0)
   return {"mean_l2": float(rho[correct].mean()), "median_l2": float(np.median(rho[correct])),
-          "mean_rms": float(rho[correct].mean() / np.sqrt(m)),
+          "mean_rms": criteria.per_pixel(float(rho[correct].mean()), (m,)),
           "median_ratio": float(np.median(rho[ok] / d[ok])),
           "certified_accuracy": {str(e): float((correct & (rho >= e)).mean()) for e in cfg.eps},
           "seconds": secs, "images_per_s": None if not secs else round(len(rho) / secs, 1),

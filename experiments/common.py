@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import shlex
@@ -320,7 +319,7 @@ def cache_dir(cfg: ExperimentConfig, table: str, seed: int, model: str,
          "n_test": cfg.n_test, "n": getattr(cfg, "n_images", None) if n is None else n,
          "seed": getattr(cfg, "seed", None), "attack": _attack_key(getattr(cfg, "attack", None)),
          "batch_size": getattr(cfg, "batch_size", None)}
-  tag = hashlib.sha1(json.dumps(plain(key), sort_keys=True).encode()).hexdigest()[:10]
+  tag = identity.fingerprint(plain(key))[:10]
   return os.path.join(cfg.runs_dir, "adv", table, tag, f"seed{seed}", model)
 
 

@@ -10,7 +10,6 @@ batch) and writes row.json; a rerun reads finished cells back.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -45,14 +44,11 @@ def fit(cfg: config.Config, v, s: int, tr, folder: str):
   tc = dataclasses.replace(tc, seed=tc.seed + 100 * s)
   reg = v.reg._replace(seed=v.reg.seed + 100 * s)
   pools = tuple(p._replace(seed=p.seed + 100 * s) for p in v.pools)
-  want = json.loads(json.dumps(common.plain(
-      {"config": tc, "n_train": len(tr.x), "reg": reg, "pools": pools, "dropout": v.dropout})))
+  want = common.plain(
+      {"config": tc, "n_train": len(tr.x), "reg": reg, "pools": pools, "dropout": v.dropout})
   if os.path.exists(os.path.join(folder, checkpoint.META)):
     model, params, meta = checkpoint.load(folder)
-    diff = [k for k in want if meta.get(k) != want[k]]
-    if diff:  # a retuned variant must not reuse an old net
-      raise checkpoint.CheckpointError(f"{folder} holds {v.name!r} trained with other "
-                                       f"{diff}; use another runs folder or delete it.")
+    checkpoint.check_matches(folder, meta, want, repr(v.name))
     return model, params, meta
   model = models.get_model(v.model, dropout=v.dropout)
   if pools:

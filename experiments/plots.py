@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from advjax import units  # noqa: E402
+from advjax import criteria, units  # noqa: E402
 
 
 def _save(fig, path: str) -> None:
@@ -54,7 +54,7 @@ def adversarial_rows(rows: dict[str, list[dict]], path: str,
       a.axis("off")
     for j, r in enumerate(items):
       x, xa = np.squeeze(r["x"]), np.squeeze(r["x_adv"])
-      rms = np.sqrt(np.mean((xa - x) ** 2))
+      rms = float(criteria.rms((xa - x)[None]))
       for a, im, t in zip(ax_row[3 * j:3 * j + 3],
                           (x, np.clip(0.5 + magnify * (xa - x), 0, 1), xa),
                           (f"label {r['label']}", f"r×{magnify:g} ({rms:.3f})",

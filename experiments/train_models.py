@@ -9,7 +9,6 @@ from its last epoch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -59,18 +58,12 @@ def train_job(job: config.Job, sets: dict, folder: str, progress: bool,
 def check_finished(folder: str, meta: dict, job: config.Job, sets: dict,
                    dataset: str = "mnist") -> None:
   """Refuses a finished checkpoint trained with another config or data."""
-  want = json.loads(json.dumps(dataclasses.asdict(job.cfg)))
-  got = meta.get("config", {})
-  diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
-  n = meta.get("data", {}).get("all")
-  if n is not None and n != len(sets["all"].x):
-    diff["training images"] = (n, len(sets["all"].x))
-  if meta.get("data", {}).get("dataset", "mnist") != dataset:
-    diff["dataset"] = (meta["data"]["dataset"], dataset)
-  if diff:
-    raise checkpoint.CheckpointError(
-        f"{folder} was trained with another config (field: (checkpoint, now)): "
-        f"{diff}; use another --config.runs_dir or delete the folder.")
+  data = meta.get("data", {})
+  got = {**meta.get("config", {}), "training images": data.get("all", len(sets["all"].x)),
+         "dataset": data.get("dataset", "mnist")}
+  want = {**dataclasses.asdict(job.cfg), "training images": len(sets["all"].x),
+          "dataset": dataset}
+  checkpoint.check_matches(folder, got, want, repr(job.model))
 
 
 def run_job(job: config.Job, sets: dict, folder: str, progress: bool,

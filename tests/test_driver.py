@@ -145,7 +145,7 @@ def test_collect_reads_only_listed_parts_and_names_corrupt_files(tmp_path):
     (dict(target=np.array([0, 1, 2, K])), r"\[0, 4\)"),
     (dict(label=np.array([0, 1])), "label has shape"),
     (dict(index=np.arange(3)), "index has shape"),
-    (dict(batch_size=0), "positive integer"),
+    (dict(batch_size=0), "batch_size=0: must be an integer >= 1"),
 ])
 def test_driver_validates_like_lbfgs(tmp_path, kw, msg):
   x, y, t = _data(4)

@@ -216,7 +216,7 @@ def test_bad_shapes_and_models_get_one_line_errors():
 
 def test_each_criterion_is_defined_once():
   root = os.path.join(os.path.dirname(__file__), "..", "advjax")
-  pats = {r"def (ce|lead|verdict|reaches|margin)\(": "criteria.py",
+  pats = {r"def (ce|lead|verdict|reaches|margin|l2|rms|per_pixel|prefer)\(": "criteria.py",
           r"/ math\.sqrt\(": "criteria.py", r"def (digest|_digest)\(": "adapt.py",
           r"def pad\(|def _pad\(": "batching.py", r"def atomic_write\(": "checkpoint.py",
           r"def (problem|check_labels|prepare)\(": "inputs.py"}

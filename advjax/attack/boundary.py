@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from advjax import criteria
+from advjax.attack.lanes import Lanes
 
 
 def _root(F, a, fa, b, fb, steps: int):
@@ -46,12 +47,12 @@ def above(out: jax.Array, l: jax.Array, m, away: bool = False) -> jax.Array:
   return criteria.lead(out, l, away) - 2 * m
 
 
-def level(logits, params, l, m, shape, away: bool = False):
+def level(ln: Lanes):
   """F(v) = `above` at flat points v (B, n)."""
-  return lambda v: above(logits(params, v.reshape((v.shape[0],) + shape)), l, m, away)
+  return lambda v: above(ln.logits(v), ln.l, ln.m, ln.away)
 
 
-def polish(logits, params, x, z, l, m, shape, steps: int, f0, away: bool = False):
+def polish(ln: Lanes, z, steps: int, f0):
   """Shrinks each successful r = z − x towards x while z still reaches l.
 
   The penalty's minimiser overshoots the boundary (its margin is set by the CE
@@ -60,8 +61,8 @@ def polish(logits, params, x, z, l, m, shape, steps: int, f0, away: bool = False
   for the same target, whatever the precision of the c search. `f0` is
   `level` at x.
   """
-  B = x.shape[0]
-  at = level(logits, params, l, m, shape, away)
+  x, B = ln.x, ln.x.shape[0]
+  at = level(ln)
   F = lambda a: at(x + a[:, None] * (z - x))
   f1 = at(z)
   ok = (f1 >= 0) & (f0 < 0)
@@ -75,8 +76,7 @@ def lead_of(apply, shape, away: bool = False):
                                             away)[0]
 
 
-def refine(apply, logits, params, x, z, l, m, shape, lo, hi, steps: int,
-           root_steps: int, f0, away: bool = False, eta: float = 0.5):
+def refine(ln: Lanes, z, steps: int, root_steps: int, f0, eta: float = 0.5):
   """Walks each successful boundary point z towards x along the boundary.
 
   At z the boundary's tangent plane {g·(r' − r) = 0} (g the lead's gradient)
@@ -86,15 +86,15 @@ def refine(apply, logits, params, x, z, l, m, shape, lo, hi, steps: int,
   The result solves the paper's D(x, l) = min ‖r‖ s.t. f(x + r) = l more
   closely than the penalty's minimiser. `f0` is `level` at x.
   """
-  B = x.shape[0]
-  grad = jax.vmap(jax.grad(lead_of(apply, shape, away)), in_axes=(0, None, 0))
-  F = level(logits, params, l, m, shape, away)
-  ok0 = F(z) >= -m  # z reaches l (lead >= m); the roots aim at 2·m
+  x, lo, hi, B = ln.x, ln.lo, ln.hi, ln.x.shape[0]
+  grad = jax.vmap(jax.grad(lead_of(ln.apply, ln.shape, ln.away)), in_axes=(0, None, 0))
+  F = level(ln)
+  ok0 = F(z) >= -ln.m  # z reaches l (lead >= m); the roots aim at 2·m
   col = lambda v: v[:, None]
 
   def step(_, c):
     z, eta = c
-    r, g = z - x, grad(z, params, l)
+    r, g = z - x, grad(z, ln.params, ln.l)
     rp = col(jnp.sum(g * r, -1) / jnp.maximum(jnp.sum(g * g, -1), 1e-30)) * g
     rc = jnp.clip(x + (1 - col(eta)) * r + col(eta) * rp, lo, hi) - x
     path = lambda a: jnp.clip(x + col(a) * rc, lo, hi)
@@ -104,18 +104,15 @@ def refine(apply, logits, params, x, z, l, m, shape, lo, hi, steps: int,
     a = _root(lambda a: F(path(a)), jnp.zeros(B), jnp.where(good, f0, -1.), top,
               jnp.where(good, ftop, 1.), root_steps)
     zn = path(a)
-    better = good & (jnp.sum((zn - x) ** 2, -1) < jnp.sum(r * r, -1))
+    better = criteria.prefer(True, criteria.l2(r), good, criteria.l2(zn - x))
     return jnp.where(col(better), zn, z), jnp.where(better, eta, eta / 2)
 
   z, _ = jax.lax.fori_loop(0, steps, step, (z, jnp.full(B, eta)))
   return z
 
 
-def closer(logits, params, x, a, b, l, m, shape, away: bool = False):
+def closer(ln: Lanes, a, b):
   """Per lane, b where it reaches l and a does not or b is closer to x; else a."""
-  ok = lambda z: criteria.reaches(logits(params, z.reshape((z.shape[0],) + shape)), l, m,
-                                  away)
-  n = lambda z: jnp.sum((z - x) ** 2, -1)
-  oa, ob = ok(a), ok(b)
-  take = ob & (~oa | (n(b) < n(a)))
+  take = criteria.prefer(ln.reached(a), criteria.l2(a - ln.x), ln.reached(b),
+                         criteria.l2(b - ln.x))
   return jnp.where(take[:, None], b, a)

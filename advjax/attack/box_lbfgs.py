@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from advjax import adapt, criteria, inputs
 from advjax.attack import boundary, ddn, search, targets
+from advjax.attack.lanes import Lanes
 from advjax.attack.options import AttackOptions
 
 
@@ -71,30 +72,26 @@ def attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi) ->
   4. the walk along the boundary towards x (`refine`);
   5. the final re-check by the model (`criteria.verdict`).
   """
-  B, shape = x.shape[0], x.shape[1:]
-  logits = adapt.batched(apply)
-  xf = x.reshape(B, -1)
+  B = x.shape[0]
   lo, hi = ddn.flat_box(lo, hi, x)
-  out0 = logits(params, x)  # 1.
-  done = (jnp.argmax(out0, -1) == target) != away
+  out0 = adapt.batched(apply)(params, x)  # 1.
+  done = criteria.verdict(out0, target, away)[0]
   m = criteria.margin(out0, opts.search.scale)
+  ln = Lanes(apply, params, x.reshape(B, -1), target, x.shape[1:], lo, hi, m, away)
   f0 = boundary.above(out0, target, m, away)
   t = criteria.temperature(out0, opts.search.scale)
-  z, c, s = _search(apply, opts, away, params, xf, target, m, t, done, lo, hi, shape)  # 2.
+  z, c, s = _search(ln, opts, t, done)  # 2.
   z = jnp.clip(z, lo, hi)
   b, roots = opts.boundary, opts.boundary.root_steps
   if b.polish_steps:
-    z = boundary.polish(logits, params, xf, z, target, m, shape, b.polish_steps, f0, away)
+    z = boundary.polish(ln, z, b.polish_steps, f0)
   if opts.first_order is not None:  # 3.
-    zw = _first_order(apply, opts, away, params, x, target, t, out0.shape[-1], lo, hi)
-    zw = boundary.polish(logits, params, xf, zw, target, m, shape, roots, f0, away)
-    zc = boundary.closer(logits, params, xf, z, zw, target, m, shape, away)
-    z = jnp.where(done[:, None], xf, zc)
+    zw = boundary.polish(ln, _first_order(ln, opts, t, out0.shape[-1]), roots, f0)
+    z = jnp.where(done[:, None], ln.x, boundary.closer(ln, z, zw))
   if b.refine_steps:  # 4.
-    z = boundary.refine(apply, logits, params, xf, z, target, m, shape, lo, hi,
-                        b.refine_steps, roots, f0, away)
+    z = boundary.refine(ln, z, b.refine_steps, roots, f0)
   x_adv = z.reshape(x.shape)  # 5.
-  out = logits(params, x_adv)
+  out = ln.logits(z)
   success, pred = criteria.verdict(out, target, away)
   if away:  # the label reached (or, on failure, the runner-up)
     target = jnp.where(success, pred, jnp.argmax(out.at[jnp.arange(B), target].set(
@@ -104,31 +101,29 @@ def attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi) ->
                       s.iters, s.solves, _passes(opts, away, out0.shape[-1], s))
 
 
-def _search(apply, opts: AttackOptions, away, params, x, l, m, t, done, lo, hi, shape):
-  """Stage 2: the c search over flat lanes x (B, n), to its end: (z, c, state)."""
-  logits = adapt.batched(apply)
-  solve = search.solver(search.penalty(apply, shape, away), opts.solve, lo, hi, t)
-  reaches = lambda z: criteria.reaches(logits(params, z.reshape((z.shape[0],) + shape)),
-                                       l, m, away)
-  s = search.init(opts.search, x, done)
-  step = lambda s: search.step(s, solve, reaches, opts.search, params, x, l, lo, hi)
+def _search(ln: Lanes, opts: AttackOptions, t, done):
+  """Stage 2: the c search over the flat lanes, to its end: (z, c, state)."""
+  solve = search.solver(search.penalty(ln.apply, ln.shape, ln.away), opts.solve, ln.lo,
+                        ln.hi, t)
+  s = search.init(opts.search, ln.x, done)
+  step = lambda s: search.step(s, solve, ln, opts.search)
   s = jax.lax.while_loop(lambda s: ~search.done(s), step, s)
   z, c = search.result(s)
   return z, c, s
 
 
-def _first_order(apply, opts: AttackOptions, away: bool, params, x, target, t, K: int, lo,
-                 hi):
+def _first_order(ln: Lanes, opts: AttackOptions, t, K: int):
   """Stage 3: DDN's point (flat lanes) towards target; away from it, towards
   the label nearest to x by the linearised distance: targeted DDN there ends
   closer than DDN away from l (conv net 2.0%, MLP 0.3%; BUILD_NOTES.md)."""
   fo = opts.first_order
-  if away:
-    target = targets.screen(apply, K, 1, params, x, target, lo, hi)[:, 0]
-  unit = ddn.box_unit(lo, hi) if fo.unit == "box" else 1.0
-  return ddn.steps_lanes(apply, x.shape[1:], fo.steps, False, params,
-                         x.reshape(len(x), -1), target, lo, hi, fo.gamma,
-                         ddn.DDNOptions().init_epsilon, fo.alpha, unit=unit, temp=t)
+  target = ln.l
+  if ln.away:
+    x = ln.x.reshape((ln.x.shape[0],) + ln.shape)
+    target = targets.screen(ln.apply, K, 1, ln.params, x, ln.l, ln.lo, ln.hi)[:, 0]
+  unit = ddn.box_unit(ln.lo, ln.hi) if fo.unit == "box" else 1.0
+  steps = ddn.DDNOptions(fo.steps, fo.gamma, ddn.DDNOptions().init_epsilon, fo.alpha)
+  return ddn.steps_lanes(ln.toward(target), steps, unit=unit, temp=t)
 
 
 def _passes(opts: AttackOptions, away: bool, K: int, s: search.State) -> jax.Array:
@@ -151,9 +146,8 @@ _attack_jit = jax.jit(attack, static_argnums=(0, 1, 2))
 @jax.jit
 def _best_of(a: AttackResult, b: AttackResult) -> AttackResult:
   """Per example, the successful result with the smaller ‖r‖ (a on ties)."""
-  la = jnp.where(a.success, a.l2, jnp.inf)
-  lb = jnp.where(b.success, b.l2, jnp.inf)
-  take_b = (lb < la) | (~a.success & ~b.success & (b.l2 < a.l2))
+  take_b = criteria.prefer(a.success, a.l2, b.success, b.l2) | (
+      ~a.success & ~b.success & (b.l2 < a.l2))  # of two failures, the closer
   pick = lambda u, v: jnp.where(take_b.reshape((-1,) + (1,) * (u.ndim - 1)), v, u)
   out = jax.tree_util.tree_map(pick, a, b)
   return out._replace(iterations=a.iterations + b.iterations,

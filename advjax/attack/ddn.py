@@ -20,9 +20,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from advjax import criteria, inputs
+from advjax.attack.lanes import Lanes
 
 
 class DDNResult(NamedTuple):
@@ -48,11 +48,10 @@ class DDNResult(NamedTuple):
   passes: jax.Array
 
 
-def steps_lanes(apply, shape, steps: int, away: bool, params, x, l, lo, hi,
-                gamma: float, init_epsilon: float, alpha: float, unit=1.0, temp=1.0):
-  """DDN on flat lanes x (B, n) towards l (or, away, from l): the best z.
+def steps_lanes(ln: Lanes, opts: "DDNOptions", unit=1.0, temp=1.0):
+  """DDN on the flat lanes `ln` towards ln.l (or, away, from it): the best z.
 
-  `apply` is per example; lanes where no adversarial point was met return x
+  Lanes where no adversarial point was met return x
   (a point whose logits are not all finite is never adversarial). `lo`, `hi`
   are flat (n,) or per lane (B, n); `unit` a scalar or per lane (B,).
   Away from l the steps descend −log(1 − p_l), whose gradient has the
@@ -61,15 +60,16 @@ def steps_lanes(apply, shape, steps: int, away: bool, params, x, l, lo, hi,
   from `alpha` to 0.01 along a cosine (foolbox: alpha = 1); they and the first
   radius are in units of `unit` (foolbox: 1, whatever the box).
   """
-  B = x.shape[0]
+  x, l, lo, hi, away, B = ln.x, ln.l, ln.lo, ln.hi, ln.away, ln.x.shape[0]
+  steps, gamma, alpha = opts.steps, opts.gamma, opts.alpha
   col = lambda v: v[:, None]
 
   def loss(z, li, ti):  # ascended: minus the CE of reaching l (away: of leaving l)
-    out = apply(params, z.reshape(shape))
+    out = ln.apply(ln.params, z.reshape(ln.shape))
     return -criteria.ce(out / ti, li, away), out
   vg = jax.vmap(jax.value_and_grad(loss, has_aux=True))
   temp = jnp.broadcast_to(jnp.asarray(temp, x.dtype), (B,))
-  norm = lambda v: jnp.sqrt(jnp.sum(v * v, -1))
+  norm = criteria.l2
   worst = norm(jnp.maximum(x - lo, hi - x))
   unit = jnp.broadcast_to(jnp.asarray(unit, x.dtype), (B,))
 
@@ -90,7 +90,7 @@ def steps_lanes(apply, shape, steps: int, away: bool, params, x, l, lo, hi,
     return delta, eps, best_l2, best
 
   zero = jnp.zeros_like(x)
-  c = (zero, jnp.full((B,), init_epsilon * unit, x.dtype), worst, zero)
+  c = (zero, jnp.full((B,), opts.init_epsilon * unit, x.dtype), worst, zero)
   return x + jax.lax.fori_loop(0, steps, body, c)[3]
 
 
@@ -114,10 +114,9 @@ def batch(apply, opts: "DDNOptions", params, x, l, lo, hi, away: bool) -> DDNRes
   `apply` is per example; lo, hi of one input's shape or (B, ...) per example.
   """
   B = x.shape[0]
-  xf = x.reshape(B, -1)
   lo, hi = flat_box(lo, hi, x)
-  z = steps_lanes(apply, x.shape[1:], opts.steps, away, params, xf, l, lo, hi,
-                  opts.gamma, opts.init_epsilon, opts.alpha)
+  z = steps_lanes(Lanes(apply, params, x.reshape(B, -1), l, x.shape[1:], lo, hi, away=away),
+                  opts)
   x_adv = z.reshape(x.shape)
   success, pred = criteria.verdict(jax.vmap(apply, (None, 0))(params, x_adv), l, away)
   r = x_adv - x
@@ -144,9 +143,7 @@ class DDNOptions(NamedTuple):
 
   def check(self) -> "DDNOptions":
     """These options, or ValueError naming the bad one."""
-    if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) \
-        or self.steps < 1:
-      raise ValueError(f"steps={self.steps!r}: must be an integer >= 1.")
+    inputs.integer(self.steps, "steps")
     for name, ok, need in (("gamma", 0 < self.gamma < 1, "in (0, 1)"),
                            ("init_epsilon", self.init_epsilon > 0, "> 0"),
                            ("alpha", self.alpha > 0, "> 0")):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from advjax import criteria
 from advjax.attack import _lbfgsb
+from advjax.attack.lanes import Lanes
 from advjax.attack.options import Search, Solve
 
 
@@ -100,19 +101,16 @@ def _next_c(s: State, ok, opts: Search):
   return c, c_ok, c_fail, both
 
 
-def step(s: State, solve, reaches, opts: Search, params, x, l, lo, hi) -> State:
-  """One solve per unfinished lane at its c, then the next c.
-
-  `reaches(z)` says per lane whether the flat points z reach l.
-  """
+def step(s: State, solve, ln: Lanes, opts: Search) -> State:
+  """One solve per unfinished lane at its c, then the next c."""
   was = (s.c_ok > 0) & jnp.isfinite(s.c_fail)
-  have = jnp.isfinite(s.best_l2)[:, None]
-  z0 = jnp.where(have, s.best_z, s.last_z) if opts.warm_start else x
-  res = solve(z0, s.finished, params, x, l, s.c)
-  z = jnp.clip(res.z, lo, hi)
-  ok = reaches(z)
-  l2 = jnp.linalg.norm(z - x, axis=-1)
-  better = ok & (l2 < s.best_l2)
+  have = jnp.isfinite(s.best_l2)
+  z0 = jnp.where(have[:, None], s.best_z, s.last_z) if opts.warm_start else ln.x
+  res = solve(z0, s.finished, ln.params, ln.x, ln.l, s.c)
+  z = jnp.clip(res.z, ln.lo, ln.hi)
+  ok = ln.reached(z)
+  l2 = criteria.l2(z - ln.x)
+  better = criteria.prefer(have, s.best_l2, ok, l2)
   c, c_ok, c_fail, both = _next_c(s, ok, opts)
   n_bracket = s.n_bracket + (~was).astype(jnp.int32)
   n_bisect = s.n_bisect + was.astype(jnp.int32)

@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from advjax import adapt
+from advjax import adapt, criteria
 
 MODES = ("all", "logits", "random")
 # The screen takes gradients of the 4n highest other logits, at least this many:
@@ -112,7 +112,7 @@ def box_distance(g: jax.Array, delta: jax.Array, lo: jax.Array, hi: jax.Array,
     return jnp.where((short > 0) & (slope > 0), lam + short / jnp.maximum(slope, tiny), lam)
   lam = jax.lax.fori_loop(0, steps, newton, lam)
   r = jnp.clip(lam[:, None] * g, lo, hi)
-  dist = jnp.sqrt(jnp.sum(r * r, -1))
+  dist = criteria.l2(r)
   return jnp.where(delta <= 0, 0.0, jnp.where(reach_max >= delta, dist, jnp.inf))
 
 

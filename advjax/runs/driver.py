@@ -46,9 +46,7 @@ BATCH_SIZE = 128  # fastest on 2 CPU cores (BUILD_NOTES.md); on a GPU use more
 
 def _check_batching(batch_size, devices, index, n: int):
   """(batch_size as int, index as (n,) array); ValueError saying what to pass."""
-  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-      or batch_size < 1:
-    raise ValueError(f"batch_size={batch_size!r}; it must be a positive integer.")
+  batch_size = inputs.integer(batch_size, "batch_size")
   if batch_size % len(devices):
     raise ValueError(f"batch_size={batch_size} is not a multiple of the "
                      f"{len(devices)} devices; choose a multiple so batches shard evenly.")
@@ -63,6 +61,13 @@ def execute(job: Job, pb: inputs.Problem, out_dir: str, *, index=None,
             progress: bool = True, key=None) -> dict[str, np.ndarray]:
   """Runs `job` on the validated problem `pb` batch by batch into out_dir.
 
+  index: (N,) dataset indices saved with the results (default arange(N));
+  batch_size: a multiple of the device count (`BATCH_SIZE` is fastest on 2 CPU
+  cores; on a GPU use more); devices: of the 'batch' mesh axis (default all,
+  every process); stop_after: newly finished batches to run (to test
+  resuming); progress: a tqdm bar (process 0 only); key: a PRNG key, folded
+  per batch, for jobs that draw.
+
   Returns the merged results of all finished batches (`collect(out_dir)`).
   Raises ValueError for a bad job, `ResumeError` for a busy folder or one
   holding another job or foreign files.
@@ -70,8 +75,8 @@ def execute(job: Job, pb: inputs.Problem, out_dir: str, *, index=None,
   devices = list(jax.devices() if devices is None else devices)
   if pb.n == 0:
     raise ValueError(f"x has shape {pb.x.shape}; the driver needs a non-empty batch (N, ...).")
-  if stop_after is not None and (isinstance(stop_after, bool) or stop_after < 0):
-    raise ValueError(f"stop_after={stop_after!r}: must be >= 0 (or None for all batches).")
+  if stop_after is not None:
+    inputs.integer(stop_after, "stop_after", 0)
   batch_size, index = _check_batching(batch_size, devices, index, pb.n)
   ident = identity.job_identity(job, pb, index, batch_size, key)
   multihost.agree(ident)
@@ -219,9 +224,7 @@ def save(path: str, results: dict[str, np.ndarray]) -> None:
 
 
 def run(model: Any, x, target, out_dir: str, *, bounds=(0.0, 1.0), options=None,
-        label=None, index=None, batch_size: int = BATCH_SIZE, devices=None,
-        stop_after: int | None = None, progress: bool = True,
-        untargeted: str = "all", key=None) -> dict[str, np.ndarray]:
+        label=None, untargeted: str = "all", key=None, **engine) -> dict[str, np.ndarray]:
   """Attacks x (N, ...) batch by batch, appending results to out_dir (§4.1).
 
   Args:
@@ -233,16 +236,14 @@ def run(model: Any, x, target, out_dir: str, *, bounds=(0.0, 1.0), options=None,
     bounds, options, untargeted, key: as `attack.lbfgs` (a fresh key per
       batch is folded from `key`); bounds may be per example (N, ...).
     label: (N,) true labels, saved (and used by untargeted attacks).
-    index: (N,) dataset indices saved with the results (default arange(N)).
-    batch_size: fixed batch; a multiple of the device count (`BATCH_SIZE`).
-    devices: devices of the 'batch' mesh axis (default all, every process).
-    stop_after: stop after this many newly finished batches (to test resuming).
-    progress: show a tqdm progress bar (process 0 only).
+    **engine: `execute`'s keywords, with its defaults: index (N,) dataset
+      indices saved with the results, batch_size (a multiple of the device
+      count), devices (of the 'batch' mesh axis), stop_after (newly finished
+      batches, to test resuming), progress (a tqdm bar on process 0).
 
   Returns:
     The merged results of all finished batches (`collect(out_dir)`).
   """
   job = jobs.attack(options, targeted=target is not None, untargeted=untargeted, key=key)
   pb = inputs.problem(model, x, bounds, target=target, label=label, check_logits=False)
-  return execute(job, pb, out_dir, index=index, batch_size=batch_size, devices=devices,
-                 stop_after=stop_after, progress=progress, key=key)
+  return execute(job, pb, out_dir, key=key, **engine)

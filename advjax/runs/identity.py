@@ -98,6 +98,7 @@ def key_data(key) -> np.ndarray:
   return np.asarray(key)
 
 
-def fingerprint(job: dict) -> str:
-  """One digest of a job identity (written into every part it produces)."""
+def fingerprint(job: Any) -> str:
+  """One digest of a job identity (written into every part it produces), or
+  of any JSON-able value: the package's one digest of records."""
   return hashlib.sha1(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()

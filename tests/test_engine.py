@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import attack, cli, criteria, inputs, reference
+from advjax import attack, cli, criteria, evaluate, inputs, reference
 from advjax.attack import ddn
 from advjax.runs import driver
 from advjax.runs import jobs, store
@@ -230,6 +230,21 @@ def test_each_criterion_is_defined_once():
     assert where == [home], (pat, where)
   ref = [l for l in open(os.path.join(root, "reference.py")) if "import" in l]
   assert not [l for l in ref if re.search(r"criteria|penalty|boundary|search", l)], ref
+
+
+def test_distortion_and_the_closer_point_are_criteria():
+  r = np.random.default_rng(0).normal(size=(3, 4, 4, 1))
+  want = np.sqrt((r ** 2).mean(axis=(1, 2, 3)))
+  assert isinstance(criteria.rms(r), np.ndarray) and criteria.rms(r).dtype == np.float64
+  np.testing.assert_allclose(criteria.rms(r), want, rtol=1e-14)  # host: float64, exact
+  np.testing.assert_array_equal(evaluate.distortion(r), criteria.rms(r))
+  np.testing.assert_allclose(criteria.rms(jnp.asarray(r, jnp.float32)), want, rtol=1e-6)
+  np.testing.assert_allclose(criteria.l2(r), np.linalg.norm(r.reshape(3, -1), axis=1),
+                             rtol=1e-14)
+  ok_a, d_a = np.array([True, True, False, False, True]), np.array([1., 1., 1., 1., 1.])
+  ok_b, d_b = np.array([True, False, True, False, True]), np.array([.5, .5, 2., .5, 1.])
+  np.testing.assert_array_equal(criteria.prefer(ok_a, d_a, ok_b, d_b),
+                                [True, False, True, False, False])  # a on ties
 
 
 @pytest.mark.parametrize("extra, msg", [

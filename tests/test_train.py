@@ -1,5 +1,7 @@
 """Training: loss decreases, seeds are deterministic, checkpoints round-trip, resume."""
 
+import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -163,3 +165,16 @@ def test_atomic_write_and_json(tmp_path):
   with pytest.raises(TypeError):
     checkpoint.atomic_json(path, {"a": object()})
   assert open(path, "rb").read() == b"new" and os.listdir(tmp_path) == ["f.json"]
+
+
+def test_a_checkpoint_must_match_its_config(tmp_path):
+  cfg = train.TrainConfig(epochs=2, lr=1e-3)
+  meta = {"config": json.loads(json.dumps(dataclasses.asdict(cfg))), "n_train": 20}
+  checkpoint.check_matches(str(tmp_path), meta, {"config": dataclasses.asdict(cfg),
+                                                 "n_train": 20})  # the same: passes
+  other = dataclasses.replace(cfg, lr=1e-2)
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"another config .*'config\.lr': \(0\.001, 0\.01\), "
+                     r"'n_train': \(20, 30\)"):
+    checkpoint.check_matches(str(tmp_path), meta, {"config": dataclasses.asdict(other),
+                                                   "n_train": 30}, "'FC10'")

@@ -122,6 +122,8 @@ def test_generated_nets_ci():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif("ADVJAX_SOUNDNESS_PROGRAMS" not in os.environ,
+                    reason="the long run: set ADVJAX_SOUNDNESS_PROGRAMS (see the module doc)")
 @pytest.mark.parametrize("image", [False, True], ids=["2d-grid", "image-pgd"])
 def test_generated_nets_long(image):
   """PROGRAMS random programs × DRAWS weight draws × every run in RUNS."""

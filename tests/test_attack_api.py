@@ -10,7 +10,7 @@ from flax import nnx
 
 from advjax.attack import box_lbfgs as attack_lbfgs
 from advjax import attack, checkpoint, models, reference
-from test_attacks import K, PARAMS, SHAPE, _apply, _data, _tiny_params, logits_fn
+from conftest import K, PARAMS, SHAPE, logits_fn, tiny_apply, tiny_data, tiny_params
 
 Opts = attack.AttackOptions
 FAST = Opts(bisect_steps=4)
@@ -18,7 +18,7 @@ FAST = Opts(bisect_steps=4)
 
 @pytest.fixture(scope="module")
 def case():
-  x, pred = _data(3, seed=11)
+  x, pred = tiny_data(3, seed=11)
   t = (pred + 1) % K
   return x, t, attack.lbfgs(logits_fn, x, t, options=FAST)
 
@@ -61,9 +61,9 @@ def _kinds(params):
   W1, W2, b = params
   linen_vars = {"params": {"Dense_0": {"kernel": W1, "bias": jnp.zeros(16)},
                            "Dense_1": {"kernel": W2, "bias": b}}}
-  return {"pair": (_apply, params), "linen": (_Linen().apply, linen_vars),
+  return {"pair": (tiny_apply, params), "linen": (_Linen().apply, linen_vars),
           "nnx": _nnx_model(params), "equinox": _Eqx(W1, W2, b),
-          "jitted function": jax.jit(lambda z: _apply(params, z))}
+          "jitted function": jax.jit(lambda z: tiny_apply(params, z))}
 
 
 @pytest.mark.parametrize("kind", ["pair", "linen", "nnx", "equinox", "jitted function"])
@@ -80,7 +80,7 @@ def test_new_weights_compile_nothing(case, kind):
   x, t, _ = case
   attack.lbfgs(_kinds(PARAMS)[kind], x, t, options=FAST)
   n0 = attack_lbfgs._attack_jit._cache_size()  # pylint: disable=protected-access
-  other = attack.lbfgs(_kinds(_tiny_params(seed=5))[kind], x, t, options=FAST)
+  other = attack.lbfgs(_kinds(tiny_params(seed=5))[kind], x, t, options=FAST)
   assert attack_lbfgs._attack_jit._cache_size() == n0, "new weights recompiled the attack"
   assert np.asarray(other.x_adv).min() >= 0 and np.asarray(other.x_adv).max() <= 1
 
@@ -91,7 +91,7 @@ def _shifted(lo, hi):
 
 
 def test_box_minus_one_one_matches_reference():
-  x01, pred = _data(3, seed=12)
+  x01, pred = tiny_data(3, seed=12)
   x, t = 2 * x01 - 1, (pred + 2) % K
   fn = _shifted(-1.0, 1.0)
   res = attack.lbfgs(fn, x, t, bounds=(-1, 1), options=attack.PAPER)
@@ -109,7 +109,7 @@ def test_box_minus_one_one_matches_reference():
 
 
 def test_per_pixel_bounds_match_reference_and_hold():
-  x, pred = _data(3, seed=13)
+  x, pred = tiny_data(3, seed=13)
   t = (pred + 1) % K
   lo = np.zeros(SHAPE, np.float32)
   hi = np.ones(SHAPE, np.float32)
@@ -133,7 +133,7 @@ def test_per_pixel_bounds_match_reference_and_hold():
 
 
 def test_nan_logits_are_an_error_never_a_success():
-  x, _ = _data(3)
+  x, _ = tiny_data(3)
   nan_fn = lambda z: logits_fn(z) * jnp.nan
   with pytest.raises(ValueError, match="non-finite logits .* 3 of 3"):
     attack.lbfgs(nan_fn, x, np.zeros(3, np.int32))
@@ -155,7 +155,7 @@ def test_nan_checkpoint_and_meta_without_keys_are_refused(tmp_path):
 
 
 def test_empty_and_unbatched_inputs():
-  x, pred = _data(2)
+  x, pred = tiny_data(2)
   empty = attack.lbfgs(logits_fn, x[:0], pred[:0])
   assert empty.x_adv.shape == (0,) + SHAPE and empty.success.shape == (0,)
   m = models.get_model("FC10(1e-4)")

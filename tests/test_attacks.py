@@ -7,39 +7,13 @@ import pytest
 
 from advjax.attack import box_lbfgs as attack_lbfgs
 from advjax import attack, reference
+from conftest import K, PARAMS, SHAPE, logits_fn, tiny_apply, tiny_data, tiny_params
 
 Opts = attack.AttackOptions
 
-K = 5
-SHAPE = (6, 6, 1)  # 36 "pixels"
-
-
-def _tiny_params(seed=0):
-  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
-  n = int(np.prod(SHAPE))
-  return (jax.random.normal(k1, (n, 16)) / np.sqrt(n) * 3,
-          jax.random.normal(k2, (16, K)) * 1.5, jax.random.normal(k3, (K,)) * 0.1)
-
-
-PARAMS = _tiny_params()
-
-
-def logits_fn(x):
-  """A tiny sigmoid MLP on (B, 6, 6, 1) or (B, 36) inputs."""
-  W1, W2, b = PARAMS
-  h = jax.nn.sigmoid(x.reshape(x.shape[0], -1) @ W1 - 1.5)
-  return h @ W2 + b
-
-
-def _data(B, seed=1):
-  x = jax.random.uniform(jax.random.PRNGKey(seed), (B,) + SHAPE)
-  pred = jnp.argmax(logits_fn(x), -1)
-  return np.asarray(x), np.asarray(pred)
-
-
 @pytest.fixture(scope="module")
 def batch():
-  x, pred = _data(4)
+  x, pred = tiny_data(4)
   t = np.asarray(attack.random_targets(jax.random.PRNGKey(2), pred, K))
   return x, pred, t, attack.lbfgs(logits_fn, x, t, options=attack.PAPER)
 
@@ -99,7 +73,7 @@ def test_flat_inputs_give_same_result(batch):
 
 
 def test_already_target_returns_zero():
-  x, pred = _data(4)
+  x, pred = tiny_data(4)
   t = pred.copy()
   t[0] = (pred[0] + 1) % K  # one lane really attacked, three already there
   res = attack.lbfgs(logits_fn, x, t)
@@ -110,16 +84,16 @@ def test_already_target_returns_zero():
 
 
 def test_same_shape_compiles_once():
-  x, pred = _data(4, seed=5)
+  x, pred = tiny_data(4, seed=5)
   attack.lbfgs(logits_fn, x, (pred + 1) % K)
   n = attack_lbfgs._attack_jit._cache_size()  # pylint: disable=protected-access
-  x2, pred2 = _data(4, seed=6)
+  x2, pred2 = tiny_data(4, seed=6)
   attack.lbfgs(lambda z: logits_fn(z), x2, (pred2 + 2) % K)  # a new closure
   assert attack_lbfgs._attack_jit._cache_size() == n, "a second call of the same shape compiled"
 
 
 def test_untargeted_all_is_min_over_targets():
-  x, pred = _data(4, seed=7)
+  x, pred = tiny_data(4, seed=7)
   res = attack.lbfgs(logits_fn, x, options=attack.PAPER)
   assert np.all(np.asarray(res.success))
   per = [attack.lbfgs(logits_fn, x, (pred + k) % K, options=attack.PAPER)
@@ -144,7 +118,7 @@ def test_random_targets_never_the_label():
 
 
 def test_jaxopt_solver_option():
-  x, pred = _data(2, seed=8)
+  x, pred = tiny_data(2, seed=8)
   pytest.importorskip("jaxopt")
   res = attack.lbfgs(logits_fn, x, (pred + 1) % K,
                       options=Opts(solver="jaxopt", bisect_steps=3, maxiter=30))
@@ -174,7 +148,7 @@ def test_bad_inputs_raise(x, t, fn, msg):
 
 
 def test_bad_options_raise():
-  x, pred = _data(2)
+  x, pred = tiny_data(2)
   with pytest.raises(ValueError, match="solver"):
     attack.lbfgs(logits_fn, x, pred, options=Opts(solver="adam"))
   with pytest.raises(ValueError, match="c_factor=0.5: must be > 1"):
@@ -201,23 +175,17 @@ def test_bad_options_raise():
     Opts(bisect=3)
 
 
-def _apply(params, x):
-  """logits_fn with the parameters as an argument (the (apply_fn, params) kind)."""
-  W1, W2, b = params
-  return jax.nn.sigmoid(x.reshape(x.shape[0], -1) @ W1 - 1.5) @ W2 + b
-
-
 def test_pair_matches_function_and_new_weights_do_not_recompile(batch):
   x, _, t, res = batch
-  got = attack.lbfgs((_apply, PARAMS), x, t, options=attack.PAPER)
+  got = attack.lbfgs((tiny_apply, PARAMS), x, t, options=attack.PAPER)
   np.testing.assert_allclose(np.asarray(got.distortion), np.asarray(res.distortion),
                              rtol=1e-4, atol=1e-6)
   n0 = attack_lbfgs._attack_jit._cache_size()  # pylint: disable=protected-access
-  other = attack.lbfgs((_apply, _tiny_params(seed=3)), x, t, options=attack.PAPER)
+  other = attack.lbfgs((tiny_apply, tiny_params(seed=3)), x, t, options=attack.PAPER)
   assert attack_lbfgs._attack_jit._cache_size() == n0  # new weights, no new compile
   assert np.asarray(other.x_adv).min() >= 0 and np.asarray(other.x_adv).max() <= 1
   with pytest.raises(ValueError, match="target"):
-    attack.lbfgs((_apply, PARAMS), x, t[:2])
+    attack.lbfgs((tiny_apply, PARAMS), x, t[:2])
 
 
 def test_bisect_steps_zero_stops_after_bracketing(batch):

@@ -10,7 +10,7 @@ from jax import lax
 from advjax import attack
 from advjax.attack import boundary
 
-from test_attacks import K, _data, logits_fn
+from conftest import K, logits_fn, tiny_data
 
 
 def test_root_lands_on_the_reaching_side_and_beats_bisection():
@@ -30,7 +30,7 @@ def test_root_falls_back_to_the_midpoint_on_a_flat_end():
 
 
 def test_joint_untargeted_reaches_another_label_in_the_box():
-  x, pred = _data(6, seed=11)
+  x, pred = tiny_data(6, seed=11)
   res = attack.lbfgs(logits_fn, x, options=attack.AttackOptions(joint=True))
   ok = np.asarray(res.success)
   assert ok.all()
@@ -45,7 +45,7 @@ def test_joint_untargeted_reaches_another_label_in_the_box():
 
 
 def test_joint_untargeted_returns_zero_for_already_wrong_labels():
-  x, pred = _data(3, seed=12)
+  x, pred = tiny_data(3, seed=12)
   label = pred.copy()
   label[1:] = (pred[1:] + 1) % K  # x already classified away from these labels
   res = attack.lbfgs(logits_fn, x, label=label, options=attack.AttackOptions(joint=True))

@@ -13,7 +13,7 @@ from jax import lax
 from advjax import attack
 from advjax.platform import convgrad
 
-from test_attacks import K
+from conftest import K
 
 
 def _convnet(dn, strides, padding, dilation):

@@ -9,13 +9,13 @@ from advjax import attack, inputs
 from advjax.attack import ddn
 from advjax.attack import targets
 
-from test_attacks import K, _data, logits_fn
+from conftest import K, logits_fn, tiny_data
 
 
 @pytest.mark.parametrize("targeted", [True, False])
 def test_ddn_matches_foolbox_step_for_step(targeted):
   fb = pytest.importorskip("foolbox")
-  x, pred = _data(16, seed=3)
+  x, pred = tiny_data(16, seed=3)
   t = (pred + 1 + np.arange(16) % (K - 1)) % K
   crit = (fb.criteria.TargetedMisclassification(jnp.asarray(t)) if targeted
           else fb.criteria.Misclassification(jnp.asarray(pred)))
@@ -29,7 +29,7 @@ def test_ddn_matches_foolbox_step_for_step(targeted):
 
 
 def test_ddn_result_in_any_box_and_rechecked():
-  x, pred = _data(8, seed=4)
+  x, pred = tiny_data(8, seed=4)
   x = x * 3 - 1  # a box [-1, 2]
   fn = lambda z: logits_fn((z + 1) / 3)
   t = (pred + 2) % K
@@ -50,14 +50,14 @@ def test_ddn_result_in_any_box_and_rechecked():
 @pytest.mark.parametrize("kw,msg", [(dict(steps=0), "steps"), (dict(gamma=1.5), "gamma"),
                                     (dict(alpha=0.0), "alpha")])
 def test_ddn_bad_arguments_raise(kw, msg):
-  x, pred = _data(2)
+  x, pred = tiny_data(2)
   with pytest.raises(ValueError, match=msg):
     ddn.ddn(logits_fn, x, (pred + 1) % K, **kw)
 
 
 @pytest.mark.parametrize("untargeted", [False, True])
 def test_warm_start_beats_both_of_its_parts(untargeted):
-  x, pred = _data(8, seed=9)
+  x, pred = tiny_data(8, seed=9)
   t = None if untargeted else (pred + 1 + np.arange(8) % (K - 1)) % K
   warm = attack.lbfgs(logits_fn, x, t)  # the default: first-order steps too
   search = attack.lbfgs(logits_fn, x, t, options=attack.AttackOptions(
@@ -84,7 +84,7 @@ def test_warm_start_beats_both_of_its_parts(untargeted):
 def test_first_order_pass_does_not_depend_on_how_x_is_scaled():
   # the same model on x in [0, 255]: the pass's steps are in units of the box's
   # width, so the attack's point is 255 times the one in [0, 1]
-  x, pred = _data(8, seed=9)
+  x, pred = tiny_data(8, seed=9)
   t = (pred + 1 + np.arange(8) % (K - 1)) % K
   unit = attack.lbfgs(logits_fn, x, t)
   byte = attack.lbfgs(lambda z: logits_fn(z / 255.0), 255 * x, t, bounds=(0, 255))

@@ -194,23 +194,6 @@ def test_four_devices_equal_one(tmp_path):
   assert "SHARDED-OK" in out.stdout, out.stdout + out.stderr
 
 
-@pytest.fixture
-def cli_job(tmp_path):
-  """A 6-image test split and a random-init FC10 checkpoint for the CLI."""
-  from advjax import checkpoint, data, models
-  rng = np.random.default_rng(0)
-  d = tmp_path / "mnist"
-  d.mkdir()
-  data.write_idx(str(d / "t10k-images-idx3-ubyte.gz"),
-                 rng.integers(0, 256, (6, 28, 28), dtype=np.uint8))
-  data.write_idx(str(d / "t10k-labels-idx1-ubyte.gz"),
-                 rng.integers(0, 10, 6).astype(np.uint8))
-  m = models.get_model("FC10(1e-4)")
-  checkpoint.save(str(tmp_path / "ckpt"), m, m.init(jax.random.PRNGKey(0)))
-  return ["attack", "--checkpoint", str(tmp_path / "ckpt"), "--data-dir", str(d),
-          "--batch-size", "4", "--bisect-steps", "3", "--no-progress"]
-
-
 def test_cli_writes_loadable_npz(tmp_path, cli_job):
   from advjax import cli
   out = str(tmp_path / "adv.npz")

@@ -20,14 +20,13 @@ from advjax import attack, cli, criteria, evaluate, inputs, reference
 from advjax.attack import ddn
 from advjax.runs import driver
 from advjax.runs import jobs, store
-from test_attacks import K, SHAPE, _data, logits_fn
-from test_driver import cli_job  # noqa: F401  (the fixture)
+from conftest import K, SHAPE, logits_fn, tiny_data
 
 FAST = attack.AttackOptions(bisect_steps=2, refine_steps=3, first_order_steps=20)
 
 
 def test_ddn_job_resumes_and_equals_ddn(tmp_path):
-  x, pred = _data(10, seed=3)
+  x, pred = tiny_data(10, seed=3)
   t = (pred + 1) % K
   pb = inputs.problem(logits_fn, x, target=t, check_logits=False)
   job = jobs.ddn(ddn.DDNOptions(steps=30), targeted=True)
@@ -43,7 +42,7 @@ def test_ddn_job_resumes_and_equals_ddn(tmp_path):
 
 
 def test_a_busy_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
-  x, pred = _data(4, seed=4)
+  x, pred = tiny_data(4, seed=4)
   sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
   try:
     os.makedirs(tmp_path / "busy")
@@ -65,7 +64,7 @@ def test_a_busy_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
 
 
 def test_collect_refuses_a_part_in_the_wrong_slot_or_of_another_job(tmp_path):
-  x, pred = _data(8, seed=5)
+  x, pred = tiny_data(8, seed=5)
   t = (pred + 1) % K
   driver.run(logits_fn, x, t, str(tmp_path / "a"), batch_size=4, progress=False, options=FAST)
   shutil.copy(tmp_path / "a" / "part-00000.npz", tmp_path / "a" / "part-00001.npz")
@@ -101,7 +100,7 @@ class MLP(eqx.Module):  # the shape of Equinox's README example: a list field
 
 def test_equinox_readme_shape_is_attacked_like_a_plain_function():
   m = MLP(jax.random.PRNGKey(0))
-  x, _ = _data(4, seed=6)
+  x, _ = tiny_data(4, seed=6)
   a = attack.lbfgs(m, x, options=FAST)  # untargeted: the nearest other label
   b = attack.lbfgs(lambda z: jax.vmap(m)(z), x, options=FAST)
   assert np.asarray(a.success).any()
@@ -109,7 +108,7 @@ def test_equinox_readme_shape_is_attacked_like_a_plain_function():
 
 
 def test_per_example_boxes_match_the_reference_and_hold():
-  x, pred = _data(4, seed=7)
+  x, pred = tiny_data(4, seed=7)
   t = (pred + 1) % K
   lo = np.clip(x - 0.25, 0, 1).reshape(4, -1).reshape(x.shape)
   hi = np.clip(x + 0.25, 0, 1)
@@ -132,7 +131,7 @@ def _scaled(s, z):
 
 @functools.lru_cache(maxsize=None)
 def _at_scale(scale: float, targeted: bool, scale_opt: str = "spread"):
-  x, pred = _data(6, seed=8)
+  x, pred = tiny_data(6, seed=8)
   t = (pred + 1 + np.arange(6) % (K - 1)) % K if targeted else None
   return attack.lbfgs((_scaled, jnp.float32(scale)), x, t,
                        options=attack.AttackOptions(scale=scale_opt))
@@ -170,7 +169,7 @@ def test_ddn_never_takes_a_nan_point_and_failed_rows_are_x():
   def nan_model(z):  # NaN logits wherever class K-1 would win: its region is NaN
     out = logits_fn(z)
     return jnp.where((out.argmax(-1) == K - 1)[:, None], jnp.nan, out)
-  x, pred = _data(16, seed=9)
+  x, pred = tiny_data(16, seed=9)
   keep = pred != K - 1
   x, pred = x[keep], pred[keep]
   t = np.full(len(x), K - 1, np.int32)
@@ -187,7 +186,7 @@ def test_batch_dependent_models_are_refused():
   def batchnorm_train(p, z):  # normalised by the batch's own statistics
     h = z.reshape(len(z), -1) @ p
     return (h - h.mean(0)) / (h.std(0) + 1e-5)
-  x, _ = _data(4, seed=10)
+  x, _ = tiny_data(4, seed=10)
   with pytest.raises(ValueError, match="evaluation mode"):
     attack.lbfgs((batchnorm_train, W), x, np.zeros(4, np.int32))
   with pytest.raises(ValueError, match="evaluation mode"):
@@ -200,7 +199,7 @@ def test_bad_shapes_and_models_get_one_line_errors():
     attack.lbfgs(logits_fn, empty, np.array([1, 2]))
   with pytest.raises(ValueError, match=r"target has shape \(1,\)"):
     attack.lbfgs(logits_fn, empty, [2.7])
-  x, _ = _data(2)
+  x, _ = tiny_data(2)
   with pytest.raises(ValueError, match="K >= 2"):
     attack.lbfgs(lambda z: logits_fn(z)[:, :1], x, np.zeros(2, np.int32))
   with pytest.raises(ValueError, match="complex"):

@@ -15,7 +15,6 @@ import pytest
 import advjax
 from advjax import checkpoint, cli, criteria, data, inputs
 from advjax.runs import driver, jobs
-from test_driver import cli_job  # noqa: F401  (the fixture)
 
 ROOT = pathlib.Path(advjax.__file__).parent
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from advjax import __version__
 from advjax.attack.options import FLAT, PARTS
+from advjax.runs import multihost
 from advjax.runs.driver import BATCH_SIZE
 
 EXAMPLE = """example:
@@ -75,7 +76,8 @@ def _add_shared(a: argparse.ArgumentParser, verb: str) -> None:
                  help="dataset of the split")
   a.add_argument("--split", default="test", choices=("train", "test"), help="split")
   a.add_argument("--data-dir", default=None,
-                 help="IDX folder (default $ADVJAX_DATA_DIR, then TFDS)")
+                 help="IDX folder (default $ADVJAX_DATA_DIR, then MNIST's cached "
+                 "download, then TFDS: advjax.data.load)")
   a.add_argument("--start", type=int, default=0, help="first example of the split")
   a.add_argument("--n", type=int, default=None, help="number of examples (default: to the end)")
   a.add_argument("--only-correct", action="store_true",
@@ -101,7 +103,7 @@ def _add_multihost(a: argparse.ArgumentParser) -> None:
   d.add_argument("--coordinator", default=None, help="host:port of process 0")
   d.add_argument("--num-processes", type=int, default=None, help="number of processes")
   d.add_argument("--process-id", type=int, default=None, help="this process's id")
-  d.add_argument("--peer-timeout", type=float, default=30.0,
+  d.add_argument("--peer-timeout", type=float, default=multihost.PEER_TIMEOUT,
                  help="seconds after which a silent peer (killed, crashed) stops this "
                  "process with one line (exit 3); rerun to resume")
 
@@ -228,7 +230,6 @@ def _distributed(args: argparse.Namespace) -> None:
                           ("num_processes", args.num_processes),
                           ("process_id", args.process_id)) if v is not None}
   jax.distributed.initialize(**kw)
-  from advjax.runs import multihost  # pylint: disable=import-outside-toplevel
   multihost.watchdog(args.peer_timeout)
 
 

@@ -15,6 +15,8 @@ from jax.sharding import NamedSharding
 
 from advjax.runs import identity
 
+PEER_TIMEOUT = 30.0  # seconds after which a silent peer stops the others
+
 
 def _utils():
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
@@ -74,7 +76,7 @@ def agree_flag(failed: bool) -> bool:
   return bool(broadcast(np.int32(failed))) if many() else failed
 
 
-def watchdog(timeout: float = 30.0, every: float = 2.0) -> None:
+def watchdog(timeout: float = PEER_TIMEOUT, every: float = 2.0) -> None:
   """Ends this process with one line (exit 3) when a peer stops responding.
 
   Each process writes a heartbeat into jax.distributed's key-value store every

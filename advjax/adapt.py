@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from advjax import criteria
+
 
 class Wrapped(NamedTuple):
   """A model as `apply(params, x) -> logits (K,)` for one example x.
@@ -192,7 +194,7 @@ def labels_or_prediction(apply: Callable, params, x, label=None) -> jax.Array:
   an untargeted job leaves, or a certificate certifies."""
   if label is not None:
     return label
-  return jnp.argmax(logits(apply, params, jnp.asarray(x)), -1).astype(jnp.int32)
+  return criteria.prediction(logits(apply, params, jnp.asarray(x)))
 
 
 def _update(h, a) -> None:

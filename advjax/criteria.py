@@ -13,7 +13,8 @@ call these; the scipy oracle (`advjax.reference`) deliberately writes its own.
   which the logits at x spread over SPREAD, so that a model whose logits are
   scaled by any factor is attacked alike; 'raw' reads the logits as they are
   (the paper's loss).
-* `verdict`: the final re-check: argmax == l (away: != l) with finite logits.
+* `prediction`, `verdict`: the predicted label; the final re-check: argmax
+  == l (away: != l) with finite logits.
 * `l2`, `rms`: ‖r‖₂ and the paper's distortion, the per-pixel RMS ‖r‖₂/√m
   (jnp for JAX arrays, float64-exact numpy for host arrays);
 * `prefer`: which of two points is the closer successful one.
@@ -100,10 +101,15 @@ def reaches(logits: jax.Array, l: jax.Array, m, away: bool = False) -> jax.Array
   return lead(logits, l, away) > m
 
 
+def prediction(logits: jax.Array) -> jax.Array:
+  """The predicted labels (int32) of logits (B, K)."""
+  return jnp.argmax(logits, -1).astype(jnp.int32)
+
+
 def verdict(out: jax.Array, l: jax.Array, away: bool = False):
   """The final re-check on returned points' logits: (success, argmax); success
   is argmax == l (away: != l) with finite logits, no margin."""
-  pred = jnp.argmax(out, -1).astype(jnp.int32)
+  pred = prediction(out)
   return ((pred == l) != away) & jnp.all(jnp.isfinite(out), -1), pred
 
 

@@ -158,6 +158,24 @@ def test_no_import_cycles():
   assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def test_no_module_reads_another_modules_private_names():
+  modules = set(_graph())
+  found = []
+  for p in ROOT.rglob("*.py"):
+    tree, names = ast.parse(p.read_text()), {}
+    for node in ast.walk(tree):  # local name -> the advjax module it names
+      if isinstance(node, ast.ImportFrom) and node.module in modules | {"advjax"}:
+        names.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+      elif isinstance(node, ast.Import):
+        names.update({a.asname: a.name for a in node.names if a.asname})
+    names = {k: v for k, v in names.items() if v in modules}
+    found += [f"{p.name}:{n.lineno} {n.value.id}.{n.attr}" for n in ast.walk(tree)
+              if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+              and n.value.id in names and n.attr.startswith("_")
+              and not n.attr.startswith("__")]
+  assert not found, found
+
+
 def test_each_runs_module_imports_alone_in_a_fresh_interpreter():
   for m in ("advjax.runs.jobs", "advjax.runs.driver", "advjax.runs.identity",
             "advjax.runs.store", "advjax.runs.multihost"):

@@ -94,8 +94,8 @@ def attack(apply, opts: AttackOptions, away: bool, params, x, target, lo, hi) ->
   out = ln.logits(z)
   success, pred = criteria.verdict(out, target, away)
   if away:  # the label reached (or, on failure, the runner-up)
-    target = jnp.where(success, pred, jnp.argmax(out.at[jnp.arange(B), target].set(
-        -jnp.inf), -1).astype(jnp.int32))
+    target = jnp.where(success, pred, criteria.prediction(
+        out.at[jnp.arange(B), target].set(-jnp.inf)))
   r = x_adv - x
   return AttackResult(x_adv, r, success, target, c, criteria.l2(r), criteria.rms(r),
                       s.iters, s.solves, _passes(opts, away, out0.shape[-1], s))

@@ -44,11 +44,11 @@ def check_mode(untargeted: str, key) -> None:
 def untargeted(apply, K: int, mode: str, params, x, label, key):
   """(label, target) of an untargeted mode; label defaults to the prediction."""
   logits = adapt.batched(apply)(params, x)
-  label = jnp.argmax(logits, -1).astype(jnp.int32) if label is None else label
+  label = criteria.prediction(logits) if label is None else label
   if mode == "random":
     return label, random_targets(key, label, K)
   masked = jnp.where(jax.nn.one_hot(label, K, dtype=bool), -jnp.inf, logits)
-  return label, jnp.argmax(masked, -1).astype(jnp.int32)
+  return label, criteria.prediction(masked)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))

@@ -207,7 +207,9 @@ def test_old_names_warn_and_give_the_same_objects(old, new, name):
 
 def test_import_advjax_reaches_the_subpackages_lazily():
   code = ("import sys, advjax; assert 'advjax.certify' not in sys.modules; "
+          "assert 'jax' not in sys.modules; "
           "f = advjax.certify.radius; g = advjax.attack.lbfgs; h = advjax.runs.driver; "
+          "assert advjax.norms.layers.layer_bounds and 'lbfgs' in advjax.runs.jobs.registered(); "
           "assert callable(f) and callable(g); print('LAZY-OK')")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120, cwd=ROOT.parent)

@@ -61,6 +61,12 @@ def _q(conf_mod, quick, **kw):
   return _quick(conf_mod, quick["runs"], quick["data"], **kw)
 
 
+@pytest.fixture(scope="module")
+def t34(quick):
+  """Tables 3 and 4 run once, in the folder the claims read."""
+  return _exec(table34, c_t34, _q(c_t34, quick), quick["root"] / "res" / "table34")
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_each_experiment_is_a_module_named_as_its_config(name):
   """experiments/<name>.py runs configs/<name>.py, whose docstring gives its command."""
@@ -125,7 +131,7 @@ def test_recorded_command_runs_as_written(quick):
   assert os.path.normpath(workdir) == os.path.normpath(str(quick["root"] / "res" / "train_models"))
 
 
-def test_tables_1_2_and_claims_mechanics(quick):
+def test_tables_1_2_and_claims_mechanics(quick, t34):  # pylint: disable=unused-argument
   root = quick["root"]
   t1 = _exec(table1, c_t1, _q(c_t1, quick, models=T1_MODELS), root / "res" / "table1")
   for s in t1["summary"].values():
@@ -139,7 +145,6 @@ def test_tables_1_2_and_claims_mechanics(quick):
   assert all(0.0 <= v["mean"] <= 1.0 for row in m.values() for v in row.values())
   for s in (0.1, 0.3):  # clipped Gaussian noise: RMS below σ but of its order
     assert 0.4 * s < t2["distortion"][f"Gaussian noise σ={s:g}"]["mean"] <= s
-  _exec(table34, c_t34, _q(c_t34, quick), root / "res" / "table34")
   fake_adv = {"summary": {"baseline": {"test_err": common.summarize([0.5, 0.52])},
                           "centre": {"test_err": common.summarize([0.4, 0.41])}}}
   ratio = lambda **q: {"methods": {k: {"median_ratio": v} for k, v in q.items()}}
@@ -187,12 +192,11 @@ def test_two_seeds_give_mean_and_sd(quick):
   assert isinstance(held, bool) and "±" in detail
 
 
-def test_table34_quick(quick):
-  out = _exec(table34, c_t34, _q(c_t34, quick), quick["root"] / "res" / "t34b")
-  m = out["table4"]
+def test_table34_quick(t34):
+  m = t34["table4"]
   for name in c_t34.MODELS:  # (quick models' distortions exceed 0.1, so
     assert m[name][name]["mean"] == 1.0  # "amplifying" to 0.1 may shrink them)
-  assert len(m) == 3 + 3 + 2 and len(out["table3"]) == 3
+  assert len(m) == 3 + 3 + 2 and len(t34["table3"]) == 3
 
 
 def test_figures_quick(quick):
@@ -245,37 +249,28 @@ def _reproduce_one_step(quick, step, **kw):
   return _q(c_rep, quick, skip=tuple(s for s in c_rep.STEPS if s != step), **kw)
 
 
-def test_reproduce_records_steps_and_resumes(quick):
-  cfg = _reproduce_one_step(quick, "table34")
+def test_reproduce_records_steps_resumes_and_leaves_the_step_folders_alone(quick, tmp_path):
+  """One Table 3/4 step: run into steps_dir (its default folder untouched),
+  then a rerun finds it complete."""
+  steps = tmp_path / "steps"
+  cfg = _reproduce_one_step(quick, "table34", steps_dir=str(steps))
   cwd = os.getcwd()
-  os.chdir(quick["root"])  # step results go to experiments/results/quick/ there
+  os.chdir(quick["root"])  # a default step folder would be experiments/results/quick/ there
   try:
-    first = reproduce.run(cfg, "rep")
-    second = reproduce.run(cfg, "rep")
+    default = os.path.join("experiments", "results", "quick", "table34", "results.json")
+    before = os.path.getmtime(default) if os.path.exists(default) else None
+    first = reproduce.run(cfg, str(tmp_path / "rep"))
+    after = os.path.getmtime(default) if os.path.exists(default) else None
+    second = reproduce.run(cfg, str(tmp_path / "rep"))
   finally:
     os.chdir(cwd)
   step = [s for s in first["steps"] if s["step"] == "table34"][0]
   assert step["status"] == "ran" and step["wall_seconds"] > 0 and step["peak_rss_mib"] > 0
+  assert (steps / "table34" / "results.json").exists()
+  assert after == before  # the step's own folder was not written
   assert [s for s in second["steps"] if s["step"] == "table34"][0]["status"].startswith(
       "complete")
   assert any("python -m experiments.bench_attack" in s for s in first["separate"])
-
-
-def test_reproduce_steps_dir_leaves_the_step_folders_alone(quick, tmp_path):
-  steps = tmp_path / "steps"
-  cfg = _reproduce_one_step(quick, "table34", steps_dir=str(steps))
-  cwd = os.getcwd()
-  os.chdir(quick["root"])
-  try:
-    default = os.path.join("experiments", "results", "quick", "table34", "results.json")
-    before = os.path.getmtime(default) if os.path.exists(default) else None
-    out = reproduce.run(cfg, str(tmp_path / "rep"))
-    after = os.path.getmtime(default) if os.path.exists(default) else None
-  finally:
-    os.chdir(cwd)
-  assert [s["status"] for s in out["steps"] if s["step"] == "table34"] == ["ran"]
-  assert (steps / "table34" / "results.json").exists()
-  assert after == before  # the step's own folder was not written
 
 
 def test_save_each_writes_the_results_after_each_item(tmp_path):

@@ -54,7 +54,7 @@ def adversarial_rows(rows: dict[str, list[dict]], path: str,
       a.axis("off")
     for j, r in enumerate(items):
       x, xa = np.squeeze(r["x"]), np.squeeze(r["x_adv"])
-      rms = float(criteria.rms((xa - x)[None]))
+      rms = float(criteria.rms((xa - x)[None])[0])
       for a, im, t in zip(ax_row[3 * j:3 * j + 3],
                           (x, np.clip(0.5 + magnify * (xa - x), 0, 1), xa),
                           (f"label {r['label']}", f"r×{magnify:g} ({rms:.3f})",

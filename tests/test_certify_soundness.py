@@ -201,3 +201,26 @@ def test_alpha_crown_never_below_crown_and_finite(box):
     assert np.all(np.isfinite(alpha.margin)) and np.all(np.isfinite(alpha.l2))
     assert np.all(np.asarray(alpha.l2) >= np.asarray(crown.l2)), seed
     assert np.all(np.asarray(alpha.l2) <= _grid_distance(lambda v: net(p, v), x))
+
+
+class Scaled(nn.Module):
+  """ReLU then sigmoid layers; the first layer's weights × s, the second's / s:
+  the same function for every s > 0 (up to float32)."""
+  s: float = 1.0
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.relu(nn.Dense(24)(x.reshape(x.shape[0], -1)) * self.s)
+    return nn.Dense(5)(nn.sigmoid(nn.Dense(24)(h / self.s)))
+
+
+def test_radii_do_not_depend_on_the_scale_of_a_layer():
+  """An absolute term (1e-7) in the slack of every line and interval cost a
+  first layer scaled by 1e-6 a third of its CROWN radius; the slack is now
+  relative to each bound's own terms."""
+  x = np.random.RandomState(2).rand(5, 6, 6, 1).astype(np.float32)
+  p = Scaled().init(jax.random.PRNGKey(2), jnp.zeros((1, 6, 6, 1)))
+  r = {s: np.asarray(certify.radius((Scaled(s).apply, p), x, method="crown",
+                                    options=OPTS).l2) for s in (1.0, 1e-6)}
+  assert np.all(r[1.0] > 0)
+  np.testing.assert_allclose(r[1e-6], r[1.0], rtol=1e-4)

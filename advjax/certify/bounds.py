@@ -148,7 +148,8 @@ def _act(c: Ctx, k: int, iv, slope):
   default = relax.default_slope(name, l, u, cst) if name in ("max", "min") else None
   lines = relax.widen(relax.lines(name, l, u, cst, slope), l, u, c.opts.slack)
   f = lambda z: bind(n, [z if j == p else a for j, a in enumerate(consts)], l.dtype)[0]
-  lo, hi = f(l), f(u)
+  lo, hi = f(l), f(u)  # monotone; outward by the relative slack of f's evaluation
+  lo, hi = lo - c.opts.slack * jnp.abs(lo), hi + c.opts.slack * jnp.abs(hi)
   r = c.plan.rounds.get(k)
   if r is not None:
     e = rounding.error(r, lo, hi)
@@ -161,23 +162,25 @@ def forward(c: Ctx, eps):
   """Intervals of every bounded variable and the relaxation of every
   non-affine node at radius ε: (intervals, relaxations, default ReLU slopes)."""
   g, dtype = c.g, c.x0.dtype
+  tol = c.opts.slack
   lo_x, hi_x = c.x0 - eps, c.x0 + eps
   if c.opts.box:
     lo_x, hi_x = jnp.maximum(lo_x, c.x0 + c.A), jnp.minimum(hi_x, c.x0 + c.B)
-  iv, rl, slopes = {g.x_id: (lo_x, hi_x)}, {}, {}
+  w = tol * (jnp.abs(c.x0) + eps)  # every interval is rounded outward (module doc)
+  iv, rl, slopes = {g.x_id: (lo_x - w, hi_x + w)}, {}, {}
   for k, n in enumerate(g.nodes):
     kind, o = c.plan.kinds[k], n.outs[0]
     if kind == "affine":
       ivs = [iv[i] if _b(g, i) else None for i in n.ins]
-      l, u = rules.affine_interval(n, ivs, _consts(c, n), dtype, g.shapes[o])
+      l, u = rules.affine_interval(n, ivs, _consts(c, n), dtype, g.shapes[o], tol)
       if k in c.plan.rounds:  # the result as the model rounds it
         rl[k] = rounding.error(c.plan.rounds[k], l, u)
         l, u = l - rl[k], u + rl[k]
       elif o in c.rn:  # the ball's exact per-unit bound (affine in x)
-        l = jnp.maximum(l, c.clean[o] - eps * c.rn[o])
-        u = jnp.minimum(u, c.clean[o] + eps * c.rn[o])
+        w = eps * c.rn[o] * (1 + tol) + tol * _scale(l, u)
+        l, u = jnp.maximum(l, c.clean[o] - w), jnp.minimum(u, c.clean[o] + w)
       elif c.lu is not None and o in c.lu:  # the layer norms' per-unit bound
-        w = eps * c.lu[o] * (1 + c.opts.slack) + c.opts.slack * jnp.abs(c.clean[o])
+        w = eps * c.lu[o] * (1 + tol) + tol * _scale(l, u)
         l, u = jnp.maximum(l, c.clean[o] - w), jnp.minimum(u, c.clean[o] + w)
     elif kind == "act":
       rl[k], (l, u), slopes[k] = _act(c, k, iv, None)
@@ -192,6 +195,11 @@ def forward(c: Ctx, eps):
       lo_o, up_o = refine(c, iv, rl, o, eps)
       iv[o] = (jnp.maximum(l, lo_o), jnp.minimum(u, up_o))
   return iv, rl, {k: v for k, v in slopes.items() if v is not None}
+
+
+def _scale(l, u):
+  """max(|l|, |u|): a magnitude of the clean value's terms (inside [l, u])."""
+  return jnp.maximum(jnp.abs(l), jnp.abs(u))
 
 
 def refine(c: Ctx, iv, rl, v: int, eps):
@@ -242,9 +250,9 @@ def pullback(c: Ctx, iv, rl, v, lam, relaxed: bool):
       L_in, o1, m1 = pool.pull(n, L, rl[k], g.shapes[z], c.x0.dtype)
       add(z, L_in)
     else:  # the frontier: the interval of o, widened by the slack
-      l, u = iv[o]
+      l, u = iv[o]  # rounded outward when made; the terms' slack comes below
       tol = c.opts.slack
-      l, u = l - tol * (1 + jnp.abs(l)), u + tol * (1 + jnp.abs(u))
+      l, u = l - tol * jnp.abs(l), u + tol * jnp.abs(u)
       t = jnp.maximum(L, 0) * l + jnp.minimum(L, 0) * u
       o1, m1 = jnp.sum(t, axes), jnp.sum(jnp.abs(t), axes)
     off, mag = off + o1, mag + m1

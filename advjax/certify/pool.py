@@ -62,10 +62,11 @@ def relax(node: Node, l, u, tol: float) -> PoolRelax:
   onehot = jnp.arange(pl.shape[0]).reshape((-1,) + (1,) * j.ndim) == j
   other = jnp.max(jnp.where(onehot, -jnp.inf, pu), 0)
   best = jnp.max(pl, 0)
-  slack = tol * (1 + jnp.abs(best) + jnp.where(jnp.isfinite(other), jnp.abs(other), 0.0))
+  tiny = jnp.finfo(l.dtype).tiny
+  slack = tol * (jnp.abs(best) + jnp.where(jnp.isfinite(other), jnp.abs(other), 0.0)) + tiny
   dom = best >= other + slack  # a window of one element: other = −∞
   top = jnp.max(pu, 0)
-  return PoolRelax(onehot.astype(l.dtype), dom, top + tol * (1 + jnp.abs(top)))
+  return PoolRelax(onehot.astype(l.dtype), dom, top + tol * jnp.abs(top) + tiny)
 
 
 def pull(node: Node, lam, r: PoolRelax, in_shape, dtype):

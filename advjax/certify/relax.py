@@ -12,9 +12,10 @@ two lines al·z + bl ≤ y ≤ au·z + bu:
     ≤ σ'(l) below), else the tangent from the far endpoint, its touching point
     found by bisection and taken on the sound side.
 
-Every line is then moved outward by a slack tol·(1 + |a|(|l| + |u|) + |b|)
-so that rounding in the line (and in the intervals it was built on) never
-makes it cross the activation.
+Every line is then moved outward by a slack tol·(|a|(|l| + |u|) + |b|), so
+that rounding in the line never makes it cross the activation; the intervals
+it is built on are themselves rounded outward when made
+(`rules.affine_interval`), so no absolute term (of some scale) is needed.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class Lines(NamedTuple):
 def widen(lines: Lines, l, u, tol: float) -> Lines:
   """The lines moved outward by the rounding slack (see the module doc)."""
   w = jnp.abs(l) + jnp.abs(u)
-  dl = tol * (1 + jnp.abs(lines.al) * w + jnp.abs(lines.bl))
-  du = tol * (1 + jnp.abs(lines.au) * w + jnp.abs(lines.bu))
+  tiny = jnp.finfo(l.dtype).tiny  # underflow only: no absolute term of scale
+  dl = tol * (jnp.abs(lines.al) * w + jnp.abs(lines.bl)) + tiny
+  du = tol * (jnp.abs(lines.au) * w + jnp.abs(lines.bu)) + tiny
   return lines._replace(bl=lines.bl - dl, bu=lines.bu + du)
 
 

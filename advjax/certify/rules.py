@@ -119,13 +119,26 @@ def linear_part(node: Node) -> Node:
   return node
 
 
-def affine_interval(node: Node, ivs, consts, dtype, shape):
-  """(l, u) of an affine node from intervals of its bounded inputs: mid ± |A|rad."""
+def affine_interval(node: Node, ivs, consts, dtype, shape, tol: float = 0.0):
+  """(l, u) of an affine node from intervals of its bounded inputs: mid ± |A|rad,
+  moved outward by tol × the magnitude of the terms that computed them
+  (|A|(|mid| + rad) + |the constant part|), so that rounding never narrows
+  them, whatever their scale (no absolute term)."""
+  if node.prim.name in STRUCTURAL:  # each output is an input or a constant: exact
+    ends = [[c if iv is None else iv[e] for iv, c in zip(ivs, consts)] for e in (0, 1)]
+    return tuple(bind(node, args, dtype)[0] for args in ends)
+  if node.prim.name == "neg":
+    return -ivs[0][1], -ivs[0][0]
   mids = [None if iv is None else (iv[0] + iv[1]) / 2 for iv in ivs]
   rads = [None if iv is None else (iv[1] - iv[0]) / 2 for iv in ivs]
   mid = bind(node, [m if m is not None else c for m, c in zip(mids, consts)], dtype)[0]
   rad = abs_map(node, rads, consts, dtype, shape)
-  return mid - rad, mid + rad
+  if not tol:
+    return mid - rad, mid + rad
+  size = [None if m is None else jnp.abs(m) + r for m, r in zip(mids, rads)]
+  zero = [jnp.zeros_like(m) if m is not None else c for m, c in zip(mids, consts)]
+  mag = abs_map(node, size, consts, dtype, shape) + jnp.abs(bind(node, zero, dtype)[0])
+  return mid - rad - tol * mag, mid + rad + tol * mag
 
 
 def affine_rownorm(node: Node, rns, consts, dtype, shape):

@@ -224,3 +224,16 @@ def test_radii_do_not_depend_on_the_scale_of_a_layer():
                                     options=OPTS).l2) for s in (1.0, 1e-6)}
   assert np.all(r[1.0] > 0)
   np.testing.assert_allclose(r[1e-6], r[1.0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("fn,name", [
+    (lambda h: jax.lax.clamp(-0.5, h, 0.5), "clamp"),
+    (lambda h: jax.lax.reduce_window(h, 0.0, jax.lax.max, (1, 2), (1, 1), "VALID"),
+     "reduce_window"),
+    (lambda h: jnp.where(h > 0, h, -1.0), "gt")])  # the x-dependent predicate
+def test_what_has_no_sound_rule_is_refused_by_name(fn, name):
+  """The audit's refusals (the rules module's table): a clamp, a window max
+  from another initial value, a select whose predicate depends on x."""
+  W = jnp.ones((2, 3)) / 2
+  with pytest.raises(certify.UnsupportedPrimitiveError, match=f"'{name}'"):
+    certify.radius(lambda x: fn(x @ W), np.full((1, 2), 0.5, np.float32))

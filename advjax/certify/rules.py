@@ -16,6 +16,39 @@ Every node with an input that depends on x (a *bounded* input) is one of
 
 Anything else on the path from x to the logits is refused with the
 primitive's name and its equation (never a silent bound).
+
+The audit: every supported primitive, its rule, and what each of its
+operands and parameters is taken as (a *position* says where, and is kept
+in the linear map; a *value* is a constant, and contributes 0 to |A| and to
+the row norms: it enters the midpoint and the offset Λ·f(0) only). Tests:
+S = tests/test_certify_soundness.py, G = tests/test_certify_generated.py
+(random programs, tests/netgen.py), C = tests/test_certify.py.
+
+| primitive | rule | operands and parameters | tests |
+| --- | --- | --- | --- |
+| dot_general | affine (product) | the weight: a constant, |W| in intervals; dimension_numbers: positions; precision: set to HIGHEST; preferred_element_type: the working float (a narrow one rounds, `rounding`) | C, G |
+| conv_general_dilated | affine (product) | the kernel: a constant; strides, padding (zeros: 0 in |A|), lhs/rhs dilation, dimension_numbers, feature_group_count, batch_group_count: positions; precision, preferred_element_type as dot_general | C, G (stride, dilation, groups, explicit/SAME/VALID) |
+| mul | affine (product) | exactly one operand bounded; the other a constant, |c| in |A| | G (scale) |
+| div | affine | x / c only (a bounded divisor is refused); |A| = 1/|c| | C (avg pool), G |
+| add, sub, add_any | affine | bounded operands add; a constant operand is a value | C, G (residual) |
+| neg | affine, exact interval | - | G (scale) |
+| reshape, broadcast_in_dim, transpose, squeeze, rev, slice, copy, copy_p | structural, exact interval | shapes, dimensions, permutation, strides: positions | C, G (transpose, rev, slice) |
+| pad | structural | padding_config (low, high, interior; negative crops): positions; the padding value: a value (must not depend on x) | S (jnp.pad, lax.pad interior), G |
+| concatenate, stack | structural | dimension / axis: positions; a constant piece: a value | C, G (concat) |
+| select_n | structural | the predicate: a position (must not depend on x); a constant case: a value | G (select) |
+| gather | structural | the indices: positions (must not depend on x); dimension_numbers, slice_sizes, mode: positions; fill_value: a value (`linear_part` sets it to 0) | S (take fill), G (gather) |
+| dynamic_slice, dynamic_update_slice | structural | index operands: positions (must not depend on x); a constant operand or update: a value | - |
+| convert_element_type | structural | new_dtype: a float (else refused); one narrower than its input rounds (`rounding`) | S (bfloat16, float16), G (cast) |
+| reduce_sum, reduce_window_sum, cumsum | affine (sum) | axes, windows, strides, padding (zeros), dilations: positions | C (avg pool), G (avgpool) |
+| logistic, tanh | act (`relax.s_shaped`) | - ; a narrow result rounds | C, G |
+| max, min | act (`relax.max_const`, `min_const`) | one operand bounded, the other a constant (scalar or array) as the threshold; both bounded: refused | C, G (relu, clip, max_c, min_c) |
+| reduce_window_max | max (`pool`) | windows, strides, padding (−∞): positions; dilations: refused | C, G (maxpool) |
+| reduce_max | max (`pool`) | axes: positions | C (pool rewrite) |
+
+Not supported, so refused by name: reduce_window with another initial value
+(lax.reduce_window(x, 0., lax.max, ...)), clamp (jnp.clip is max/min and
+works), split and other multi-output primitives, products or maxima of two
+x-dependent operands, sort, exp and the rest.
 """
 
 from __future__ import annotations

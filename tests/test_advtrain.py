@@ -3,6 +3,7 @@ pool as a checkpointed state."""
 
 import jax
 import numpy as np
+import pytest
 
 from advjax import advtrain, attack, data, models, train
 
@@ -22,6 +23,7 @@ def _same(a, b):
   return len(la) == len(lb) and all(np.array_equal(u, v) for u, v in zip(la, lb))
 
 
+@pytest.mark.slow
 def test_examples_are_adversarial_and_in_box():
   m = models.get_model("FC100-100-10")
   p = m.init(jax.random.PRNGKey(0))
@@ -36,6 +38,7 @@ def test_examples_are_adversarial_and_in_box():
   assert np.all(np.argmax(np.asarray(m.apply_from(p, h, "sigmoid1")), -1) != yh)
 
 
+@pytest.mark.slow
 def test_refresh_is_pure_and_replaces_a_fraction():
   m = models.get_model("FC10(1e-4)")
   p = m.init(jax.random.PRNGKey(0))
@@ -76,6 +79,7 @@ def test_hidden_pool_trains_only_layers_above():
   assert np.any(np.asarray(g["logits"]["kernel"]))
 
 
+@pytest.mark.slow
 def test_resumed_pool_training_equals_uninterrupted(tmp_path):
   """The pools (one per layer, all at once) are saved with the parameters."""
   m = models.get_model("FC100-100-10")

@@ -29,6 +29,7 @@ def test_root_falls_back_to_the_midpoint_on_a_flat_end():
   assert 0.5 <= float(got[0]) < 0.5 + 2 ** -10
 
 
+@pytest.mark.slow
 def test_joint_untargeted_reaches_another_label_in_the_box():
   x, pred = tiny_data(6, seed=11)
   res = attack.lbfgs(logits_fn, x, options=attack.AttackOptions(joint=True))

@@ -88,6 +88,7 @@ def _pooled(window, stride):
   return apply, (W1, W2)
 
 
+@pytest.mark.slow
 def test_convgrad_pools_equal_autodiff_ties_included():
   apply, params = _pooled((2, 2), (2, 2))
   fast = convgrad._Canonical(apply)  # pylint: disable=protected-access (the CPU path)
@@ -109,6 +110,7 @@ def test_convgrad_pools_equal_autodiff_ties_included():
   assert pool and not any(convgrad._rewritable(e) for e in pool)  # pylint: disable=protected-access
 
 
+@pytest.mark.slow
 def test_attack_on_a_conv_net_is_unchanged_by_convgrad(monkeypatch):
   apply, params = _convnet(("NHWC", "HWIO", "NHWC"), (1, 1), "SAME", (1, 1))
   model = (lambda p, x: jax.vmap(apply, (None, 0))(p, x), params)
@@ -132,6 +134,7 @@ def test_attack_on_a_conv_net_is_unchanged_by_convgrad(monkeypatch):
   np.testing.assert_array_equal(fast.solves, plain.solves)
 
 
+@pytest.mark.slow
 def test_a_convolution_inside_scan_is_named_in_a_warning():
   W = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 1, 1)) * 0.3
   def apply(p, x):  # one example (6, 6, 1): a conv applied twice inside scan

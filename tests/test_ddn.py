@@ -12,6 +12,7 @@ from advjax.attack import targets
 from conftest import K, logits_fn, tiny_data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("targeted", [True, False])
 def test_ddn_matches_foolbox_step_for_step(targeted):
   fb = pytest.importorskip("foolbox")
@@ -55,6 +56,7 @@ def test_ddn_bad_arguments_raise(kw, msg):
     ddn.ddn(logits_fn, x, (pred + 1) % K, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("untargeted", [False, True])
 def test_warm_start_beats_both_of_its_parts(untargeted):
   x, pred = tiny_data(8, seed=9)
@@ -81,6 +83,7 @@ def test_warm_start_beats_both_of_its_parts(untargeted):
   assert attack.PAPER.first_order_steps == 0  # the paper's tables keep the paper's procedure
 
 
+@pytest.mark.slow
 def test_first_order_pass_does_not_depend_on_how_x_is_scaled():
   # the same model on x in [0, 255]: the pass's steps are in units of the box's
   # width, so the attack's point is 255 times the one in [0, 1]

@@ -34,6 +34,7 @@ def _data(n=10):
   return x, y, (y + 1) % K
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
   x, y, t = _data()
   full = driver.run(logits_fn, x, t, str(tmp_path / "a"), label=y, batch_size=4,
@@ -63,6 +64,7 @@ def test_other_run_in_same_dir_is_refused(tmp_path):
                progress=False, options=OPTS)
 
 
+@pytest.mark.slow
 def test_a_job_recorded_before_an_option_existed_resumes_only_if_it_behaves_alike(tmp_path):
   ident = identity.options
   assert "first_order_steps" not in ident(attack.PAPER) and "joint" not in ident(attack.PAPER)
@@ -104,6 +106,7 @@ def _weights(seed):
   return jax.random.normal(k1, (16, 8)) * 0.8, jax.random.normal(k2, (8, K)) * 2.
 
 
+@pytest.mark.slow
 def test_other_model_or_retrained_weights_are_refused(tmp_path):
   x, y, t = _data(8)
   out = str(tmp_path / "job")
@@ -186,6 +189,7 @@ SHARDED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_four_devices_equal_one(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
@@ -194,6 +198,7 @@ def test_four_devices_equal_one(tmp_path):
   assert "SHARDED-OK" in out.stdout, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_cli_writes_loadable_npz(tmp_path, cli_job):
   from advjax import cli
   out = str(tmp_path / "adv.npz")
@@ -256,6 +261,7 @@ RESUME = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_plain_function_resumes_in_another_process(tmp_path):
   """The model fingerprint (traced program text + weights) is stable across processes."""
   out = str(tmp_path / "job")

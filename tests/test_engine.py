@@ -41,6 +41,7 @@ def test_ddn_job_resumes_and_equals_ddn(tmp_path):
     driver.run(logits_fn, x, t, str(tmp_path), batch_size=4, progress=False)
 
 
+@pytest.mark.slow
 def test_a_busy_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
   x, pred = tiny_data(4, seed=4)
   sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -98,6 +99,7 @@ class MLP(eqx.Module):  # the shape of Equinox's README example: a list field
     return x + self.extra_bias
 
 
+@pytest.mark.slow
 def test_equinox_readme_shape_is_attacked_like_a_plain_function():
   m = MLP(jax.random.PRNGKey(0))
   x, _ = tiny_data(4, seed=6)
@@ -107,6 +109,7 @@ def test_equinox_readme_shape_is_attacked_like_a_plain_function():
   np.testing.assert_allclose(a.distortion, b.distortion, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_per_example_boxes_match_the_reference_and_hold():
   x, pred = tiny_data(4, seed=7)
   t = (pred + 1) % K
@@ -137,6 +140,7 @@ def _at_scale(scale: float, targeted: bool, scale_opt: str = "spread"):
                        options=attack.AttackOptions(scale=scale_opt))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [1e-4, 1e4])
 def test_logits_of_any_scale_are_attacked_alike(scale):
   for targeted in (True, False):
@@ -275,6 +279,7 @@ def test_cli_ddn_equals_ddn(tmp_path, cli_job):  # noqa: F811
   np.testing.assert_array_equal(z["success"], direct.success)
 
 
+@pytest.mark.slow
 def test_cli_certify_resumes_refuses_another_job_and_stays_below_the_attack(
     tmp_path, cli_job):  # noqa: F811
   from advjax import checkpoint, data

@@ -77,6 +77,7 @@ def test_each_experiment_is_a_module_named_as_its_config(name):
   assert "sys.path" not in open(script.__file__).read()  # a module, no path hack
 
 
+@pytest.mark.slow
 def test_runs_as_a_module_from_the_repository_root():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   r = subprocess.run([sys.executable, "-m", "experiments.table1", "--help"], cwd=root,
@@ -85,6 +86,7 @@ def test_runs_as_a_module_from_the_repository_root():
   assert "python -m experiments.table1" in r.stdout and "--config.FIELD" in r.stdout
 
 
+@pytest.mark.slow
 def test_train_models_quick(quick):
   rows = quick["train"]["rows"]
   n_train = len(data.load("mnist", "train", str(quick["data"])).x)
@@ -98,6 +100,7 @@ def test_train_models_quick(quick):
   assert "QUICK run" in md.splitlines()[2]
 
 
+@pytest.mark.slow
 def test_seeds_differ_and_finished_models_are_checked(quick):
   cfg = quick["train_cfg"]
   jobs = {j.folder: j for j in cfg.jobs}
@@ -110,6 +113,7 @@ def test_seeds_differ_and_finished_models_are_checked(quick):
     train_models.run(other, str(quick["root"] / "res" / "other"))
 
 
+@pytest.mark.slow
 def test_other_dataset_trains_into_its_own_folder(fake_mnist, tmp_path):
   cfg = _quick(c_train, tmp_path / "runs", fake_mnist, dataset="fashion_mnist",
                n_train=None, n_test=None, only=("FC10(1e-4)",))
@@ -121,6 +125,7 @@ def test_other_dataset_trains_into_its_own_folder(fake_mnist, tmp_path):
   assert row[0].endswith("| – |")  # MNIST's paper numbers are not printed beside it
 
 
+@pytest.mark.slow
 def test_recorded_command_runs_as_written(quick):
   """config.json's command parses back to the very config it ran."""
   conf = common.read_json(quick["root"] / "res" / "train_models" / "config.json")
@@ -131,6 +136,7 @@ def test_recorded_command_runs_as_written(quick):
   assert os.path.normpath(workdir) == os.path.normpath(str(quick["root"] / "res" / "train_models"))
 
 
+@pytest.mark.slow
 def test_tables_1_2_and_claims_mechanics(quick, t34):  # pylint: disable=unused-argument
   root = quick["root"]
   t1 = _exec(table1, c_t1, _q(c_t1, quick, models=T1_MODELS), root / "res" / "table1")
@@ -177,6 +183,7 @@ def test_tables_1_2_and_claims_mechanics(quick, t34):  # pylint: disable=unused-
   assert claims.a_variant_beats_the_lmt_anchor(r)[0]
 
 
+@pytest.mark.slow
 def test_two_seeds_give_mean_and_sd(quick):
   fc10 = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)")
   tcfg = dataclasses.replace(quick["train_cfg"], seeds=(0, 1), only=fc10)
@@ -192,6 +199,7 @@ def test_two_seeds_give_mean_and_sd(quick):
   assert isinstance(held, bool) and "±" in detail
 
 
+@pytest.mark.slow
 def test_table34_quick(t34):
   m = t34["table4"]
   for name in c_t34.MODELS:  # (quick models' distortions exceed 0.1, so
@@ -199,6 +207,7 @@ def test_table34_quick(t34):
   assert len(m) == 3 + 3 + 2 and len(t34["table3"]) == 3
 
 
+@pytest.mark.slow
 def test_figures_quick(quick):
   res = quick["root"] / "res" / "figures"
   out = figures.run(_q(c_fig, quick), str(res))
@@ -206,6 +215,7 @@ def test_figures_quick(quick):
   assert os.path.exists(res / "adversarial_examples.png")
 
 
+@pytest.mark.slow
 def test_certify_brackets_the_minimal_distortion(quick):
   """The quick-trained FC10 and FC100-100-10: every radius below the attack's
   distance (the run stops otherwise), exact = the attack's bracket on FC10."""
@@ -225,6 +235,7 @@ def test_certify_brackets_the_minimal_distortion(quick):
   assert os.path.exists(res / "bracket_FC100-100-10.png")
 
 
+@pytest.mark.slow
 def test_adv_training_quick(fake_mnist, tmp_path):
   """The variants × seeds loop (pools: the search's test below)."""
   cfg = _quick(c_adv, tmp_path / "runs", fake_mnist, only=("dropout",))
@@ -235,6 +246,7 @@ def test_adv_training_quick(fake_mnist, tmp_path):
     assert 0.0 <= r["test_err"] <= 1.0 and r["mean_distortion"] > 0
 
 
+@pytest.mark.slow
 def test_adv_search_writes_cells_and_resumes(fake_mnist, tmp_path):
   cfg = _quick(c_search, tmp_path / "runs", fake_mnist, only=("space sigmoid2",))
   out = adv_search.run(cfg, str(tmp_path / "res"))
@@ -249,6 +261,7 @@ def _reproduce_one_step(quick, step, **kw):
   return _q(c_rep, quick, skip=tuple(s for s in c_rep.STEPS if s != step), **kw)
 
 
+@pytest.mark.slow
 def test_reproduce_records_steps_resumes_and_leaves_the_step_folders_alone(quick, tmp_path):
   """One Table 3/4 step: run into steps_dir (its default folder untouched),
   then a rerun finds it complete."""

@@ -227,6 +227,7 @@ def _pool_jacobian_norms(x, window, stride):
   return np.linalg.svd(J, compute_uv=False)[:, 0]
 
 
+@pytest.mark.slow
 def test_maxpool_bound_brute_force():
   """Max-pooling is piecewise linear: its Lipschitz constant is the largest
   Jacobian norm over all pieces, i.e. over all orderings of the pixels."""
@@ -284,6 +285,7 @@ def test_lrn_bound():
   assert k ** -beta * (1 - 1e-5) <= worst <= b
 
 
+@pytest.mark.slow
 def test_layer_bounds_and_empirical_on_conv_net():
   model = models.get_model("conv")
   params = model.init(jax.random.PRNGKey(0))

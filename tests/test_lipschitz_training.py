@@ -117,6 +117,7 @@ def _tiny():
     regularise.RegConfig(penalty="sum", strength=1e-2, refresh_iters=5),
     pytest.param(regularise.RegConfig(lmt_eps=0.5, iters=2, refresh_iters=5),
                  marks=pytest.mark.skipif(not HOOK, reason="needs train.ExtraLoss.step"))])
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, reg):
   model, ds = models.get_model("FC100-100-10"), _tiny()
   cfg = train.TrainConfig(lr=1e-2, epochs=2, batch_size=16)
@@ -132,6 +133,7 @@ def test_resume_equals_uninterrupted(tmp_path, reg):
   assert blob[0] == blob[1] and a.history == b.history
 
 
+@pytest.mark.slow
 def test_quick_experiment_runs_and_resumes(fake_mnist, tmp_path):
   cfg = dataclasses.replace(config.get_config(True), runs_dir=str(tmp_path / "runs"),
                             data_dir=str(fake_mnist), progress=False)

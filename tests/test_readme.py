@@ -17,6 +17,7 @@ def _blocks(section: str) -> list[str]:
   return re.findall(r"```python\n(.*?)```", text[start:end if end > 0 else None], re.S)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("i", [0, 1])
 def test_any_model_any_box_examples_run(i):
   blocks = _blocks("### Any JAX model, any box")
@@ -24,6 +25,7 @@ def test_any_model_any_box_examples_run(i):
   exec(compile(blocks[i], f"README block {i}", "exec"), {})  # pylint: disable=exec-used
 
 
+@pytest.mark.slow
 def test_certify_example_runs():
   blocks = _blocks("### Certified radii: the lower end of the bracket")
   assert len(blocks) == 1

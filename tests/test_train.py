@@ -37,6 +37,7 @@ def test_loss_decreases_and_error_drops(toy):
   assert r.history[-1]["train_err"] < r.history[0]["train_err"]
 
 
+@pytest.mark.slow
 def test_lbfgs_full_batch_converges(toy):
   m = models.get_model("FC10(1e-2)")
   r = train.train(m, toy, train.TrainConfig(optimizer="lbfgs", epochs=30), progress=False)
@@ -55,6 +56,7 @@ def test_same_seed_same_params(toy):
   assert _same(a, b) and not _same(a, c)
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(toy, tmp_path):
   m = models.get_model("FC100-100-10")
   full = train.train(m, toy, CFG, progress=False)

@@ -194,6 +194,7 @@ def test_bad_inputs_raise_clear_errors(fc):
 
 @pytest.mark.skipif(not os.environ.get("ADVJAX_DATA_DIR"),
                     reason="ADVJAX_DATA_DIR not set")
+@pytest.mark.slow
 def test_quick_experiment_writes_results(tmp_path):
   out = tmp_path / "units"
   r = subprocess.run(

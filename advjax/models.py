@@ -9,6 +9,9 @@ Names follow the paper: 'FC10(1e-4)', 'FC100-100-10', 'FC200-200-10',
 'FC123-456-10', 'AE400-10', plus 'conv' (a small MNIST conv net), 'alexnet'
 (the paper's AlexNet: 96-256-384-384-256 channels, LRN, 227×227 input) and
 'alexnet-torchvision' (torchvision's 64-192-384-256-256 variant, 224×224).
+The certified-training literature's MNIST nets: 'wong-small' (Wong et al.
+2018's small conv net, LMT's and CAP's) and '4C3F' (GloRo's, Leino et al.
+2021: MinMax activations, orthogonal initialisation).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import numpy as np
 from advjax import batching, evaluate
 
 Params = Any
-KINDS = ("dense", "conv", "sigmoid", "relu", "maxpool", "lrn", "flatten",
+KINDS = ("dense", "conv", "sigmoid", "relu", "minmax", "maxpool", "lrn", "flatten",
          "dropout")
+INITS = ("default", "orthogonal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,8 @@ class Layer:
     padding: 'SAME', 'VALID' or explicit ((top, bottom), (left, right)).
     decay: λ for this layer's kernel in the loss ½·λ·Σw².
     rate: dropout rate; LRN uses (size, alpha, beta, k) from `lrn`.
+    init: the kernel's initialiser: 'default' (Flax's LeCun normal) or
+      'orthogonal' (GloRo's; any kernel shape, flattened to (fan_in, out)).
   """
   name: str
   kind: str
@@ -52,10 +58,23 @@ class Layer:
   decay: float = 0.0
   rate: float = 0.0
   lrn: tuple[float, float, float, float] = (5, 1e-4, 0.75, 2.0)
+  init: str = "default"
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"layer {self.name!r}: kind {self.kind!r} not in {KINDS}")
+    if self.init not in INITS:
+      raise ValueError(f"layer {self.name!r}: init {self.init!r} not in {INITS}")
+
+
+def minmax(x: jax.Array) -> jax.Array:
+  """MinMax (GroupSort-2, Anil et al. 2019) over the last axis: each pair of
+  units (2i, 2i+1) becomes (min, max). 1-Lipschitz and gradient-norm
+  preserving; `advjax.certify` bounds it by its max/min-of-two rule."""
+  if x.shape[-1] % 2:
+    raise ValueError(f"minmax needs an even number of units, got {x.shape[-1]}.")
+  a, b = x[..., 0::2], x[..., 1::2]
+  return jnp.stack([jnp.minimum(a, b), jnp.maximum(a, b)], -1).reshape(x.shape)
 
 
 def lrn(x: jax.Array, size: float, alpha: float, beta: float, k: float):
@@ -86,11 +105,15 @@ class Net(nn.Module):
 
   def _layer(self, L: Layer, x, train: bool):
     """Applies one layer."""
+    init = ({"kernel_init": nn.initializers.orthogonal()} if L.init == "orthogonal"
+            else {})
     if L.kind == "dense":
-      return nn.Dense(L.features, name=L.name)(x)
+      return nn.Dense(L.features, name=L.name, **init)(x)
     if L.kind == "conv":
       return nn.Conv(L.features, L.kernel, strides=L.stride, padding=L.padding,
-                     name=L.name)(x)
+                     name=L.name, **init)(x)
+    if L.kind == "minmax":
+      return minmax(x)
     if L.kind == "sigmoid":
       return nn.sigmoid(x)
     if L.kind == "relu":
@@ -184,6 +207,31 @@ def _conv(lam: float = 1e-5) -> Model:
   return Model("conv", layers, (28, 28, 1), 10)
 
 
+def _wong_small() -> Model:
+  """Wong et al. (2018)'s small MNIST conv net (LMT's and CAP's): conv 16@4×4
+  stride 2 pad 1, ReLU, conv 32@4×4 stride 2 pad 1, ReLU, dense 100, ReLU, 10."""
+  L, pad = Layer, ((1, 1), (1, 1))
+  layers = (L("conv1", "conv", 16, (4, 4), 2, pad), L("relu1", "relu"),
+            L("conv2", "conv", 32, (4, 4), 2, pad), L("relu2", "relu"),
+            L("flatten", "flatten"), L("fc1", "dense", 100), L("relu3", "relu"),
+            L("logits", "dense", 10))
+  return Model("wong-small", layers, (28, 28, 1), 10)
+
+
+def _4c3f(act: str = "minmax") -> Model:
+  """GloRo's 4C3F (Leino et al. 2021): conv 32@3×3, 32@4×4 s2, 64@3×3, 64@4×4
+  s2 (SAME), dense 512, 512, 10; MinMax activations, orthogonal init."""
+  L, o = Layer, "orthogonal"
+  convs = ((32, 3, 1), (32, 4, 2), (64, 3, 1), (64, 4, 2))
+  layers = []
+  for i, (c, k, s) in enumerate(convs, 1):
+    layers += [L(f"conv{i}", "conv", c, (k, k), s, "SAME", init=o), L(f"{act}{i}", act)]
+  layers += [L("flatten", "flatten"), L("fc1", "dense", 512, init=o), L(f"{act}5", act),
+             L("fc2", "dense", 512, init=o), L(f"{act}6", act),
+             L("logits", "dense", 10, init=o)]
+  return Model("4C3F", tuple(layers), (28, 28, 1), 10)
+
+
 def alexnet(torchvision: bool = False, num_classes: int = 1000,
             channels: Sequence[int] | None = None, hidden: int = 4096) -> Model:
   """AlexNet (Krizhevsky et al. 2012); weights come only from a file.
@@ -223,7 +271,8 @@ def alexnet(torchvision: bool = False, num_classes: int = 1000,
 
 
 NAMES = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)", "FC100-100-10", "FC200-200-10",
-         "FC123-456-10", "AE400-10", "conv", "alexnet", "alexnet-torchvision")
+         "FC123-456-10", "AE400-10", "conv", "alexnet", "alexnet-torchvision",
+         "wong-small", "4C3F")
 
 
 def get_model(name: str, dropout: float = 0.0) -> Model:
@@ -249,6 +298,7 @@ def get_model(name: str, dropout: float = 0.0) -> Model:
   if dropout:
     raise ValueError(f"dropout is supported for FC<h1>-<h2>-10 nets only, not {name!r}.")
   builders = {"AE400-10": lambda: _ae(1e-6), "conv": _conv,
+              "wong-small": _wong_small, "4C3F": _4c3f,
               "alexnet": alexnet,
               "alexnet-torchvision": lambda: alexnet(torchvision=True)}
   if base not in builders:

@@ -82,3 +82,24 @@ def test_lrn_matches_loop():
     s = (xs[..., max(0, c - 2):c + 3] ** 2).sum(-1)
     want[..., c] = xs[..., c] / (2.0 + 1e-2 / 5 * s) ** 0.75
   np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_certified_training_nets_and_minmax():
+  """Wong et al.'s small conv net and GloRo's 4C3F (issue 29): their published
+  sizes; MinMax sorts each pair (norm-preserving); orthogonal kernels."""
+  wong, c4 = models.get_model("wong-small"), models.get_model("4C3F")
+  pw, pc = wong.init(jax.random.PRNGKey(0)), c4.init(jax.random.PRNGKey(0))
+  assert models.num_params(pw) == 16 * 16 + 16 + 32 * 256 + 32 + 1568 * 100 + 100 + 1010
+  assert models.num_params(pc) == 1974762  # 7.9 MB in float32
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8)), jnp.float32)
+  y = models.minmax(x)
+  np.testing.assert_array_equal(y[:, 0::2], jnp.minimum(x[:, 0::2], x[:, 1::2]))
+  np.testing.assert_array_equal(y[:, 1::2], jnp.maximum(x[:, 0::2], x[:, 1::2]))
+  np.testing.assert_allclose(jnp.linalg.norm(y, axis=1), jnp.linalg.norm(x, axis=1))
+  W = np.asarray(pc["fc2"]["kernel"])
+  np.testing.assert_allclose(W.T @ W, np.eye(512), atol=1e-5)
+  K = np.asarray(pc["conv3"]["kernel"]).reshape(-1, 64)  # (3·3·32, 64): columns orthonormal
+  np.testing.assert_allclose(K.T @ K, np.eye(64), atol=1e-5)
+  assert c4.apply(pc, jnp.zeros((2, 28, 28, 1))).shape == (2, 10)
+  with pytest.raises(ValueError, match="even"):
+    models.minmax(jnp.ones((2, 3)))

@@ -35,7 +35,7 @@ from advjax.norms.upper_bounds import certified
 # Non-linear layers.
 
 # The models' activations (advjax.models.KINDS): |σ'| ≤ 1 and ≤ 1/4.
-ACTIVATION_BOUNDS = {"relu": 1.0, "sigmoid": 0.25}
+ACTIVATION_BOUNDS = {"relu": 1.0, "sigmoid": 0.25, "minmax": 1.0}  # minmax: a sort
 
 
 def _window_counts(n: int, k: int, s: int, pads: tuple[int, int]) -> int:

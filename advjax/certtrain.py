@@ -1,0 +1,135 @@
+"""Certified-training recipes as published: ε schedules, LMT's clipped margin,
+GloRo's bottom logit (issue 29; the paper's §4.3 suggestion carried to the
+literature that followed it).
+
+Each piece is a pure function of logits and Lipschitz bounds, so it composes
+with `advjax.regularise` (whose persistent power iteration gives the per-layer
+bounds every step) and the existing training loop:
+
+  * `Schedule`: ε ramped, never full from the start. BCP: one clean epoch,
+    then linear from 0 to ε over 20 epochs while the clean loss's weight
+    falls from 1 to 0; CAP: linear from 0.01·ε; GloRo: a log ramp from
+    0.01·ε to 1.1·ε over the first half of training, then held (trained above
+    ε, evaluated at ε). At the full ε from the first step, training stalls at
+    a constant classifier.
+  * `lmt_logits`: LMT (Tsuzuku et al. 2018, the authors' code): every
+    non-true logit + √2·c·L·ε, scaled per example by
+    clip(margin / (√2·c·L), 0, 1) (a stop-gradient factor), so a
+    misclassified point gets no Lipschitz penalty.
+  * `gloro_logits`: GloRo (Leino et al. 2021): with j the *predicted* class, an
+    extra "bottom" logit max_{i≠j}(z_i + ε·K_ji), K_ji = (the bound of the
+    layers below the last) · ‖w_j − w_i‖₂; the cross-entropy on the K + 1
+    logits (`gloro_loss`), or its TRADES form: CE on the K logits plus
+    λ·KL(softmax(z) ‖ softmax(z, z_⊥)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+SCHEDULES = ("constant", "linear", "log")
+
+
+class Schedule(NamedTuple):
+  """ε's multiplier and the clean loss's weight as functions of the epoch
+  (fractional: epoch + step / steps per epoch).
+
+  Attributes:
+    kind: 'constant' (1 throughout), 'linear' (start → 1 between `begin` and
+      `end`), 'log' (geometric from start to `overshoot`, then held).
+    begin, end: epochs where the ramp starts and reaches its top.
+    start: the multiplier at `begin` (BCP 0, CAP 0.01, GloRo 0.01).
+    overshoot: the top (GloRo trains at 1.1·ε).
+    clean_fade: the clean loss's weight falls 1 → 0 over the ramp (BCP).
+  """
+  kind: str = "constant"
+  begin: float = 0.0
+  end: float = 0.0
+  start: float = 0.0
+  overshoot: float = 1.0
+  clean_fade: bool = False
+
+  def check(self) -> "Schedule":
+    if self.kind not in SCHEDULES:
+      raise ValueError(f"schedule kind {self.kind!r}: use one of {SCHEDULES}.")
+    if not 0 <= self.begin <= self.end or self.start < 0 or self.overshoot <= 0:
+      raise ValueError(f"need 0 <= begin <= end, start >= 0, overshoot > 0: {self}.")
+    if self.kind == "log" and self.start <= 0:
+      raise ValueError("a 'log' ramp needs start > 0 (GloRo's 0.01).")
+    return self
+
+  def progress(self, epoch):
+    """0 before `begin`, 1 from `end` on, linear between."""
+    span = max(self.end - self.begin, 1e-12)
+    return jnp.clip((jnp.asarray(epoch, jnp.float32) - self.begin) / span, 0.0, 1.0)
+
+  def eps_scale(self, epoch):
+    """The multiplier of ε at `epoch`."""
+    if self.kind == "constant":
+      return jnp.float32(self.overshoot)
+    t = self.progress(epoch)
+    if self.kind == "linear":
+      return self.start + t * (self.overshoot - self.start)
+    return self.start * (self.overshoot / self.start) ** t
+
+  def clean_weight(self, epoch):
+    """The clean cross-entropy's weight (1, or fading to 0 over the ramp)."""
+    return 1.0 - self.progress(epoch) if self.clean_fade else jnp.float32(1.0)
+
+
+BCP = Schedule("linear", begin=1, end=21, start=0.0, clean_fade=True)
+CAP = Schedule("linear", begin=0, end=20, start=0.01)
+
+
+def gloro_schedule(epochs: int) -> Schedule:
+  """GloRo's '[0.01]-log-[50%:1.1]': log ramp over the first half, then 1.1."""
+  return Schedule("log", begin=0, end=epochs / 2, start=0.01, overshoot=1.1)
+
+
+def margin(logits, y):
+  """z_y − max_{j≠y} z_j per example."""
+  zy = jnp.take_along_axis(logits, y[:, None], 1)[:, 0]
+  other = jnp.where(jax.nn.one_hot(y, logits.shape[1], dtype=bool), -jnp.inf, logits)
+  return zy - jnp.max(other, 1)
+
+
+def lmt_logits(logits, y, lipschitz_constant, eps, c: float = 1.0):
+  """LMT's training logits as its authors' code makes them (module doc)."""
+  scale = math.sqrt(2.0) * c * lipschitz_constant
+  clip = jnp.clip(jax.lax.stop_gradient(margin(logits, y) / scale), 0.0, 1.0)
+  shift = (scale * eps) * clip[:, None]
+  return logits + shift * (1.0 - jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype))
+
+
+def pairwise_k(below, kernel):
+  """K (K, K): K_ji = below · ‖w_j − w_i‖₂ for the last layer's kernel (n, K)."""
+  d = kernel.T[:, None, :] - kernel.T[None, :, :]
+  return below * optax.safe_norm(d, 0.0, axis=-1)
+
+
+def gloro_logits(logits, below, kernel, eps):
+  """(B, K + 1): the logits and GloRo's bottom logit for the predicted class."""
+  K = pairwise_k(below, kernel)
+  j = jnp.argmax(logits, 1)
+  kj = K[j]  # (B, K): K_ji
+  bottom = jnp.max(jnp.where(jax.nn.one_hot(j, logits.shape[1], dtype=bool), -jnp.inf,
+                             logits + eps * kj), 1)
+  return jnp.concatenate([logits, bottom[:, None]], 1)
+
+
+def gloro_loss(logits, y, below, kernel, eps, trades: float = 0.0):
+  """Mean GloRo loss: CE on the K + 1 logits, or (trades = λ > 0) CE on the K
+  logits + λ·KL(softmax(z) padded with 0 for ⊥ ‖ softmax(z, z_⊥))."""
+  ext = gloro_logits(logits, below, kernel, eps)
+  if not trades:
+    return optax.softmax_cross_entropy_with_integer_labels(ext, y).mean()
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+  p = jax.nn.softmax(logits, -1)
+  log_q = jax.nn.log_softmax(ext, -1)[:, :-1]
+  kl = jnp.sum(p * (jax.nn.log_softmax(logits, -1) - log_q), -1)
+  return (ce + trades * kl).mean()

@@ -1,0 +1,61 @@
+"""Certified-training recipes (issue 29): each loss against a hand computation."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from advjax import certtrain
+
+Z = jnp.asarray([[3.0, 1.0, 0.0], [0.0, 2.0, 1.5]])
+Y = jnp.asarray([0, 2])  # the second is misclassified (margin −0.5)
+
+
+def test_schedules_ramp_as_published():
+  bcp = certtrain.BCP
+  assert float(bcp.eps_scale(0.5)) == 0.0 and float(bcp.clean_weight(0.5)) == 1.0
+  assert float(bcp.eps_scale(11)) == pytest.approx(0.5)
+  assert float(bcp.clean_weight(11)) == pytest.approx(0.5)
+  assert float(bcp.eps_scale(30)) == 1.0 and float(bcp.clean_weight(30)) == 0.0
+  g = certtrain.gloro_schedule(300)
+  assert float(g.eps_scale(0)) == pytest.approx(0.01)
+  assert float(g.eps_scale(75)) == pytest.approx(0.01 * (110.0) ** 0.5, rel=1e-5)
+  assert float(g.eps_scale(150)) == pytest.approx(1.1) and float(g.eps_scale(299)) == pytest.approx(1.1)
+  assert float(certtrain.CAP.eps_scale(0)) == pytest.approx(0.01)
+  with pytest.raises(ValueError, match="log"):
+    certtrain.Schedule("log", 0, 10, start=0.0).check()
+
+
+def test_lmt_clips_the_shift_by_the_margin():
+  """Shift √2·c·L·ε·clip(margin/(√2·c·L), 0, 1) on non-true logits only."""
+  L, eps = 2.0, 0.5
+  out = np.asarray(certtrain.lmt_logits(Z, Y, L, eps))
+  s = math.sqrt(2) * L
+  c0 = min(max(2.0 / s, 0), 1)  # example 0: margin 2
+  np.testing.assert_allclose(out[0], [3.0, 1.0 + s * eps * c0, 0.0 + s * eps * c0], rtol=1e-6)
+  np.testing.assert_allclose(out[1], Z[1], rtol=1e-6)  # misclassified: no penalty
+
+
+def test_gloro_bottom_logit_and_losses():
+  W = jnp.asarray([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])  # kernel (n=2, K=3)
+  below, eps = 0.5, 0.3
+  K = np.asarray(certtrain.pairwise_k(below, W))
+  cols = np.asarray(W).T
+  for i in range(3):
+    for j in range(3):
+      assert K[j, i] == pytest.approx(below * np.linalg.norm(cols[j] - cols[i]))
+  ext = np.asarray(certtrain.gloro_logits(Z, below, W, eps))
+  for b, j in enumerate(np.argmax(np.asarray(Z), 1)):  # predicted 0, then 1
+    want = max(float(Z[b, i]) + eps * K[j, i] for i in range(3) if i != j)
+    assert ext[b, 3] == pytest.approx(want, rel=1e-6)
+  ce = -np.mean([ext[b, y] - np.log(np.sum(np.exp(ext[b]))) for b, y in enumerate([0, 2])])
+  assert float(certtrain.gloro_loss(Z, Y, below, W, eps)) == pytest.approx(ce, rel=1e-5)
+  t = float(certtrain.gloro_loss(Z, Y, below, W, eps, trades=2.0))
+  p = np.exp(Z) / np.exp(Z).sum(1, keepdims=True)
+  q = np.exp(ext) / np.exp(ext).sum(1, keepdims=True)
+  ce0 = -np.mean(np.log(p[[0, 1], [0, 2]]))
+  kl = np.mean(np.sum(p * (np.log(p) - np.log(q[:, :3])), 1))
+  assert t == pytest.approx(ce0 + 2.0 * kl, rel=1e-5)
+  assert float(certtrain.gloro_loss(Z, Y, below, W, 0.0)) < float(
+      certtrain.gloro_loss(Z, Y, below, W, 1.0))  # a larger ε costs more

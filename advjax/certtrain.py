@@ -133,3 +133,81 @@ def gloro_loss(logits, y, below, kernel, eps, trades: float = 0.0):
   log_q = jax.nn.log_softmax(ext, -1)[:, :-1]
   kl = jnp.sum(p * (jax.nn.log_softmax(logits, -1) - log_q), -1)
   return (ce + trades * kl).mean()
+
+
+RECIPES = ("lmt", "gloro", "gloro-trades")
+
+
+class Recipe(NamedTuple):
+  """A certified-training recipe for `train.train` (hashable; `extra_loss`).
+
+  Attributes:
+    kind: 'lmt', 'gloro' or 'gloro-trades'.
+    eps: the L2 radius trained for (evaluated at; the schedule may overshoot).
+    schedule: how ε is ramped (`Schedule`; BCP, CAP, `gloro_schedule`).
+    c: LMT's constant c.
+    trades: λ of the TRADES form ('gloro-trades').
+    iters, refresh_iters, seed: the power iteration's (`advjax.regularise`).
+  """
+  kind: str = "gloro"
+  eps: float = 1.58
+  schedule: Schedule = Schedule()
+  c: float = 1.0
+  trades: float = 1.0
+  iters: int = 1
+  refresh_iters: int = 10
+  seed: int = 0
+
+  def check(self) -> "Recipe":
+    if self.kind not in RECIPES:
+      raise ValueError(f"recipe kind {self.kind!r}: use one of {RECIPES}.")
+    if not self.eps > 0 or self.iters < 1 or self.refresh_iters < 0:
+      raise ValueError(f"need eps > 0, iters >= 1, refresh_iters >= 0: {self}.")
+    self.schedule.check()
+    return self
+
+
+class RecipeState(NamedTuple):
+  """The power iteration's vectors and the epoch the schedule reads."""
+  power: object
+  epoch: jax.Array
+
+
+def robust_loss(recipe: Recipe, logits, y, bounds, kernel, eps):
+  """The recipe's loss on a minibatch at radius eps, from the layer bounds."""
+  if recipe.kind == "lmt":
+    z = lmt_logits(logits, y, jnp.prod(bounds), eps, recipe.c)
+    return optax.softmax_cross_entropy_with_integer_labels(z, y).mean()
+  trades = recipe.trades if recipe.kind == "gloro-trades" else 0.0
+  return gloro_loss(logits, y, jnp.prod(bounds[:-1]), kernel, eps, trades)
+
+
+def extra_loss(model, recipe: Recipe):
+  """The recipe as a `train.ExtraLoss` (its state checkpointed per epoch)."""
+  from advjax import regularise, train  # pylint: disable=import-outside-toplevel
+  recipe.check()
+  ops = regularise.operators(model)
+  last = ops[-1].name
+  advance = jax.jit(lambda p, s: regularise.update(ops, p, s, recipe.refresh_iters)[1])
+
+  def start(params):
+    del params
+    return RecipeState(regularise.init(ops, recipe.seed), jnp.float32(0))
+
+  def refresh(epoch, params, state):
+    power = advance(params, state.power) if recipe.refresh_iters else state.power
+    return RecipeState(power, jnp.float32(epoch))
+
+  def step(params, state, x, y, key, rng):
+    del key
+    sig, power = regularise.update(ops, params, state.power, recipe.iters)
+    bounds = regularise.layer_bounds(ops, sig)
+    logits = model.apply(params, x, train=rng is not None, rng=rng)
+    eps = recipe.eps * recipe.schedule.eps_scale(state.epoch)
+    w = recipe.schedule.clean_weight(state.epoch)
+    clean = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    rob = robust_loss(recipe, logits, y, bounds, params[last]["kernel"], eps)
+    loss = w * clean + (1 - w) * rob if recipe.schedule.clean_fade else rob
+    return loss + model.weight_penalty(params), RecipeState(power, state.epoch)
+
+  return train.ExtraLoss(start, refresh, lambda *a: jnp.float32(0), step=step)

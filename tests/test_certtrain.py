@@ -59,3 +59,30 @@ def test_gloro_bottom_logit_and_losses():
   assert t == pytest.approx(ce0 + 2.0 * kl, rel=1e-5)
   assert float(certtrain.gloro_loss(Z, Y, below, W, 0.0)) < float(
       certtrain.gloro_loss(Z, Y, below, W, 1.0))  # a larger ε costs more
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lmt", "gloro-trades"])
+def test_a_recipe_trained_net_learns_and_its_radii_hold(kind):
+  """A tiny net trained by a recipe (ε ramped) learns a separable rule, and
+  its certified radii (CROWN, the Lipschitz bound) are below the attack's."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from advjax import certify, data, models, train  # pylint: disable=import-outside-toplevel
+  from advjax.attack import lbfgs  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  x = rng.random((256, 6, 6, 1)).astype(np.float32)
+  w = rng.normal(size=(36, 3))
+  y = np.argmax(x.reshape(256, -1) @ w, 1).astype(np.int32)
+  L = models.Layer
+  m = models.Model("tiny", (L("flatten", "flatten"), L("fc1", "dense", 16),
+                            L("relu1", "relu"), L("logits", "dense", 3)), (6, 6, 1), 3)
+  recipe = certtrain.Recipe(kind, eps=0.3, schedule=certtrain.gloro_schedule(6))
+  res = train.train(m, data.Dataset(x, y), train.TrainConfig(epochs=6, batch_size=32),
+                    extra=certtrain.extra_loss(m, recipe), progress=False)
+  assert np.mean(models.predict(m, res.params, x) == y) > 0.6  # chance is 1/3
+  xs = x[:6]
+  adv = lbfgs((m.apply, res.params), xs)
+  d = np.where(np.asarray(adv.success), np.asarray(adv.l2), np.inf)
+  for method in ("crown", "lipschitz"):
+    r = np.asarray(certify.radius((m.apply, res.params), xs, method=method).l2)
+    assert np.all(np.isfinite(r)) and np.all(r <= d), (method, r, d)

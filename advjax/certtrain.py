@@ -184,7 +184,8 @@ def robust_loss(recipe: Recipe, logits, y, bounds, kernel, eps):
 
 def extra_loss(model, recipe: Recipe):
   """The recipe as a `train.ExtraLoss` (its state checkpointed per epoch)."""
-  from advjax import regularise, train  # pylint: disable=import-outside-toplevel
+  from advjax import train  # pylint: disable=import-outside-toplevel
+  from advjax.norms import regulariser as regularise  # pylint: disable=import-outside-toplevel
   recipe.check()
   ops = regularise.operators(model)
   last = ops[-1].name

@@ -103,7 +103,7 @@ class ExtraLoss(NamedTuple):
     step: optional (params, state, x, y, key, rng) -> (loss, state), jittable:
       when given it is the minibatch's whole loss (cross-entropy and weight
       decay included; `loss` is unused) and its state is carried to the next
-      step (power iterations of `advjax.regularise`; LMT's shifted logits).
+      step (power iterations of `advjax.norms.regulariser`; LMT's shifted logits).
   """
   init: Callable[[Any], Any]
   refresh: Callable[[int, Any, Any], Any]

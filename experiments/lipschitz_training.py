@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from advjax import advtrain, checkpoint, inputs, models, regularise, train
+from advjax import advtrain, checkpoint, inputs, models, train
 from advjax.certify.options import CertifyOptions
-from advjax.norms import layers
+from advjax.norms import layers, regulariser
 from advjax.runs import driver, jobs
 from experiments import common
 from experiments.configs import lipschitz_training as config
@@ -53,8 +53,8 @@ def fit(cfg: config.Config, v, s: int, tr, folder: str):
   model = models.get_model(v.model, dropout=v.dropout)
   if pools:
     ex = advtrain.extra_loss(model, pools, tr, tc.batch_size)
-  elif reg != regularise.RegConfig(seed=reg.seed):
-    ex = regularise.extra_loss(model, reg)
+  elif reg != regulariser.RegConfig(seed=reg.seed):
+    ex = regulariser.extra_loss(model, reg)
   else:
     ex = None  # plain training: the same code path as train_models
   t0 = time.time()

@@ -194,6 +194,7 @@ def test_each_runs_module_imports_alone_in_a_fresh_interpreter():
     ("advjax.certificates", "advjax.norms.upper_bounds", "gram_upper"),
     ("advjax.convgeom", "advjax.norms.conv_geometry", "conv_fn"),
     ("advjax.lipschitz", "advjax.norms.layers", "layer_bounds"),
+    ("advjax.regularise", "advjax.norms.regulariser", "RegConfig"),
 ])
 def test_old_names_warn_and_give_the_same_objects(old, new, name):
   mod = importlib.import_module(old)
@@ -223,7 +224,8 @@ def test_the_library_uses_no_deprecated_name():
     warnings.simplefilter("error", DeprecationWarning)
     for m in ("advjax.cli", "advjax.protocol", "advjax.advtrain", "advjax.runs.jobs"):
       importlib.reload(importlib.import_module(m))
-  old = {"advjax.attacks", "advjax.ddn", "advjax.driver"}
+  old = {"advjax.attacks", "advjax.ddn", "advjax.driver", "advjax.spectral",
+         "advjax.certificates", "advjax.convgeom", "advjax.lipschitz", "advjax.regularise"}
   for name, deps in _graph().items():
     assert not deps & old, (name, deps & old)
   assert criteria.rms  # the toy job's distortion is criteria's (imported above)

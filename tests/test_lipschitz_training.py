@@ -1,4 +1,4 @@
-"""The layer bounds in the loss (§4.3's suggestion) and LMT: `advjax.regularise`
+"""The layer bounds in the loss (§4.3's suggestion) and LMT: `advjax.norms.regulariser`
 and `experiments.lipschitz_training`."""
 
 import dataclasses
@@ -9,29 +9,29 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import data, models, regularise, train
-from advjax.norms import conv_geometry, layers
+from advjax import data, models, train
+from advjax.norms import conv_geometry, layers, regulariser
 from experiments import common
 from experiments import lipschitz_training as script
 from experiments.configs import lipschitz_training as config
 
-HOOK = regularise.stepping_hook()
+HOOK = regulariser.stepping_hook()
 
 
 def _dense_op(W):
-  return regularise.Operator("fc", "dense", (W.shape[0],), W.shape, 1, "SAME", 1.0)
+  return regulariser.Operator("fc", "dense", (W.shape[0],), W.shape, 1, "SAME", 1.0)
 
 
 def test_power_iteration_converges_to_svd_dense_and_conv():
   W = np.random.default_rng(0).normal(size=(12, 7)).astype(np.float32)
   op = _dense_op(W)
-  sig, _ = regularise.update((op,), {"fc": {"kernel": W}}, regularise.init((op,)), 200)
+  sig, _ = regulariser.update((op,), {"fc": {"kernel": W}}, regulariser.init((op,)), 200)
   assert float(sig[0]) == pytest.approx(np.linalg.svd(W, compute_uv=False)[0], rel=1e-4)
   K = np.random.default_rng(1).normal(size=(3, 3, 2, 3)).astype(np.float32)
-  conv = regularise.Operator("c", "conv", (6, 5, 2), K.shape, 2, "SAME", 1.0)
+  conv = regulariser.Operator("c", "conv", (6, 5, 2), K.shape, 2, "SAME", 1.0)
   f = conv_geometry.conv_fn(K, 2, "SAME", input_hw=(6, 5))
   dense = np.asarray(jax.jacfwd(lambda v: f(v).ravel())(jnp.zeros((6, 5, 2)))).reshape(-1, 60)
-  sig, _ = regularise.update((conv,), {"c": {"kernel": K}}, regularise.init((conv,)), 300)
+  sig, _ = regulariser.update((conv,), {"c": {"kernel": K}}, regulariser.init((conv,)), 300)
   assert float(sig[0]) == pytest.approx(np.linalg.svd(dense, compute_uv=False)[0], rel=1e-3)
 
 
@@ -40,8 +40,8 @@ def test_persistent_vectors_track_sigma_with_one_iteration_per_step():
   W = rng.normal(size=(30, 20)).astype(np.float32)
   D = rng.normal(size=(30, 20)).astype(np.float32)
   op = _dense_op(W)
-  state = regularise.init((op,))
-  step = jax.jit(lambda p, s: regularise.update((op,), p, s, 1))
+  state = regulariser.init((op,))
+  step = jax.jit(lambda p, s: regulariser.update((op,), p, s, 1))
   errs = []
   for t in range(150):  # weights drift slowly; the vectors follow
     Wt = W + 0.002 * t * D
@@ -53,11 +53,11 @@ def test_persistent_vectors_track_sigma_with_one_iteration_per_step():
 def test_penalties_have_finite_gradients_that_reduce_sigma():
   W = np.random.default_rng(3).normal(size=(10, 6)).astype(np.float32)
   op = _dense_op(W)._replace(factor=0.25)
-  state = regularise.update((op,), {"fc": {"kernel": W}}, regularise.init((op,)), 100)[1]
+  state = regulariser.update((op,), {"fc": {"kernel": W}}, regulariser.init((op,)), 100)[1]
   for pen in ("sum", "log"):
-    cfg = regularise.RegConfig(penalty=pen, strength=1.0)
-    f = lambda w: regularise.penalty(cfg, regularise.layer_bounds(
-        (op,), regularise.update((op,), {"fc": {"kernel": w}}, state, 1)[0]))
+    cfg = regulariser.RegConfig(penalty=pen, strength=1.0)
+    f = lambda w: regulariser.penalty(cfg, regulariser.layer_bounds(
+        (op,), regulariser.update((op,), {"fc": {"kernel": w}}, state, 1)[0]))
     g = jax.grad(f)(jnp.asarray(W))
     assert np.all(np.isfinite(g)) and np.abs(g).max() > 0
     s0 = np.linalg.svd(W, compute_uv=False)[0]
@@ -66,17 +66,17 @@ def test_penalties_have_finite_gradients_that_reduce_sigma():
   assert float(f(W)) == pytest.approx(math.log(0.25 * s0), rel=1e-4)
 
 
-@pytest.mark.parametrize("cfg", [regularise.RegConfig("sum", 1.0),
-                                 regularise.RegConfig("log", 1.0),
-                                 regularise.RegConfig(lmt_eps=0.5)])
+@pytest.mark.parametrize("cfg", [regulariser.RegConfig("sum", 1.0),
+                                 regulariser.RegConfig("log", 1.0),
+                                 regulariser.RegConfig(lmt_eps=0.5)])
 def test_objective_finite_at_zero_kernels(cfg):
   """A zero kernel (a pruned or freshly zeroed layer) gave NaN gradients (the
   norm's at 0), −∞ for 'log', and zero power vectors that never recovered."""
   model = models.get_model("FC10(1e-2)")
-  ops = regularise.operators(model)
+  ops = regulariser.operators(model)
   zero = jax.tree_util.tree_map(jnp.zeros_like, model.init(jax.random.PRNGKey(0)))
   x, y = jnp.ones((3, 28, 28, 1)), jnp.arange(3)
-  f = lambda p: regularise.objective(model, ops, cfg, p, regularise.init(ops), x, y)
+  f = lambda p: regulariser.objective(model, ops, cfg, p, regulariser.init(ops), x, y)
   (loss, state), g = jax.value_and_grad(f, has_aux=True)(zero)
   assert np.isfinite(float(loss))
   assert all(np.all(np.isfinite(v)) for v in jax.tree_util.tree_leaves(g))
@@ -87,12 +87,12 @@ def test_objective_finite_at_zero_kernels(cfg):
 def test_operators_match_table5_product():
   model = models.get_model("FC100-100-10")
   params = model.init(jax.random.PRNGKey(0))
-  ops = regularise.operators(model)
+  ops = regulariser.operators(model)
   assert [op.factor for op in ops] == [0.25, 0.25, 1.0]
   ref = layers.layer_bounds(model, params).product
-  assert float(np.prod(regularise.bounds_of(model, params, iters=300))) == pytest.approx(
+  assert float(np.prod(regulariser.bounds_of(model, params, iters=300))) == pytest.approx(
       ref, rel=1e-3)
-  conv = regularise.operators(models.get_model("conv"))  # ReLU 1, 2×2/2 pools 1
+  conv = regulariser.operators(models.get_model("conv"))  # ReLU 1, 2×2/2 pools 1
   assert [(op.input_shape, op.factor) for op in conv] == [
       ((28, 28, 1), 1.0), ((14, 14, 32), 1.0), ((3136,), 1.0), ((128,), 1.0)]
 
@@ -100,11 +100,11 @@ def test_operators_match_table5_product():
 def test_lmt_shift_is_sqrt2_L_eps():
   z = jnp.asarray([[1.0, 2.0, 3.0], [0.0, -1.0, 5.0]])
   y = jnp.asarray([2, 0])
-  out = regularise.lmt_logits(z, y, 3.0, 0.5)
+  out = regulariser.lmt_logits(z, y, 3.0, 0.5)
   c = math.sqrt(2) * 3.0 * 0.5
   np.testing.assert_allclose(out - z, [[c, c, 0], [0, c, c]], rtol=1e-6)
   with pytest.raises(ValueError):
-    regularise.check(regularise.RegConfig(penalty="max"))
+    regulariser.check(regulariser.RegConfig(penalty="max"))
 
 
 def _tiny():
@@ -114,14 +114,14 @@ def _tiny():
 
 
 @pytest.mark.parametrize("reg", [
-    regularise.RegConfig(penalty="sum", strength=1e-2, refresh_iters=5),
-    pytest.param(regularise.RegConfig(lmt_eps=0.5, iters=2, refresh_iters=5),
+    regulariser.RegConfig(penalty="sum", strength=1e-2, refresh_iters=5),
+    pytest.param(regulariser.RegConfig(lmt_eps=0.5, iters=2, refresh_iters=5),
                  marks=pytest.mark.skipif(not HOOK, reason="needs train.ExtraLoss.step"))])
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, reg):
   model, ds = models.get_model("FC100-100-10"), _tiny()
   cfg = train.TrainConfig(lr=1e-2, epochs=2, batch_size=16)
-  ex = regularise.extra_loss(model, reg)
+  ex = regulariser.extra_loss(model, reg)
   a = train.train(model, ds, cfg, ckpt_dir=str(tmp_path / "a"), extra=ex, progress=False)
   one = dataclasses.replace(cfg, epochs=1)
   train.train(model, ds, one, ckpt_dir=str(tmp_path / "b"), extra=ex, progress=False)

@@ -9,7 +9,9 @@ not certified radii of examples (those are `advjax.certify`).
 * `conv_geometry`: the convolution as a linear map (dilation, padding, the
   zero-padded embedding);
 * `layers`: every layer's bound L_k and their product (Table 5), empirical
-  lower bounds from Jacobians.
+  lower bounds from Jacobians;
+* `regulariser`: the paper's suggestion, the layer bounds in the training loss
+  (and Lipschitz-margin training).
 """
 
 import importlib

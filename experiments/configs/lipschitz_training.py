@@ -7,7 +7,7 @@ trains it: Adam lr 1e-2 cosine, 60 epochs, batch 64, weight decay 1e-5,
 several λ, the log-product λ Σ_k log L_k, Lipschitz-margin training (LMT,
 Tsuzuku et al. 2018) at ε ∈ {0.5, 1.0, 1.58}, and the best adversarial pool of
 configs/adv_training.py. L_k = σ_k (power iteration kept between steps,
-advjax.regularise) × ¼ per sigmoid. Each cell (variant, seed) is trained and
+advjax.norms.regulariser) × ¼ per sigmoid. Each cell (variant, seed) is trained and
 measured: clean test error; on the first `n_images` test images the
 untargeted attack's mean minimal distortion (the upper end), CROWN's mean
 certified radius (the lower end), certified and attacked accuracy at L2
@@ -44,7 +44,7 @@ from typing import NamedTuple
 from advjax.advtrain import PoolConfig
 from advjax.attack import AttackOptions
 from advjax.certify.options import CertifyOptions
-from advjax.regularise import RegConfig
+from advjax.norms.regulariser import RegConfig
 from advjax.train import TrainConfig
 from experiments import common
 from experiments.configs import QUICK_ATTACK, adv_search, adv_training
@@ -61,7 +61,7 @@ class Variant(NamedTuple):
 
   Attributes:
     name: the variant's name (also its folder).
-    reg: the bounds' terms (advjax.regularise.RegConfig).
+    reg: the bounds' terms (advjax.norms.regulariser.RegConfig).
     dropout: dropout rate before each dense layer.
     pools: adversarial pools (advjax.advtrain), instead of `reg`.
     model: the network ('FC100-100-10' or 'conv').

@@ -237,3 +237,23 @@ def test_what_has_no_sound_rule_is_refused_by_name(fn, name):
   W = jnp.ones((2, 3)) / 2
   with pytest.raises(certify.UnsupportedPrimitiveError, match=f"'{name}'"):
     certify.radius(lambda x: fn(x @ W), np.full((1, 2), 0.5, np.float32))
+
+
+def test_minmax_rule_below_a_dense_grid_and_exact_when_sorted():
+  """MinMax (GroupSort-2) of two x-dependent units: the max/min-of-two rule
+  (`certify.pair`) holds against a dense grid on 2-D nets (the issue-29
+  activation; before, 'min' of two bounded operands was refused)."""
+  def net(p, x):
+    h = models.minmax(x @ p[0] + p[1])
+    return models.minmax(h @ p[2]) @ p[3]
+  for seed in range(3):
+    k = jax.random.split(jax.random.PRNGKey(seed), 4)
+    p = (jax.random.normal(k[0], (2, 6)) * 2, jax.random.normal(k[1], (6,)),
+         jax.random.normal(k[2], (6, 6)), jax.random.normal(k[3], (6, 3)))
+    x = np.random.RandomState(seed).rand(8, 2).astype(np.float32)
+    grid = _grid_distance(lambda v: net(p, v), x)
+    radii = {m: np.asarray(certify.radius((net, p), x, method=m, options=OPTS).l2)
+             for m in ("ibp", "crown")}
+    for m, r in radii.items():
+      assert np.all(np.isfinite(r)) and np.all(r <= grid), (seed, m, r, grid)
+    assert np.all(radii["crown"] >= radii["ibp"]) and np.mean(radii["crown"]) > 0

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from advjax.certify import concretize, pool, relax, rounding, rules
+from advjax.certify import concretize, pair, pool, relax, rounding, rules
 from advjax.certify.interpret import Graph, as_dtype, bind, read
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -93,7 +93,7 @@ def make_plan(g: Graph, opts) -> Plan:
       continue
     k = rules.category(n, g.bounded)
     ins = [i for i in n.ins if _b(g, i)]
-    if k == "act" and g.shapes[ins[0]] != g.shapes[n.outs[0]]:
+    if k in ("act", "pair") and any(g.shapes[i] != g.shapes[n.outs[0]] for i in ins):
       raise rules.unsupported(n, "an x-dependent operand broadcast against a constant")
     r = rounding.of_node(n, [g.dtypes[i] for i in ins], g.dtypes[n.outs[0]], rules.STRUCTURAL)
     if r is not None:
@@ -102,7 +102,7 @@ def make_plan(g: Graph, opts) -> Plan:
     widest[n.outs[0]] = max([_size(g, n.outs[0])] + [widest[i] for i in ins])
     if k == "affine" and r is None and all(i in affine_x for i in ins):
       affine_x.add(n.outs[0])
-  feeds = {i for n, k in zip(g.nodes, kinds) if k in ("act", "max")
+  feeds = {i for n, k in zip(g.nodes, kinds) if k in ("act", "max", "pair")
            for i in n.ins if _b(g, i)}
   refine = set()
   for v in feeds - {g.x_id}:
@@ -188,6 +188,10 @@ def forward(c: Ctx, eps):
       z = next(i for i in n.ins if _b(g, i))
       rl[k] = pool.relax(n, *iv[z], c.opts.slack)
       l, u = pool.interval(n, *iv[z])
+    elif kind == "pair":  # max/min of two x-dependent operands (MinMax)
+      (la, ua), (lb, ub) = iv[n.ins[0]], iv[n.ins[1]]
+      rl[k] = pair.lines(n.prim.name, la, ua, lb, ub, c.opts.slack)
+      l, u = pair.interval(n.prim.name, la, ua, lb, ub)
     else:
       continue
     iv[o] = (l, u)
@@ -245,6 +249,10 @@ def pullback(c: Ctx, iv, rl, v, lam, relaxed: bool):
       add(next(i for i in n.ins if _b(g, i)), pos * ln.al + neg * ln.au)
       t1, t2 = pos * ln.bl, neg * ln.bu
       o1, m1 = jnp.sum(t1 + t2, axes), jnp.sum(jnp.abs(t1) + jnp.abs(t2), axes)
+    elif relaxed and kind == "pair":
+      la, lb, o1, m1 = pair.pull(L, rl[k])
+      add(n.ins[0], la)
+      add(n.ins[1], lb)
     elif relaxed and kind == "max":
       z = next(i for i in n.ins if _b(g, i))
       L_in, o1, m1 = pool.pull(n, L, rl[k], g.shapes[z], c.x0.dtype)

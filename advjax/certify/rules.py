@@ -13,6 +13,8 @@ Every node with an input that depends on x (a *bounded* input) is one of
   * 'act': an elementwise monotone activation: logistic, tanh, max/min with a
     constant (ReLU is `max x 0.0`); its linear lines live in `relax`.
   * 'max': a max over windows (reduce_window_max, reduce_max): `pool`.
+  * 'pair': max/min of two x-dependent operands of one shape (MinMax,
+    GroupSort-2): `pair`.
 
 Anything else on the path from x to the logits is refused with the
 primitive's name and its equation (never a silent bound).
@@ -41,14 +43,15 @@ S = tests/test_certify_soundness.py, G = tests/test_certify_generated.py
 | convert_element_type | structural | new_dtype: a float (else refused); one narrower than its input rounds (`rounding`) | S (bfloat16, float16), G (cast) |
 | reduce_sum, reduce_window_sum, cumsum | affine (sum) | axes, windows, strides, padding (zeros), dilations: positions | C (avg pool), G (avgpool) |
 | logistic, tanh | act (`relax.s_shaped`) | - ; a narrow result rounds | C, G |
-| max, min | act (`relax.max_const`, `min_const`) | one operand bounded, the other a constant (scalar or array) as the threshold; both bounded: refused | C, G (relu, clip, max_c, min_c) |
+| max, min | act (`relax.max_const`, `min_const`) | one operand bounded, the other a constant (scalar or array) as the threshold | C, G (relu, clip, max_c, min_c) |
+| max, min of two bounded operands | pair (`pair`) | both of the output's shape (a broadcast one is refused) | S (MinMax on a 2-D grid) |
 | reduce_window_max | max (`pool`) | windows, strides, padding (−∞): positions; dilations: refused | C, G (maxpool) |
 | reduce_max | max (`pool`) | axes: positions | C (pool rewrite) |
 
 Not supported, so refused by name: reduce_window with another initial value
 (lax.reduce_window(x, 0., lax.max, ...)), clamp (jnp.clip is max/min and
 works), split and other multi-output primitives, products or maxima of two
-x-dependent operands, sort, exp and the rest.
+x-dependent operands (other than max/min), sort, exp and the rest.
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ def category(node: Node, bounded: frozenset) -> str:
                         else "x in the denominator")
     return "affine"
   if name in ACTS:
+    if len(pos) == 2 and name in ("max", "min"):
+      return "pair"
     if len(pos) != 1:
       raise unsupported(node, "both operands depend on x")
     return "act"

@@ -23,7 +23,9 @@ pass started at it ('crown': relaxed; 'ibp': only for variables affine in x,
 where it is exact over ball ∩ box), when that pass's Λ fits
 `crown_budget`. Wider layers (the conv net's convolutions) keep their
 interval bounds: there a backward pass per unit would build a Λ of units ×
-layer size per example.
+layer size per example; with the option `patches`, those whose path to x is
+a chain of convolutions, poolings and activations get the same pass in
+patches instead (`advjax.certify.patches`: Λ over receptive fields only).
 
 Every bound subtracts tol × (the sum of the absolute values of its terms);
 see `advjax.certify.search` for the rounding argument.
@@ -37,7 +39,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from advjax.certify import concretize, pair, pool, relax, rounding, rules
+from advjax.certify import concretize, pair, patches, pool, relax, rounding, rules
 from advjax.certify.interpret import Graph, as_dtype, bind, read
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -59,6 +61,8 @@ class Plan(NamedTuple):
   relus: tuple
   affine_x: frozenset
   rounds: dict
+  patched: frozenset = frozenset()  # refined by `patches` (option patches)
+  intervals: int = 0  # pre-activations a relaxed method leaves to intervals
 
 
 class Ctx(NamedTuple):
@@ -104,15 +108,21 @@ def make_plan(g: Graph, opts) -> Plan:
       affine_x.add(n.outs[0])
   feeds = {i for n, k in zip(g.nodes, kinds) if k in ("act", "max", "pair")
            for i in n.ins if _b(g, i)}
-  refine = set()
+  refine, patched, left = set(), set(), 0
   for v in feeds - {g.x_id}:
     fits = 2 * _size(g, v) * widest[v] <= opts.crown_budget
-    if kinds[g.producer[v]] == "affine" and fits and (
-        opts.method != "ibp" or v in affine_x):
+    if kinds[g.producer[v]] != "affine" or (opts.method == "ibp" and v not in affine_x):
+      continue
+    if fits:
       refine.add(v)
+    elif getattr(opts, "patches", False) and patches.chain(g, kinds, rounds, v):
+      patched.add(v)
+    else:
+      left += 1
   relus = tuple(k for k, (n, kind) in enumerate(zip(g.nodes, kinds))
                 if kind == "act" and n.prim.name in ("max", "min"))
-  return Plan(tuple(kinds), frozenset(refine), relus, frozenset(affine_x), rounds)
+  return Plan(tuple(kinds), frozenset(refine), relus, frozenset(affine_x), rounds,
+              frozenset(patched), left)
 
 
 def rownorms(g: Graph, plan: Plan, env: dict, dtype) -> dict:
@@ -195,8 +205,9 @@ def forward(c: Ctx, eps):
     else:
       continue
     iv[o] = (l, u)
-    if o in c.plan.refine:
-      lo_o, up_o = refine(c, iv, rl, o, eps)
+    if o in c.plan.refine or o in c.plan.patched:
+      lo_o, up_o = (refine(c, iv, rl, o, eps) if o in c.plan.refine
+                    else patches.refine(c, rl, o, eps))
       iv[o] = (jnp.maximum(l, lo_o), jnp.minimum(u, up_o))
   return iv, rl, {k: v for k, v in slopes.items() if v is not None}
 

@@ -56,6 +56,16 @@ class CertifyOptions(NamedTuple):
       ± ε·(its per-unit Lipschitz bound from the certified layer norms,
       `lipschitz.unit_bounds`); sound, and tighter than intervals through
       wide layers (the conv net); the method reads '...+lipschitz' as above.
+    patches: for 'crown', 'alpha-crown' (and 'ibp' on layers affine in x):
+      a pre-activation too wide for `crown_budget` whose path down to x is a
+      chain of NHWC convolutions, poolings, paddings, activations and
+      constant adds/scales gets its own backward pass in patches
+      (`advjax.certify.patches`: the same bounds as the dense pass, Λ kept
+      on receptive fields); other wide ones keep their intervals and the
+      method then reads '...+intervals'.
+    patch_budget: the most patch elements (rows × window × channels) one
+      chunk of positions may hold per example; positions run in sequence
+      beyond it (about 8 bytes each in float64, a few live copies).
   """
   method: str = "crown"
   box: bool = True
@@ -72,6 +82,8 @@ class CertifyOptions(NamedTuple):
   rtol: float = 0.0
   lipschitz_floor: bool = False
   lipschitz_units: bool = False
+  patches: bool = False
+  patch_budget: int = 1 << 22
 
   @property
   def slack(self) -> float:
@@ -94,14 +106,14 @@ class CertifyOptions(NamedTuple):
     if self.dtype not in DTYPES:
       raise ValueError(f"dtype={self.dtype!r}; choose one of {DTYPES}.")
     for f in ("steps", "concretize_steps", "intermediate_steps", "crown_budget",
-              "alpha_steps", "exact_steps", "chunk"):
+              "alpha_steps", "exact_steps", "chunk", "patch_budget"):
       v = getattr(self, f)
       if v is None and f == "chunk":
         continue
       if isinstance(v, bool) or int(v) != v or v < 0:
         raise ValueError(f"{f}={v!r}: must be an integer >= 0.")
-    if self.steps < 1 or self.exact_steps < 1:
-      raise ValueError("steps and exact_steps must be >= 1.")
+    if self.steps < 1 or self.exact_steps < 1 or self.patch_budget < 1:
+      raise ValueError("steps, exact_steps and patch_budget must be >= 1.")
     if not self.rtol >= 0:
       raise ValueError(f"rtol={self.rtol!r}: must be >= 0.")
     if not self.alpha_lr > 0 or (self.tol is not None and not 0 <= self.tol < 1):

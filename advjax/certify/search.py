@@ -195,7 +195,9 @@ def batch(apply, params, x, label, lo, hi, options: CertifyOptions = CertifyOpti
   x64 = jax.enable_x64(True) if opts.dtype == "float64" else contextlib.nullcontext()
   with x64:
     out = _core(apply, opts, params, x, label, lo, hi, lip)
-  return CertifyResult(*out, opts.method + ("+lipschitz" if use_lip and lip is not None else ""))
+  left = opts.patches and plan.intervals and opts.method in ("crown", "alpha-crown")
+  return CertifyResult(*out, opts.method + ("+intervals" if left else "")
+                       + ("+lipschitz" if use_lip and lip is not None else ""))
 
 
 _LAST: list = []  # [(apply, digest of the params' values, constants)]: one entry

@@ -50,7 +50,8 @@ def options(opts: Any) -> dict:
 
 
 # Certificate options added after radii were first recorded, at their old behaviour.
-CERTIFY_LEGACY = {"lipschitz_floor": False, "rtol": 0.0, "lipschitz_units": False}
+CERTIFY_LEGACY = {"lipschitz_floor": False, "rtol": 0.0, "lipschitz_units": False,
+                  "patches": False, "patch_budget": 1 << 22}
 
 
 def certify_options(opts: Any) -> dict:

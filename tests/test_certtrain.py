@@ -86,3 +86,29 @@ def test_a_recipe_trained_net_learns_and_its_radii_hold(kind):
   for method in ("crown", "lipschitz"):
     r = np.asarray(certify.radius((m.apply, res.params), xs, method=method).l2)
     assert np.all(np.isfinite(r)) and np.all(r <= d), (method, r, d)
+
+
+def test_collapse_is_detected():
+  from experiments import certified_training  # pylint: disable=import-outside-toplevel
+  assert certified_training.collapsed(np.zeros(50, int), 0.098)  # a constant net
+  assert certified_training.collapsed(np.arange(50) % 10, 0.15)  # below 20%
+  assert not certified_training.collapsed(np.arange(50) % 10, 0.9)
+
+
+@pytest.mark.slow
+def test_certified_training_quick_writes_cells_and_resumes(fake_mnist, tmp_path):
+  """The experiment's quick size on synthetic data: one LMT cell trained,
+  measured (certified ≤ attacked at every ε) and read back on a rerun."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from experiments import certified_training  # pylint: disable=import-outside-toplevel
+  from experiments.configs import certified_training as conf  # pylint: disable=import-outside-toplevel
+  cfg = dataclasses.replace(conf.get_config(True), runs_dir=str(tmp_path / "runs"),
+                            data_dir=str(fake_mnist), progress=False,
+                            only=("LMT 1.58 ramped",), n_images=8, batch_size=8)
+  out = certified_training.run(cfg, str(tmp_path / "res"))
+  row, = out["rows"]
+  assert row["cell"] == "LMT 1.58 ramped" and 0 <= row["clean_acc"] <= 1
+  if not row["collapsed"]:
+    for e in cfg.eps:
+      assert row[f"certified@{e}"] <= row[f"attacked@{e}"]
+  assert certified_training.run(cfg, str(tmp_path / "res"))["rows"] == out["rows"]

@@ -257,3 +257,22 @@ def test_minmax_rule_below_a_dense_grid_and_exact_when_sorted():
     for m, r in radii.items():
       assert np.all(np.isfinite(r)) and np.all(r <= grid), (seed, m, r, grid)
     assert np.all(radii["crown"] >= radii["ibp"]) and np.mean(radii["crown"]) > 0
+
+
+def test_the_lipschitz_job_follows_parameters_changed_in_place():
+  """The engine's certificate job kept its layer bounds by the model object's
+  identity: the same hole as `certify.batch`'s cache, closed the same way."""
+  from advjax.runs import jobs  # pylint: disable=import-outside-toplevel
+  m = models.get_model("FC20-20-10")
+  params = jax.tree_util.tree_map(np.array, m.init(jax.random.PRNGKey(0)))
+  x = np.random.RandomState(1).rand(3, *m.input_shape).astype(np.float32)
+  pb = inputs.problem((m.apply, params), x)
+  job = jobs.certify(OPTS._replace(method="lipschitz"))
+  lo, hi = np.zeros_like(x), np.ones_like(x)
+  go = lambda: np.asarray(job.fn(pb, x, lo, hi, None, None, None).l2)
+  before = go()
+  for a in jax.tree_util.tree_leaves(pb.model.params):
+    a *= 4.0  # in place
+  fresh = jobs.certify(OPTS._replace(method="lipschitz"))
+  np.testing.assert_array_equal(go(), np.asarray(fresh.fn(pb, x, lo, hi, None, None, None).l2))
+  assert not np.array_equal(go(), before)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, NamedTuple
 
+import jax
+
 from advjax import adapt, certify as cert
 from advjax.attack import box_lbfgs, ddn as ddn_lib, targets
 from advjax.attack.options import AttackOptions
@@ -139,13 +141,15 @@ def certify(options: cert.CertifyOptions | None = None, *, targeted: bool = Fals
   if targeted:
     raise ValueError("a certified radius certifies the label; run it without targets.")
   options = (cert.CertifyOptions() if options is None else options).check()
-  seen = {}  # the layer bounds, computed once per model (on its first batch)
+  seen = {}  # the layer bounds, computed once per model *and weights* (by value)
 
   def fn(pb, x, lo, hi, target, label, _):
     del target
     apply, params = pb.model.apply, pb.model.params  # as written: bounds need no rewrites
-    if options.method == "lipschitz" and seen.get("model") is not pb.model:
-      seen.update(model=pb.model, lip=cert.lipschitz_constants(apply, params))
+    if options.method == "lipschitz":
+      key = (apply, adapt.digest(*jax.tree_util.tree_leaves(params)))
+      if seen.get("key") != key:  # weights changed in place get new bounds
+        seen.update(key=key, lip=cert.lipschitz_constants(apply, params))
     label = adapt.labels_or_prediction(apply, params, x, label)
     return cert.batch(apply, params, x, label, lo, hi, options, seen.get("lip"))
   fields = tuple(f for f in cert.CertifyResult._fields if f != "method")

@@ -93,6 +93,7 @@ def _attack_l2(name):
   return np.where(np.asarray(res.success), np.asarray(res.l2), np.inf)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,methods", [
     ("sigmoid", ("lipschitz", "ibp", "crown")), ("relu", ("ibp", "crown", "alpha-crown")),
     ("conv", ("crown",)), ("linear", ("ibp", "crown", "exact"))])
@@ -128,6 +129,7 @@ def _toy(acts, seed):
   return net
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("acts", [("relu", "relu"), ("sigmoid", "tanh")])
 def test_below_dense_grid_on_2d_nets(acts):
   """No grid point of the box closer than the radius has another label."""
@@ -167,6 +169,7 @@ def _scipy_exact(W, b, x, lo, hi):
   return best
 
 
+@pytest.mark.slow
 def test_exact_on_linear_matches_scipy_and_crown_ibp_equal_exact():
   model, x = _model("linear")
   apply, params = model
@@ -193,6 +196,7 @@ def test_exact_on_linear_matches_scipy_and_crown_ibp_equal_exact():
   assert np.all(nobox <= ex) and np.any(nobox < ex * 0.999)
 
 
+@pytest.mark.slow
 def test_orderings_on_relu_mlp():
   model, x = _model("relu")
   run = lambda m, **kw: certify.radius(model, x, method=m, options=OPTS._replace(**kw)).l2
@@ -211,6 +215,7 @@ def test_unsupported_primitive_is_named(fn, name):
     certify.radius(model, _x(2))
 
 
+@pytest.mark.slow
 def test_misclassified_gives_zero_and_no_nan():
   for name, methods in (("relu", ("ibp", "crown", "alpha-crown")),
                         ("sigmoid", ("lipschitz", "ibp", "crown"))):
@@ -232,6 +237,7 @@ def test_refusals():
     certify.radius(model, x, method="nope")
 
 
+@pytest.mark.slow
 def test_model_kinds_pool_rewrite_and_per_example_box():
   """The conv net through convgrad's custom-VJP convolutions and pool gives the
   same radii; an Equinox module works; a per-example box equals one box per call."""
@@ -269,6 +275,7 @@ def _tiny_conv():
   return (m.apply, p), _x(4, 6)
 
 
+@pytest.mark.slow
 def test_conv_maxpool_crown_ibp_lipschitz_floor_and_rtol():
   """On a max-pooling conv net: CROWN ≥ IBP; with lipschitz_floor the radius
   is ≥ both CROWN and the Lipschitz radius (their max, up to the search's
@@ -306,6 +313,7 @@ def _deep_conv():
   return (m.apply, p), _x(4, 8)
 
 
+@pytest.mark.slow
 def test_unit_bounds_bound_every_units_gradient_and_crown_stays_sound():
   """`lipschitz.unit_bounds`: ‖∇ₓ v_u‖₂ ≤ U_u for every unit of every variable
   it bounds, at several points (U is a global bound); CROWN with the bounds
@@ -368,6 +376,7 @@ def test_box_distance_matches_scipy_and_is_safe_at_zero_gradients():
                               jnp.ones(3))[0] == 0.0  # already across
 
 
+@pytest.mark.slow
 def test_the_attack_meets_the_exact_minimum_on_a_linear_model():
   """Issue 21's closed bracket: the default untargeted attack lands within 1% of
   the exact minimum inside the box on every example (0.1% on the mean), and its

@@ -6,6 +6,7 @@ get the fixtures by name; no test file imports another.
 """
 
 import contextlib
+import gc
 import os
 import socket
 import subprocess
@@ -104,6 +105,17 @@ def no_download():
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv(data.MIRROR_VAR, "http://127.0.0.1:9/")
     yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_compilations():
+  """Drops jax's compiled executables after each test module. XLA:CPU maps
+  each executable into ~1,000 memory regions (a certificate's), and the
+  kernel allows 65,530 per process: the whole suite in one process ran out
+  ("LLVM compilation error: Cannot allocate memory", then a segfault)."""
+  yield
+  jax.clear_caches()
+  gc.collect()
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def _spatial(p, lead, one=1):
   """The two spatial entries of a per-dimension parameter; None when the
   batch/channel entries are not `one` (a window across channels)."""
   p = tuple(p)
-  rest = p[:lead + 0] + (p[-1],)
+  rest = p[:lead] + (p[-1],)
   if len(p) != lead + 3 or any(e != one for e in rest) or lead > 1:
     return None
   return p[lead:lead + 2]
@@ -104,7 +104,10 @@ def _step(g: Graph, kinds, k: int):
   iy, iz = image(g.shapes[y]), image(g.shapes[z])
   base = Step(k, "", z, y, pos[0])
   if iy is not None and name in SAME and kinds[k] == "affine":  # leading 1s only
-    return base._replace(kind="same") if iy[1] == iz[1] else None
+    dims = n.params.get("broadcast_dimensions")
+    aligned = dims is None or tuple(dims) == tuple(
+        range(len(g.shapes[z]) - len(g.shapes[y]), len(g.shapes[z])))
+    return base._replace(kind="same") if iy[1] == iz[1] and aligned else None
   if iy is None or iy[0] != iz[0] or iy[0] > 1:
     return None
   if kinds[k] == "act":
@@ -231,10 +234,9 @@ def _prepare(c, rl, steps, fr) -> dict:
       shape = image(c.g.shapes[s.y])[1][:2] + (1,)
       pre[("mask", s.y)] = _padded(jnp.ones(shape, dtype), fr[s.y])
   fx = fr[c.g.x_id]
-  for name, a in (("x0", c.x0), ("A", c.A), ("B", c.B)):
-    pre[name] = _padded(_img(c, jnp.where(jnp.isfinite(a), a, 0.0) if name != "x0"
-                             else a, c.g.x_id), fx)
-  pre["inf"] = not bool(c.opts.box)
+  for name, a in (("x0", c.x0), ("A", c.A), ("B", c.B)):  # 0 outside the image:
+    pre[name] = _padded(_img(c, a, c.g.x_id), fx)  # no room to move, no value
+  pre["ball"] = not c.opts.box  # the ball alone (A, B infinite)
   return pre
 
 
@@ -304,7 +306,7 @@ def _at_x(c, f: Frame, pre, P, off, mag, o_v, eps):
   x0 = _at(pre["x0"], f, o_v).reshape(-1)
   val = jnp.dot(a, x0, precision=HIGHEST) + off
   mag = mag + jnp.dot(jnp.abs(a), jnp.abs(x0), precision=HIGHEST)
-  if pre["inf"]:
+  if pre["ball"]:
     g, gm = concretize.ball(a, eps)
   else:
     A, B = (_at(pre[k], f, o_v).reshape(1, -1) for k in ("A", "B"))

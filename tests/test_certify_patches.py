@@ -19,8 +19,6 @@ from advjax.attack import lbfgs
 from advjax.certify import bounds, concretize, interpret, patches
 from advjax.certify.options import CertifyOptions
 
-pytestmark = pytest.mark.slow  # each compiles CROWN on small conv nets (15-60 s)
-
 SHAPE = (7, 7, 2)
 # Each net is a chain the patches support: stride 2, SAME / VALID / explicit
 # padding, dilation, feature groups, max and average pooling, constant padding,
@@ -140,6 +138,7 @@ def _compare(name, x0, eps, wide):
           for v in sorted(pat.plan.patched)}
 
 
+@pytest.mark.slow  # compiles CROWN on a small conv net (15-60 s)
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_patches_equal_the_dense_pass_and_a_dense_matrix_reference(name):
   model, x = _net(name)
@@ -158,6 +157,7 @@ def test_patches_equal_the_dense_pass_and_a_dense_matrix_reference(name):
         assert float(jnp.mean(p[1] - p[0])) > 1e-3  # not a degenerate test
 
 
+@pytest.mark.slow
 def test_unsupported_chains_fall_back_and_say_so_and_radii_rise():
   """A residual add (no patch rule) keeps its interval and the method says so;
   on a supported net the option gives larger radii."""
@@ -176,6 +176,7 @@ def test_unsupported_chains_fall_back_and_say_so_and_radii_rise():
   assert np.mean(on.l2) > np.mean(off.l2)
 
 
+@pytest.mark.slow  # compiles CROWN on a small conv net (15-60 s)
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_patched_radii_below_the_attack_and_pgd(name):
   model, x = _net(name)
@@ -191,3 +192,14 @@ def test_patched_radii_below_the_attack_and_pgd(name):
     gap = netgen.pgd(model[0], model[1], jnp.asarray(x), label, jnp.asarray(rho),
                      key=jax.random.PRNGKey(0))
     assert np.all(np.asarray(gap) <= 0), (method, gap)
+
+
+def test_the_options_keep_older_certificates_identity_and_are_checked():
+  """patches and patch_budget at their defaults leave a job's identity as it
+  was before them; patches=True is another job; a zero budget is refused."""
+  from advjax.runs import identity  # pylint: disable=import-outside-toplevel
+  base = identity.certify_options(CertifyOptions())
+  assert not {"patches", "patch_budget"} & set(base)
+  assert identity.certify_options(CertifyOptions(patches=True)) != base
+  with pytest.raises(ValueError, match="patch_budget"):
+    CertifyOptions(patch_budget=0).check()

@@ -349,5 +349,6 @@ def refine(c, rl, v: int, eps):
     low = jax.vmap(one)(origins)
   else:  # chunks of positions in sequence: memory bounded by patch_budget
     low = lax.map(one, origins, batch_size=per)
+  low = jnp.where(jnp.isnan(low), -jnp.inf, low)  # an overflow: no bound, not NaN
   lo, up = low[:, :C], -low[:, C:]
   return lo.reshape(g.shapes[v]), up.reshape(g.shapes[v])

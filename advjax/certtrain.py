@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from advjax import criteria
+
 SCHEDULES = ("constant", "linear", "log")
 
 
@@ -91,17 +93,10 @@ def gloro_schedule(epochs: int) -> Schedule:
   return Schedule("log", begin=0, end=epochs / 2, start=0.01, overshoot=1.1)
 
 
-def margin(logits, y):
-  """z_y − max_{j≠y} z_j per example."""
-  zy = jnp.take_along_axis(logits, y[:, None], 1)[:, 0]
-  other = jnp.where(jax.nn.one_hot(y, logits.shape[1], dtype=bool), -jnp.inf, logits)
-  return zy - jnp.max(other, 1)
-
-
 def lmt_logits(logits, y, lipschitz_constant, eps, c: float = 1.0):
   """LMT's training logits as its authors' code makes them (module doc)."""
   scale = math.sqrt(2.0) * c * lipschitz_constant
-  clip = jnp.clip(jax.lax.stop_gradient(margin(logits, y) / scale), 0.0, 1.0)
+  clip = jnp.clip(jax.lax.stop_gradient(criteria.lead(logits, y) / scale), 0.0, 1.0)
   shift = (scale * eps) * clip[:, None]
   return logits + shift * (1.0 - jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype))
 

@@ -15,12 +15,8 @@ from scipy import optimize
 
 from advjax import certify, models
 from advjax.attack import targets
+from advjax.attack import lbfgs
 from advjax.certify import CertifyOptions
-
-try:
-  from advjax.attack import lbfgs
-except ImportError:  # an older layout
-  from advjax.attacks import lbfgs
 
 SHAPE = (6, 6, 1)
 OPTS = CertifyOptions(alpha_steps=4)

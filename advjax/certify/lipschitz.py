@@ -3,7 +3,7 @@
 With margins m_j = z_l − z_j at x, z_l − z_j changes by at most L_j·‖r‖ with
 L_j = ‖w_l − w_j‖₂ · Π_k ‖W_k‖ · ¼^(#sigmoids): the last layer's row
 difference times the certified Table 5 bounds of every layer below it
-(`advjax.lipschitz.layer_bounds`: certified operator norms of dense and conv
+(`advjax.norms.layers.layer_bounds`: certified operator norms of dense and conv
 layers, ¼ per sigmoid, 1 per ReLU, the window count for max-pooling). So no
 r with ‖r‖ < min_j m_j / L_j changes the label; the box is not used. This
 needs the model's layer list: an `advjax.models.Model` passed as the pair

@@ -6,7 +6,8 @@ above a misclassified point of a dense grid (2-D inputs) or of PGD-L2 inside
 
 The CI run is seeded and small; the long run is the same test with
 ADVJAX_SOUNDNESS_PROGRAMS (programs per input kind) and
-ADVJAX_SOUNDNESS_DRAWS (weight draws per program) set, e.g.
+ADVJAX_SOUNDNESS_DRAWS (weight draws per program; ADVJAX_SOUNDNESS_FIRST_DRAW
+the first, so that runs add new nets) set, e.g.
 
   ADVJAX_SOUNDNESS_PROGRAMS=200 ADVJAX_SOUNDNESS_DRAWS=6 python -m pytest -q \
       tests/test_certify_generated.py -p no:cacheprovider
@@ -28,6 +29,7 @@ from advjax.certify import CertifyOptions
 
 PROGRAMS = int(os.environ.get("ADVJAX_SOUNDNESS_PROGRAMS", "3"))
 DRAWS = int(os.environ.get("ADVJAX_SOUNDNESS_DRAWS", "2"))
+FIRST_DRAW = int(os.environ.get("ADVJAX_SOUNDNESS_FIRST_DRAW", "0"))  # runs that add nets
 SCALES = (0.5, 1.0, 3.0)
 BASE = CertifyOptions(alpha_steps=4, steps=12)
 # method, options: every method and option a plain function can take
@@ -104,7 +106,7 @@ def _run(progs, draws, runs, label):
   seen = set()
   TALLY.clear()
   for prog in progs:
-    for draw in range(draws):
+    for draw in range(FIRST_DRAW, FIRST_DRAW + draws):
       seen |= _check(prog, draw, runs)
     jax.clear_caches()  # each program's executables hold ~1,000 memory maps (conftest)
   assert TALLY["certified"] > 0  # not vacuous: some radii are positive

@@ -18,7 +18,7 @@ import numpy as np
 
 from advjax import certtrain, checkpoint, inputs, models, train
 from advjax.runs import driver, jobs
-from experiments import common
+from experiments import common, plots
 from experiments.configs import certified_training as config
 
 FIELDS = ("clean_acc", "median_ratio", "seconds_per_epoch")
@@ -117,9 +117,7 @@ def run(cfg: config.Config, workdir: str) -> dict:
 
 def figure(results: dict, path: str) -> None:
   """Clean against certified accuracy at ε = 1.58, the published anchors ★."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = plots.plt
   fig, ax = plt.subplots(figsize=(5.5, 4))
   for name, f in results["summary"].items():
     if "certified@1.58" in f:
@@ -131,15 +129,12 @@ def figure(results: dict, path: str) -> None:
          title="Certified training (collapsed nets left out)")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def markdown(results: dict, cfg: config.Config) -> str:
   """results.md: mean ± sd over seeds per cell; collapsed cells named apart."""
-  fmt = lambda f, k, s=1.0, d=2: (f"{s * f[k]['mean']:.{d}f} ± {s * f[k]['sd']:.{d}f}"
-                                  if k in f else "—")
+  fmt = common.mean_sd
   eps = [f"{w} ε={e}" for w in ("cert.", "att.") for e in cfg.eps]
   lines = ["| cell | seeds | clean acc % | median ρ/d | s/epoch | " + " | ".join(eps) + " |",
            "|" + " --- |" * (5 + len(eps))]

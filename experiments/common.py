@@ -349,6 +349,13 @@ def summarize(values) -> dict:
   return {"mean": float(np.mean(v)), "sd": sd, "n": len(v), "values": v}
 
 
+def mean_sd(f: dict, key: str, scale: float = 1.0, digits: int = 2) -> str:
+  """'mean ± sd' of a `summarize` entry (× scale), or '—' where it is missing."""
+  if key not in f:
+    return "—"
+  return f"{scale * f[key]['mean']:.{digits}f} ± {scale * f[key]['sd']:.{digits}f}"
+
+
 def summarize_rows(rows: list[dict], key: str, names) -> dict:
   """{rows[key]: {name: summarize over that key's rows (one per seed)}}."""
   out: dict = {}

@@ -19,7 +19,7 @@ from advjax import advtrain, checkpoint, inputs, models, train
 from advjax.certify.options import CertifyOptions
 from advjax.norms import layers, regulariser
 from advjax.runs import driver, jobs
-from experiments import common
+from experiments import common, plots
 from experiments.configs import lipschitz_training as config
 
 FIELDS = ("test_err", "mean_l2", "mean_rms", "mean_radius", "bound_product",
@@ -135,9 +135,7 @@ def run(cfg: config.Config, workdir: str) -> dict:
 def figure(results: dict, cfg: config.Config, path: str) -> None:
   """Test error against certified accuracy at the smallest ε and at ε = 1.58
   (the anchors' radius, marked there); conv cells as squares."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = plots.plt
   colours = plt.get_cmap("tab20").colors
   fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
   for ax, e in zip(axes, (min(cfg.eps), max(cfg.eps))):
@@ -160,15 +158,12 @@ def figure(results: dict, cfg: config.Config, path: str) -> None:
   fig.suptitle("Bounds in the loss: cost and certified gain (collapsed nets: constant, error 88.7%)",
                fontsize=9)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plots.save(fig, path)
 
 
 def markdown(results: dict, cfg: config.Config) -> str:
   """results.md: mean ± sd over seeds per variant."""
-  fmt = lambda f, k, s=1.0, d=2: (f"{s * f[k]['mean']:.{d}f} ± {s * f[k]['sd']:.{d}f}"
-                                  if k in f else "—")
+  fmt = common.mean_sd
   eps = [f"{w} ε={e}" for w in ("cert.", "att.") for e in cfg.eps]
   lines = ["| variant | seeds | test err % | attack L2 (RMS) | CROWN radius L2 | "
            + " | ".join(eps) + " | ∏ bounds | empirical L |",

@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 from advjax import criteria, units  # noqa: E402
 
 
-def _save(fig, path: str) -> None:
+def save(fig, path: str) -> None:
+  """Writes a figure (its folder made) and closes it."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
@@ -37,7 +38,7 @@ def distortion_histograms(d: dict[str, np.ndarray], path: str) -> None:
     ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     ax.set_yticks([])
   axes[-1, 0].set_xlabel("minimum distortion (per-pixel RMS); red: mean")
-  _save(fig, path)
+  save(fig, path)
 
 
 def adversarial_rows(rows: dict[str, list[dict]], path: str,
@@ -64,7 +65,7 @@ def adversarial_rows(rows: dict[str, list[dict]], path: str,
     ax_row[0].text(-0.15, 0.5, name, transform=ax_row[0].transAxes, ha="right",
                    va="center", fontsize=8)
   fig.suptitle(f"original | perturbation ×{magnify:g} (RMS) | {third}", fontsize=9)
-  _save(fig, path)
+  save(fig, path)
 
 
 # ----------------------------------------------------------------------------

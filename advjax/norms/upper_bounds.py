@@ -65,6 +65,14 @@ def _pow2(A: np.ndarray) -> float:
   return math.ldexp(1.0, math.frexp(top)[1]) if top > 0 else 1.0
 
 
+def _tall_scaled(A: np.ndarray, lower: float):
+  """(A/s with at least as many rows as columns, lower/s, s) for s = _pow2(A):
+  the exact rescaling both certificates start from."""
+  s = _pow2(A)
+  A = A / s
+  return (A.T if A.shape[0] < A.shape[1] else A), lower / s, s
+
+
 def gram_upper(W: Any, lower: float = 0.0, rtol: float = 1e-4,
                max_steps: int = 16) -> float:
   """Certified ‖W‖₂ ≤ bound by Gram iteration (Delattre et al. 2023), float64.
@@ -78,10 +86,7 @@ def gram_upper(W: Any, lower: float = 0.0, rtol: float = 1e-4,
   G = _matrix(W, "gram_upper: W")
   if not G.any():  # zero or empty: exactly 0
     return 0.0
-  s = _pow2(G)
-  G, lower = G / s, lower / s
-  if G.shape[0] < G.shape[1]:
-    G = G.T
+  G, lower, s = _tall_scaled(G, lower)
   c, best = 0.0, float(np.linalg.norm(G))
   for t in range(max_steps):
     r = np.linalg.norm(G)
@@ -132,10 +137,7 @@ def cholesky_upper(W: Any, lower: float, rtol: float = 1e-4,
     raise NonFiniteError(f"cholesky_upper: lower = {lower}; pass a finite lower bound.")
   if not A.any():  # zero or empty: exactly 0
     return 0.0
-  s = _pow2(A)
-  A, lower = A / s, lower / s
-  if A.shape[0] < A.shape[1]:
-    A = A.T
+  A, lower, s = _tall_scaled(A, lower)
   # C-ordered A (m, n) is Aᵀ in Fortran order: syrk of it gives AᵀA, no copy.
   G = blas.dsyrk(1.0, np.ascontiguousarray(A).T, trans=0, lower=0)
   for i in range(tries):

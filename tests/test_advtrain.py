@@ -52,6 +52,7 @@ def test_refresh_is_pure_and_replaces_a_fraction():
   assert int(s2.count) == 2 and 0 < changed <= 20
 
 
+@pytest.mark.slow
 def test_pool_training_runs():
   m = models.get_model("FC10(1e-4)")  # linear: stays attackable on this toy task
   ds = _toy()
@@ -61,6 +62,7 @@ def test_pool_training_runs():
   assert np.isfinite(r.history[-1]["loss"])
 
 
+@pytest.mark.slow
 def test_hidden_pool_trains_only_layers_above():
   m = models.get_model("FC100-100-10")
   ds = _toy()

@@ -66,6 +66,7 @@ def _kinds(params):
           "jitted function": jax.jit(lambda z: tiny_apply(params, z))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pair", "linen", "nnx", "equinox", "jitted function"])
 def test_every_model_kind_matches_the_plain_function(case, kind):
   x, t, res = case
@@ -75,6 +76,7 @@ def test_every_model_kind_matches_the_plain_function(case, kind):
                              rtol=2e-3, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pair", "nnx", "equinox", "jitted function"])
 def test_new_weights_compile_nothing(case, kind):
   x, t, _ = case
@@ -90,6 +92,7 @@ def _shifted(lo, hi):
   return lambda z: logits_fn((z - lo) / (hi - lo))
 
 
+@pytest.mark.slow
 def test_box_minus_one_one_matches_reference():
   x01, pred = tiny_data(3, seed=12)
   x, t = 2 * x01 - 1, (pred + 2) % K
@@ -108,6 +111,7 @@ def test_box_minus_one_one_matches_reference():
     attack.lbfgs(fn, x + 1.5, t, bounds=(-1, 1))
 
 
+@pytest.mark.slow
 def test_per_pixel_bounds_match_reference_and_hold():
   x, pred = tiny_data(3, seed=13)
   t = (pred + 1) % K
@@ -154,6 +158,7 @@ def test_nan_checkpoint_and_meta_without_keys_are_refused(tmp_path):
     checkpoint.load(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_empty_and_unbatched_inputs():
   x, pred = tiny_data(2)
   empty = attack.lbfgs(logits_fn, x[:0], pred[:0])

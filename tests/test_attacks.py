@@ -24,6 +24,7 @@ def ref(batch):
   return reference.lbfgs_reference(logits_fn, x, t)
 
 
+@pytest.mark.slow
 def test_paper_procedure_matches_scipy_reference(batch, ref):
   _, _, _, res = batch
   assert np.all(ref.success) and np.all(np.asarray(res.success))
@@ -32,6 +33,7 @@ def test_paper_procedure_matches_scipy_reference(batch, ref):
   np.testing.assert_allclose(d, dr, rtol=0.05)
 
 
+@pytest.mark.slow
 def test_default_is_never_worse_than_the_reference(batch, ref):
   x, _, t, _ = batch
   fast = attack.lbfgs(logits_fn, x, t)  # short c search + boundary steps
@@ -44,6 +46,7 @@ def test_default_is_never_worse_than_the_reference(batch, ref):
   assert np.all(d <= np.asarray(off.distortion) + 1e-6)  # the boundary steps only shorten r
 
 
+@pytest.mark.slow
 def test_box_success_and_fields(batch):
   x, _, t, res = batch
   xa = np.asarray(res.x_adv)
@@ -57,6 +60,7 @@ def test_box_success_and_fields(batch):
   assert np.all(np.asarray(res.solves) >= 11)  # bracket + 10 bisections
 
 
+@pytest.mark.slow
 def test_batched_equals_loop(batch):
   x, _, t, res = batch
   for i in range(2):
@@ -65,6 +69,7 @@ def test_batched_equals_loop(batch):
     np.testing.assert_allclose(one.distortion[0], res.distortion[i], rtol=2e-3)
 
 
+@pytest.mark.slow
 def test_flat_inputs_give_same_result(batch):
   x, _, t, res = batch
   flat = attack.lbfgs(logits_fn, x.reshape(4, -1), t, options=attack.PAPER)
@@ -72,6 +77,7 @@ def test_flat_inputs_give_same_result(batch):
   np.testing.assert_allclose(flat.distortion, res.distortion, rtol=2e-3)
 
 
+@pytest.mark.slow
 def test_already_target_returns_zero():
   x, pred = tiny_data(4)
   t = pred.copy()
@@ -92,6 +98,7 @@ def test_same_shape_compiles_once():
   assert attack_lbfgs._attack_jit._cache_size() == n, "a second call of the same shape compiled"
 
 
+@pytest.mark.slow
 def test_untargeted_all_is_min_over_targets():
   x, pred = tiny_data(4, seed=7)
   res = attack.lbfgs(logits_fn, x, options=attack.PAPER)
@@ -117,6 +124,7 @@ def test_random_targets_never_the_label():
   assert np.all(t != np.asarray(labels)) and set(t) == set(range(10))
 
 
+@pytest.mark.slow
 def test_jaxopt_solver_option():
   x, pred = tiny_data(2, seed=8)
   pytest.importorskip("jaxopt")
@@ -175,6 +183,7 @@ def test_bad_options_raise():
     Opts(bisect=3)
 
 
+@pytest.mark.slow
 def test_pair_matches_function_and_new_weights_do_not_recompile(batch):
   x, _, t, res = batch
   got = attack.lbfgs((tiny_apply, PARAMS), x, t, options=attack.PAPER)
@@ -188,6 +197,7 @@ def test_pair_matches_function_and_new_weights_do_not_recompile(batch):
     attack.lbfgs((tiny_apply, PARAMS), x, t[:2])
 
 
+@pytest.mark.slow
 def test_bisect_steps_zero_stops_after_bracketing(batch):
   x, _, t, res = batch
   r0 = attack.lbfgs(logits_fn, x, t, options=attack.PAPER._replace(bisect_steps=0))

@@ -45,6 +45,7 @@ def test_joint_untargeted_reaches_another_label_in_the_box():
   assert np.all(np.asarray(res.l2) <= 1.10 * np.asarray(best.l2) + 1e-6), (res.l2, best.l2)
 
 
+@pytest.mark.slow
 def test_joint_untargeted_returns_zero_for_already_wrong_labels():
   x, pred = tiny_data(3, seed=12)
   label = pred.copy()

@@ -223,6 +223,7 @@ def test_misclassified_gives_zero_and_no_nan():
       assert np.all(r.l2 == 0) and np.all(np.isfinite(r.margin)) and np.all(r.margin <= 0)
 
 
+@pytest.mark.slow
 def test_refusals():
   model, x = _model("relu")
   with pytest.raises(ValueError, match="affine"):
@@ -345,6 +346,7 @@ def test_unit_bounds_bound_every_units_gradient_and_crown_stays_sound():
   assert np.all(np.isfinite(u)) and np.all(u > 0) and np.all(u <= adv), (u, adv)
 
 
+@pytest.mark.slow
 def test_box_distance_matches_scipy_and_is_safe_at_zero_gradients():
   rng = np.random.default_rng(0)
   n = 8
@@ -403,6 +405,7 @@ def test_the_attack_meets_the_exact_minimum_on_a_linear_model():
     assert near[i] == int(np.argmin(dist))
 
 
+@pytest.mark.slow
 def test_options_added_later_keep_older_certificates_identity():
   """Options added after radii were first recorded (rtol, lipschitz_floor,
   lipschitz_units) are left out of a job's identity at their old behaviour, so

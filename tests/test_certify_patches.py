@@ -71,9 +71,8 @@ def _ctx(model, x0, opts, wide=False):
   z = interpret.read(clean, g.out)
   K = z.shape[0]
   C = jax.nn.one_hot(jnp.argmax(z), K, dtype=jnp.float64)[None] - jnp.eye(K)
-  A = -x0
-  if wide:
-    A = jnp.where(jnp.arange(x0.size).reshape(x0.shape) % 2 == 0, -jnp.inf, A)
+  even = jnp.arange(x0.size).reshape(x0.shape) % 2 == 0
+  A = jnp.where(jnp.logical_and(wide, even), -jnp.inf, -x0)  # wide may be traced
   return bounds.Ctx(g, plan, env, clean, bounds.rownorms(g, plan, env, jnp.float64),
                     x0, A, 1 - x0, C, opts)
 
@@ -122,7 +121,7 @@ def pool_windows(node, y):
   return pool.patches(node, y, 0.0)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
+@functools.partial(jax.jit, static_argnums=(0,))  # one compile per net
 def _compare(name, x0, eps, wide):
   """Per patched variable: (patches, dense pass, dense-matrix reference, the
   patched forward's interval, the dense forward's interval, patches again a

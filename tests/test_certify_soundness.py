@@ -46,6 +46,7 @@ def _padded(x):
   return jnp.stack([s, jnp.full_like(s, 7.2)], -1)
 
 
+@pytest.mark.slow
 def test_padding_and_fill_values_are_constants():
   """The padding value was read as part of |A|: on relu(pad(x, −1) + 0.5)
   summed against a constant, at (0.3, 0.3), CROWN certified 0.990 (the whole
@@ -86,6 +87,7 @@ def test_conv_net_padded_with_minus_one_stays_below_the_attack():
   assert np.all(r > 0) and np.all(r <= adv), (r, adv)
 
 
+@pytest.mark.slow
 def test_lipschitz_constants_follow_parameters_changed_in_place():
   """numpy parameters scaled in place kept their old Lipschitz constants
   (cached by identity): radii 0.42 where the attack found 0.23."""
@@ -214,6 +216,7 @@ class Scaled(nn.Module):
     return nn.Dense(5)(nn.sigmoid(nn.Dense(24)(h / self.s)))
 
 
+@pytest.mark.slow
 def test_radii_do_not_depend_on_the_scale_of_a_layer():
   """An absolute term (1e-7) in the slack of every line and interval cost a
   first layer scaled by 1e-6 a third of its CROWN radius; the slack is now
@@ -239,6 +242,7 @@ def test_what_has_no_sound_rule_is_refused_by_name(fn, name):
     certify.radius(lambda x: fn(x @ W), np.full((1, 2), 0.5, np.float32))
 
 
+@pytest.mark.slow
 def test_minmax_rule_below_a_dense_grid_and_exact_when_sorted():
   """MinMax (GroupSort-2) of two x-dependent units: the max/min-of-two rule
   (`certify.pair`) holds against a dense grid on 2-D nets (the issue-29
@@ -259,6 +263,7 @@ def test_minmax_rule_below_a_dense_grid_and_exact_when_sorted():
     assert np.all(radii["crown"] >= radii["ibp"]) and np.mean(radii["crown"]) > 0
 
 
+@pytest.mark.slow
 def test_the_lipschitz_job_follows_parameters_changed_in_place():
   """The engine's certificate job kept its layer bounds by the model object's
   identity: the same hole as `certify.batch`'s cache, closed the same way."""

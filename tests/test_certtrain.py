@@ -37,6 +37,7 @@ def test_lmt_clips_the_shift_by_the_margin():
   np.testing.assert_allclose(out[1], Z[1], rtol=1e-6)  # misclassified: no penalty
 
 
+@pytest.mark.slow
 def test_gloro_bottom_logit_and_losses():
   W = jnp.asarray([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])  # kernel (n=2, K=3)
   below, eps = 0.5, 0.3

@@ -36,6 +36,7 @@ def _convnet(dn, strides, padding, dilation):
   return apply, params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dn,strides,padding,dilation", [
     (("NHWC", "HWIO", "NHWC"), (1, 1), "SAME", (1, 1)),
     (("NHWC", "HWIO", "NHWC"), (2, 2), "VALID", (1, 1)),

@@ -29,6 +29,7 @@ def test_ddn_matches_foolbox_step_for_step(targeted):
   assert 0 < np.asarray(got.success).mean(), "no success: the comparison says nothing"
 
 
+@pytest.mark.slow
 def test_ddn_result_in_any_box_and_rechecked():
   x, pred = tiny_data(8, seed=4)
   x = x * 3 - 1  # a box [-1, 2]

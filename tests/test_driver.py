@@ -55,6 +55,7 @@ def test_resume_equals_uninterrupted(tmp_path):
   assert prog["done"] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_other_run_in_same_dir_is_refused(tmp_path):
   x, y, t = _data(4)
   driver.run(logits_fn, x, t, str(tmp_path), batch_size=4, progress=False,
@@ -127,6 +128,7 @@ def test_other_model_or_retrained_weights_are_refused(tmp_path):
   assert len(res["index"]) == 8 and driver.is_complete(out)
 
 
+@pytest.mark.slow
 def test_collect_reads_only_listed_parts_and_names_corrupt_files(tmp_path):
   x, y, t = _data(8)
   out = tmp_path / "job"
@@ -240,6 +242,7 @@ def test_cli_refuses_unwritable_outputs(tmp_path, cli_job, capsys):
   assert "must be a .npz" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_help_and_version():
   out = subprocess.run([sys.executable, "-m", "advjax.cli", "attack", "--help"],
                        capture_output=True, text=True, timeout=120).stdout

@@ -25,6 +25,7 @@ from conftest import K, SHAPE, logits_fn, tiny_data
 FAST = attack.AttackOptions(bisect_steps=2, refine_steps=3, first_order_steps=20)
 
 
+@pytest.mark.slow
 def test_ddn_job_resumes_and_equals_ddn(tmp_path):
   x, pred = tiny_data(10, seed=3)
   t = (pred + 1) % K
@@ -64,6 +65,7 @@ def test_a_busy_folder_is_refused_and_a_stale_lock_taken_over(tmp_path):
   assert len(res["index"]) == 4 and not (tmp_path / "busy" / store.LOCK).exists()
 
 
+@pytest.mark.slow
 def test_collect_refuses_a_part_in_the_wrong_slot_or_of_another_job(tmp_path):
   x, pred = tiny_data(8, seed=5)
   t = (pred + 1) % K
@@ -169,6 +171,7 @@ def test_margin_and_temperature_follow_the_logits_unit():
     attack.AttackOptions(scale="unit").check()
 
 
+@pytest.mark.slow
 def test_ddn_never_takes_a_nan_point_and_failed_rows_are_x():
   def nan_model(z):  # NaN logits wherever class K-1 would win: its region is NaN
     out = logits_fn(z)
@@ -264,6 +267,7 @@ def test_cli_names_the_flag(tmp_path, cli_job, capsys, extra, msg):  # noqa: F81
   assert msg in err and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_cli_ddn_equals_ddn(tmp_path, cli_job):  # noqa: F811
   from advjax import checkpoint, data
   out = str(tmp_path / "d.npz")

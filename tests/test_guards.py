@@ -20,6 +20,7 @@ def _nan(shape, where=0, value=np.nan):
   return a
 
 
+@pytest.mark.slow
 def test_power_method_on_zero_matrix_is_exactly_zero():
   """Power iteration divided 0 by 0: estimate NaN next to upper 0."""
   for method in ("power", "lanczos"):
@@ -113,6 +114,7 @@ def test_overflowing_bound_raises_not_inf():
     spectral.dense_norm(W)
 
 
+@pytest.mark.slow
 def test_layer_bounds_names_the_non_finite_layer():
   model = models.get_model("FC100-100-10")
   params = model.init(jax.random.PRNGKey(0))

@@ -50,6 +50,7 @@ CONV_CASES = [  # (kernel hwio, input hwc, stride, padding, dilation)
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kshape,ishape,stride,pad,dil", CONV_CASES)
 def test_conv_norm_matches_dense_svd(kshape, ishape, stride, pad, dil):
   K = np.random.RandomState(sum(kshape)).randn(*kshape).astype(np.float32)
@@ -115,6 +116,7 @@ def test_cholesky_certificate():
   assert r.upper >= np.linalg.norm(W32.astype(np.float64), 2) * (1 - 1e-12)
 
 
+@pytest.mark.slow
 def test_closed_forms():
   one = lambda k: np.ones(k + (1, 1), np.float32)
   # delta kernel → 1
@@ -149,6 +151,7 @@ def test_closed_forms():
   assert abs(r.estimate - 1) < RTOL and abs(r.upper - 1) < 1e-9
 
 
+@pytest.mark.slow
 def test_estimate_is_a_rayleigh_quotient_on_the_smaller_side():
   """A wide and a tall operator: eigsh on WWᵀ or WᵀW, same norm, the
   residual reported at the returned vector, estimate ≤ truth."""
@@ -173,6 +176,7 @@ def test_reshaped_kernel_norm_is_not_the_conv_norm():
   assert sp.conv_norm(K, (32, 32, 1), 1, "SAME", certify=False).estimate > 8.9
 
 
+@pytest.mark.slow
 def test_float64_and_power_method():
   K = np.random.RandomState(3).randn(3, 3, 2, 3)
   truth = dense_sigma(conv_geometry.conv_fn(K, 2, "SAME", 1, (7, 7)), (7, 7, 2))[0]
@@ -199,6 +203,7 @@ def test_dense_norm_and_gram():
   assert upper_bounds.gram_upper(W, max_steps=16, rtol=0) <= truth * (1 + 1e-6)
 
 
+@pytest.mark.slow
 def test_operator_norm_generic_and_errors():
   # a composite linear map: conv, then a transposed conv, then a crop
   K = np.random.RandomState(1).randn(3, 3, 2, 2).astype(np.float32)
@@ -312,6 +317,7 @@ def test_layer_bounds_and_empirical_on_conv_net():
   assert abs(e.jacobian_norms[0] / want - 1) < 1e-4
 
 
+@pytest.mark.slow
 def test_script_quick(tmp_path):
   """experiments/lipschitz_bounds.py's run(cfg) on quick random-init models."""
   import dataclasses

@@ -22,6 +22,7 @@ def _dense_op(W):
   return regulariser.Operator("fc", "dense", (W.shape[0],), W.shape, 1, "SAME", 1.0)
 
 
+@pytest.mark.slow
 def test_power_iteration_converges_to_svd_dense_and_conv():
   W = np.random.default_rng(0).normal(size=(12, 7)).astype(np.float32)
   op = _dense_op(W)
@@ -50,6 +51,7 @@ def test_persistent_vectors_track_sigma_with_one_iteration_per_step():
   assert errs[0] > 1e-2 and max(errs[-50:]) < 1e-3 and int(state.count) == 150
 
 
+@pytest.mark.slow
 def test_penalties_have_finite_gradients_that_reduce_sigma():
   W = np.random.default_rng(3).normal(size=(10, 6)).astype(np.float32)
   op = _dense_op(W)._replace(factor=0.25)
@@ -66,6 +68,7 @@ def test_penalties_have_finite_gradients_that_reduce_sigma():
   assert float(f(W)) == pytest.approx(math.log(0.25 * s0), rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [regulariser.RegConfig("sum", 1.0),
                                  regulariser.RegConfig("log", 1.0),
                                  regulariser.RegConfig(lmt_eps=0.5)])
@@ -84,6 +87,7 @@ def test_objective_finite_at_zero_kernels(cfg):
              for v in state.v.values())  # the vectors stay unit: they recover
 
 
+@pytest.mark.slow
 def test_operators_match_table5_product():
   model = models.get_model("FC100-100-10")
   params = model.init(jax.random.PRNGKey(0))

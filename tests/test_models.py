@@ -17,6 +17,7 @@ COUNTS = {  # Σ (fan_in + 1) · fan_out, by hand
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(COUNTS))
 def test_shapes_and_counts(name):
   m = models.get_model(name)
@@ -36,6 +37,7 @@ def test_alexnet_shapes():
   assert jax.eval_shape(tv.init, jax.random.PRNGKey(0))["fc1"]["kernel"].shape == (9216, 4096)
 
 
+@pytest.mark.slow
 def test_features_and_sigmoid_range():
   m = models.get_model("FC100-100-10")
   p = m.init(jax.random.PRNGKey(1))
@@ -84,6 +86,7 @@ def test_lrn_matches_loop():
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_certified_training_nets_and_minmax():
   """Wong et al.'s small conv net and GloRo's 4C3F (issue 29): their published
   sizes; MinMax sorts each pair (norm-preserving); orthogonal kernels."""

@@ -28,6 +28,7 @@ def _same(a, b):
              zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_error_drops(toy):
   m = models.get_model("FC10(1e-4)")
   r = train.train(m, toy, train.TrainConfig(epochs=6, batch_size=32, lr=1e-2),
@@ -47,6 +48,7 @@ def test_lbfgs_full_batch_converges(toy):
   assert gnorm < 0.05
 
 
+@pytest.mark.slow
 def test_same_seed_same_params(toy):
   m = models.get_model("FC100-100-10")
   a = train.train(m, toy, CFG, progress=False).params
@@ -69,6 +71,7 @@ def test_resume_equals_uninterrupted(toy, tmp_path):
   assert _same(full.params, resumed.params)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_and_wrong_model(toy, tmp_path):
   m = models.get_model("FC100-100-10")
   p = m.init(jax.random.PRNGKey(0))
@@ -85,6 +88,7 @@ def test_checkpoint_round_trip_and_wrong_model(toy, tmp_path):
     checkpoint.load(str(tmp_path / "missing"))
 
 
+@pytest.mark.slow
 def test_frozen_layer_stays_fixed(toy):
   m = models.get_model("AE400-10")
   p0 = m.init(jax.random.PRNGKey(0))

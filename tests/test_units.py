@@ -31,6 +31,7 @@ def _brute(f, V, k):
   return idx, np.take_along_axis(s.T, idx, 1)
 
 
+@pytest.mark.slow
 def test_features_batched_equals_one_pass(fc):
   model, params, x = fc
   f = units.features(model, params, x, "sigmoid2", batch_size=8)
@@ -39,6 +40,7 @@ def test_features_batched_equals_one_pass(fc):
   np.testing.assert_allclose(f, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [7, 53, 500])
 def test_top_k_matches_numpy_argsort(fc, batch_size):
   model, params, x = fc
@@ -62,6 +64,7 @@ def test_natural_basis_reproduces_unit_ranking(fc):
                                rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_conv_layer_flattened_and_ties_go_to_lower_index():
   model = models.get_model("conv")
   params = model.init(jax.random.PRNGKey(2))

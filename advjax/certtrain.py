@@ -101,6 +101,18 @@ def lmt_logits(logits, y, lipschitz_constant, eps, c: float = 1.0):
   return logits + shift * (1.0 - jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype))
 
 
+def lmt_pairwise_logits(logits, y, below, kernel, eps, c: float = 1.0):
+  """LMT++ as its authors' code makes it (`LmtFc`): non-true logit i gets
+  + l_i·f, l_i = c·ε·K_yi (the pairwise bound, `pairwise_k`), f per example the
+  minimum over i of clip((z_y − z_i)/l_i, 0, 1) (0 when misclassified), under
+  stop-gradient as in `lmt_logits`."""
+  l = (c * eps) * pairwise_k(below, kernel)[y]  # (B, K); 0 at i = y
+  m = jnp.take_along_axis(logits, y[:, None], 1) - logits  # z_y − z_i
+  f = jnp.where(m >= 0, jnp.where(m >= l, 1.0, m / jnp.where(l > 0, l, 1.0)), 0.0)
+  f = jax.lax.stop_gradient(jnp.min(f, 1))
+  return logits + f[:, None] * l
+
+
 def pairwise_k(below, kernel):
   """K (K, K): K_ji = below · ‖w_j − w_i‖₂ for the last layer's kernel (n, K)."""
   d = kernel.T[:, None, :] - kernel.T[None, :, :]
@@ -130,14 +142,14 @@ def gloro_loss(logits, y, below, kernel, eps, trades: float = 0.0):
   return (ce + trades * kl).mean()
 
 
-RECIPES = ("lmt", "gloro", "gloro-trades")
+RECIPES = ("lmt", "lmt++", "gloro", "gloro-trades")
 
 
 class Recipe(NamedTuple):
   """A certified-training recipe for `train.train` (hashable; `extra_loss`).
 
   Attributes:
-    kind: 'lmt', 'gloro' or 'gloro-trades'.
+    kind: 'lmt', 'lmt++' (the pairwise last layer), 'gloro' or 'gloro-trades'.
     eps: the L2 radius trained for (evaluated at; the schedule may overshoot).
     schedule: how ε is ramped (`Schedule`; BCP, CAP, `gloro_schedule`).
     c: LMT's constant c.
@@ -172,6 +184,9 @@ def robust_loss(recipe: Recipe, logits, y, bounds, kernel, eps):
   """The recipe's loss on a minibatch at radius eps, from the layer bounds."""
   if recipe.kind == "lmt":
     z = lmt_logits(logits, y, jnp.prod(bounds), eps, recipe.c)
+    return optax.softmax_cross_entropy_with_integer_labels(z, y).mean()
+  if recipe.kind == "lmt++":
+    z = lmt_pairwise_logits(logits, y, jnp.prod(bounds[:-1]), kernel, eps, recipe.c)
     return optax.softmax_cross_entropy_with_integer_labels(z, y).mean()
   trades = recipe.trades if recipe.kind == "gloro-trades" else 0.0
   return gloro_loss(logits, y, jnp.prod(bounds[:-1]), kernel, eps, trades)

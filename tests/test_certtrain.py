@@ -37,6 +37,21 @@ def test_lmt_clips_the_shift_by_the_margin():
   np.testing.assert_allclose(out[1], Z[1], rtol=1e-6)  # misclassified: no penalty
 
 
+def test_lmt_pairwise_scales_each_pair_and_clips_by_the_worst():
+  """LMT++: l_i = c·ε·below·‖w_i − w_y‖, one factor per example, the min over i
+  of clip((z_y − z_i)/l_i, 0, 1); a misclassified example is left alone."""
+  W = jnp.asarray([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+  below, eps, c = 0.5, 3.0, 2.0
+  out = np.asarray(certtrain.lmt_pairwise_logits(Z, Y, below, W, eps, c))
+  cols = np.asarray(W).T
+  z, y = np.asarray(Z[0]), 0
+  l = [c * eps * below * np.linalg.norm(cols[i] - cols[y]) for i in range(3)]
+  f = min(1.0 if i == y else min(max((z[y] - z[i]) / l[i], 0.0), 1.0) for i in range(3))
+  assert 0 < f < 1  # the clipping is exercised
+  np.testing.assert_allclose(out[0], [z[i] + f * l[i] for i in range(3)], rtol=1e-6)
+  np.testing.assert_allclose(out[1], Z[1], rtol=1e-6)  # misclassified: no penalty
+
+
 @pytest.mark.slow
 def test_gloro_bottom_logit_and_losses():
   W = jnp.asarray([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])  # kernel (n=2, K=3)

@@ -58,8 +58,8 @@ class Cell(NamedTuple):
 
 
 def cells(epochs: int = 20) -> tuple[Cell, ...]:
-  """LMT (c = 1, ε outside the clip), with CAP's ramp, and with c = ε as the paper's guarded
-  radius; GloRo and its TRADES form."""
+  """LMT (c = 1, ε outside the clip), with CAP's ramp, with c = ε as the paper's guarded
+  radius, and LMT++ (pairwise last layer); GloRo and its TRADES form."""
   t = TrainConfig(epochs=epochs, batch_size=50, lr=1e-3)
   crown = (CertifyOptions(method="lipschitz"),
            CertifyOptions(method="crown", lipschitz_floor=True, rtol=0.01))
@@ -70,6 +70,8 @@ def cells(epochs: int = 20) -> tuple[Cell, ...]:
                note="CAP's ramp from 0.01·ε over 20 epochs"),
           Cell("LMT c=1.58", Recipe("lmt", 1.0, Schedule(), c=1.58), train=t, certify=crown,
                note="the paper's c as the guarded radius: √2·c·L both shifts and clips"),
+          Cell("LMT++ c=1.58", Recipe("lmt++", 1.0, Schedule(), c=1.58), train=t,
+               certify=crown, note="the authors' LmtFc: the last layer's bound per pair"),
           Cell("GloRo 1.58", glo, "4C3F", dataclasses.replace(t, batch_size=256),
                note="log ramp to 1.1·ε over half the epochs"),
           Cell("GloRo-TRADES 1.58", glo._replace(kind="gloro-trades", trades=3.0), "4C3F",

@@ -182,11 +182,9 @@ class RecipeState(NamedTuple):
 
 def robust_loss(recipe: Recipe, logits, y, bounds, kernel, eps):
   """The recipe's loss on a minibatch at radius eps, from the layer bounds."""
-  if recipe.kind == "lmt":
-    z = lmt_logits(logits, y, jnp.prod(bounds), eps, recipe.c)
-    return optax.softmax_cross_entropy_with_integer_labels(z, y).mean()
-  if recipe.kind == "lmt++":
-    z = lmt_pairwise_logits(logits, y, jnp.prod(bounds[:-1]), kernel, eps, recipe.c)
+  if recipe.kind in ("lmt", "lmt++"):
+    z = (lmt_logits(logits, y, jnp.prod(bounds), eps, recipe.c) if recipe.kind == "lmt"
+         else lmt_pairwise_logits(logits, y, jnp.prod(bounds[:-1]), kernel, eps, recipe.c))
     return optax.softmax_cross_entropy_with_integer_labels(z, y).mean()
   trades = recipe.trades if recipe.kind == "gloro-trades" else 0.0
   return gloro_loss(logits, y, jnp.prod(bounds[:-1]), kernel, eps, trades)

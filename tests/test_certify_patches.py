@@ -16,7 +16,7 @@ import pytest
 import netgen
 from advjax import adapt, certify
 from advjax.attack import lbfgs
-from advjax.certify import bounds, concretize, interpret, patches
+from advjax.certify import bounds, compose, concretize, interpret, patches
 from advjax.certify.options import CertifyOptions
 
 SHAPE = (7, 7, 2)
@@ -123,17 +123,17 @@ def pool_windows(node, y):
 
 @functools.partial(jax.jit, static_argnums=(0,))  # one compile per net
 def _compare(name, x0, eps, wide):
-  """Per patched variable: (patches, dense pass, dense-matrix reference, the
-  patched forward's interval, the dense forward's interval, patches again a
-  position at a time)."""
+  """Per patched variable: (patches as `bounds` runs them, dense pass,
+  dense-matrix reference, the patched forward's interval, the dense forward's
+  interval, patches again a position at a time, the chain pass alone)."""
   model, _ = _net(name)
   dense, pat = _ctx(model, x0, DENSE, wide), _ctx(model, x0, PATCHED, wide)
   iv_d, rl, _ = bounds.forward(dense, eps)
   iv_p, _, _ = bounds.forward(pat, eps)
   one = pat._replace(opts=PATCHED._replace(patch_budget=1))  # a position per chunk
-  return {v: (patches.refine(pat, rl, v, eps), bounds.refine(dense, iv_d, rl, v, eps),
+  return {v: (compose.refine(pat, rl, v, eps), bounds.refine(dense, iv_d, rl, v, eps),
               _dense_reference(dense, rl, v, eps), iv_p[v], iv_d[v],
-              patches.refine(one, rl, v, eps))
+              compose.refine(one, rl, v, eps), patches.refine(pat, rl, v, eps))
           for v in sorted(pat.plan.patched)}
 
 
@@ -147,13 +147,32 @@ def test_patches_equal_the_dense_pass_and_a_dense_matrix_reference(name):
     assert pat.plan.patched <= dense.plan.refine
     for x0, eps, wide in ((x[0], 0.3, False), (x[-1], 0.8, True)):
       out = _compare(name, jnp.asarray(x0, jnp.float64), eps, wide)
-      for v, (p, d, r, ivp, ivd, chunked) in out.items():
+      for v, (p, d, r, ivp, ivd, chunked, along) in out.items():
         scale = 1 + float(jnp.max(jnp.abs(jnp.stack(d))))
-        for a, b in zip(p + p + ivp, d + r + ivd):  # lower, upper of each
+        for a, b in zip(p + p + ivp + along, d + r + ivd + d):  # lower, upper of each
           np.testing.assert_allclose(a, b, rtol=0, atol=1e-9 * scale, err_msg=str(v))
         for a, b in zip(p, chunked):  # chunking changes nothing (but the last bit)
           np.testing.assert_allclose(a, b, rtol=0, atol=1e-13 * scale)
         assert float(jnp.mean(p[1] - p[0])) > 1e-3  # not a degenerate test
+
+
+def test_composition_applies_where_the_chain_is_separable():
+  """`compose.split` takes the second convolution of the nets whose layer
+  below is a ReLU or a non-overlapping max pool, and no other variable."""
+  found = {}
+  for name in sorted(NETS):
+    model, x = _net(name)
+    with jax.enable_x64(True):
+      c = _ctx(model, x[0], PATCHED)
+    for v in c.plan.patched:
+      steps = patches.chain(c.g, c.plan.kinds, c.plan.rounds, v)
+      convs = sum(s.kind == "conv" for s in steps)
+      found[(name, convs)] = compose.split(c.g, steps) is not None
+  assert found == {("strided", 1): False, ("strided", 2): True,
+                   ("explicit_maxpool", 1): False, ("explicit_maxpool", 2): False,
+                   ("avgpool_pad", 1): False, ("avgpool_pad", 2): False,
+                   ("maxpool_strided", 1): False, ("maxpool_strided", 2): True,
+                   ("maxpool_strided", 3): False}, found
 
 
 @pytest.mark.slow

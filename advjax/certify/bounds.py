@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from advjax.certify import concretize, pair, patches, pool, relax, rounding, rules
+from advjax.certify import compose, concretize, pair, patches, pool, relax, rounding, rules
 from advjax.certify.interpret import Graph, as_dtype, bind, read
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -207,7 +207,7 @@ def forward(c: Ctx, eps):
     iv[o] = (l, u)
     if o in c.plan.refine or o in c.plan.patched:
       lo_o, up_o = (refine(c, iv, rl, o, eps) if o in c.plan.refine
-                    else patches.refine(c, rl, o, eps))
+                    else compose.refine(c, rl, o, eps))
       iv[o] = (jnp.maximum(l, lo_o), jnp.minimum(u, up_o))
   return iv, rl, {k: v for k, v in slopes.items() if v is not None}
 

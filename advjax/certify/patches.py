@@ -187,12 +187,12 @@ def _img(c, arr, var):
   return jnp.reshape(arr, arr.shape[:arr.ndim - len(c.g.shapes[var])] + shape)
 
 
-def _padded(arr, f: Frame, fill=0.0):
+def padded(arr, f: Frame, fill=0.0):
   lead = [(0, 0)] * (arr.ndim - 3)
   return jnp.pad(arr, lead + list(f.pad) + [(0, 0)], constant_values=fill)
 
 
-def _at(arr, f: Frame, o_v):
+def at(arr, f: Frame, o_v):
   """The patch of a padded image-form array at the origin of position o_v."""
   o = [(ov * S + O + p[0]).astype(jnp.int32) for ov, S, O, p in zip(o_v, f.S, f.O, f.pad)]
   lead, zero = arr.ndim - 3, jnp.zeros((), jnp.int32)
@@ -213,29 +213,29 @@ def _f0(c, s: Step):
   return _img(c, bind(n, args, c.x0.dtype)[0], s.z)
 
 
-def _prepare(c, rl, steps, fr) -> dict:
+def prepare(c, rl, steps, fr) -> dict:
   """Every full-layer array a pass gathers from, padded for its frame."""
   dtype, pre = c.x0.dtype, {}
   for s in steps:
     n, f = c.g.nodes[s.k], fr[s.z]
     if s.kind == "act":
-      pre[s.k] = tuple(_padded(_img(c, a, s.z), f) for a in rl[s.k])
+      pre[s.k] = tuple(padded(_img(c, a, s.z), f) for a in rl[s.k])
     elif s.kind in ("shift", "pad"):
-      pre[s.k] = _padded(_f0(c, s), f)
+      pre[s.k] = padded(_f0(c, s), f)
     elif s.kind == "scale":
       cst = jnp.broadcast_to(_consts(c, n)[1 - s.pos], c.g.shapes[s.z])
-      pre[s.k] = _padded(_img(c, cst, s.z), f, 1.0 if n.prim.name == "div" else 0.0)
+      pre[s.k] = padded(_img(c, cst, s.z), f, 1.0 if n.prim.name == "div" else 0.0)
     elif s.kind == "window" and n.prim.name == "reduce_window_max":
       r = rl[s.k]
-      pre[s.k] = pool.PoolRelax(_padded(_img(c, r.onehot, s.z), f),
-                                _padded(_img(c, r.dom, s.z), f, False),
-                                _padded(_img(c, r.top, s.z), f))
+      pre[s.k] = pool.PoolRelax(padded(_img(c, r.onehot, s.z), f),
+                                padded(_img(c, r.dom, s.z), f, False),
+                                padded(_img(c, r.top, s.z), f))
     if s.kind in ("conv", "window", "pad"):  # the image of y: where patches count
       shape = image(c.g.shapes[s.y])[1][:2] + (1,)
-      pre[("mask", s.y)] = _padded(jnp.ones(shape, dtype), fr[s.y])
+      pre[("mask", s.y)] = padded(jnp.ones(shape, dtype), fr[s.y])
   fx = fr[c.g.x_id]
   for name, a in (("x0", c.x0), ("A", c.A), ("B", c.B)):  # 0 outside the image:
-    pre[name] = _padded(_img(c, a, c.g.x_id), fx)  # no room to move, no value
+    pre[name] = padded(_img(c, a, c.g.x_id), fx)  # no room to move, no value
   pre["ball"] = not c.opts.box  # the ball alone (A, B infinite)
   return pre
 
@@ -247,13 +247,13 @@ def _valid(n):
   return n._replace(params={**n.params, key: tuple((0, 0) for _ in pad)})
 
 
-def _pull(c, s: Step, fr, pre, P, o_v):
+def pull(c, s: Step, fr, pre, P, o_v):
   """(P at y, offset, |offset terms|) of the rows' patch P at z = node(y)."""
   R, dtype, n = P.shape[0], c.x0.dtype, c.g.nodes[s.k]
   zero = jnp.zeros((R,), dtype)
   axes = (1, 2, 3)
   if s.kind == "act":
-    al, bl, au, bu = (_at(a, fr[s.z], o_v) for a in pre[s.k])
+    al, bl, au, bu = (at(a, fr[s.z], o_v) for a in pre[s.k])
     pos, neg = jnp.maximum(P, 0), jnp.minimum(P, 0)
     t1, t2 = pos * bl, neg * bu
     return pos * al + neg * au, jnp.sum(t1 + t2, axes), jnp.sum(jnp.abs(t1) + jnp.abs(t2), axes)
@@ -262,16 +262,16 @@ def _pull(c, s: Step, fr, pre, P, o_v):
   if s.kind == "neg":
     return -P, zero, zero
   if s.kind == "scale":
-    m = _at(pre[s.k], fr[s.z], o_v)
+    m = at(pre[s.k], fr[s.z], o_v)
     return (P / m if n.prim.name == "div" else P * m), zero, zero
   if s.kind in ("shift", "pad"):
-    f0 = _at(pre[s.k], fr[s.z], o_v)
+    f0 = at(pre[s.k], fr[s.z], o_v)
     off, mag = jnp.sum(P * f0, axes), jnp.sum(jnp.abs(P) * jnp.abs(f0), axes)
     sign = -1.0 if n.prim.name == "sub" and s.pos == 1 else 1.0
     P = sign * P
     if s.kind == "shift":
       return P, off, mag
-    return P * _at(pre[("mask", s.y)], fr[s.y], o_v), off, mag
+    return P * at(pre[("mask", s.y)], fr[s.y], o_v), off, mag
   return _pull_window(c, s, fr, pre, P, o_v)
 
 
@@ -284,9 +284,9 @@ def _pull_window(c, s: Step, fr, pre, P, o_v):
   L = P.reshape((R,) + lead + P.shape[1:])
   if n.prim.name == "reduce_window_max":  # `pool`'s rule, gathered at the patch
     r, f = pre[s.k], fr[s.z]
-    rz = pool.PoolRelax(_at(r.onehot, f, o_v).reshape((-1,) + L.shape[1:]),
-                        _at(r.dom, f, o_v).reshape(L.shape[1:]),
-                        _at(r.top, f, o_v).reshape(L.shape[1:]))
+    rz = pool.PoolRelax(at(r.onehot, f, o_v).reshape((-1,) + L.shape[1:]),
+                        at(r.dom, f, o_v).reshape(L.shape[1:]),
+                        at(r.top, f, o_v).reshape(L.shape[1:]))
     L_y, off, mag = pool.pull(n, L, rz, y_shape, dtype)
   else:
     consts = _consts(c, n)
@@ -294,37 +294,46 @@ def _pull_window(c, s: Step, fr, pre, P, o_v):
     _, back = jax.vjp(f, jnp.zeros(y_shape, dtype))
     L_y, = jax.vmap(back)(L)
     off = mag = jnp.zeros((R,), dtype)
-  mask = _at(pre[("mask", s.y)], fr[s.y], o_v)
+  mask = at(pre[("mask", s.y)], fr[s.y], o_v)
   return L_y.reshape((R,) + y_shape[len(lead):]) * mask, off, mag
 
 
-def _at_x(c, f: Frame, pre, P, off, mag, o_v, eps):
+def at_x(c, f: Frame, pre, P, off, mag, o_v, eps):
   """The lower bound of the rows' linear function of x over ball ∩ box, on the
   patch's coordinates (`bounds.at_input` with x₀, A, B cropped)."""
   R = P.shape[0]
   a = P.reshape(R, -1)
-  x0 = _at(pre["x0"], f, o_v).reshape(-1)
+  x0 = at(pre["x0"], f, o_v).reshape(-1)
   val = jnp.dot(a, x0, precision=HIGHEST) + off
   mag = mag + jnp.dot(jnp.abs(a), jnp.abs(x0), precision=HIGHEST)
   if pre["ball"]:
     g, gm = concretize.ball(a, eps)
   else:
-    A, B = (_at(pre[k], f, o_v).reshape(1, -1) for k in ("A", "B"))
+    A, B = (at(pre[k], f, o_v).reshape(1, -1) for k in ("A", "B"))
     g, gm = concretize.ball_box(a, A, B, eps, c.opts.intermediate_steps)
   return val + g - c.opts.slack * (mag + gm)
 
 
-def _position(c, steps, fr, pre, o_v, eps):
-  """Lower bounds (2C,) of ±v at one output position (h, w) of v."""
-  v = steps[0].z
+def identity(c, v: int):
+  """The ±identity rows of one position of v: (2C, 1, 1, C)."""
   C = image(c.g.shapes[v])[1][2]
   eye = jnp.eye(C, dtype=c.x0.dtype)
-  P = jnp.concatenate([eye, -eye]).reshape(2 * C, 1, 1, C)
-  off = mag = jnp.zeros((2 * C,), c.x0.dtype)
+  return jnp.concatenate([eye, -eye]).reshape(2 * C, 1, 1, C)
+
+
+def pulled(c, steps, fr, pre, P, o_v):
+  """(P, offset, |offset terms|) of the rows P pulled through steps."""
+  off = mag = jnp.zeros((P.shape[0],), c.x0.dtype)
   for s in steps:
-    P, o1, m1 = _pull(c, s, fr, pre, P, o_v)
+    P, o1, m1 = pull(c, s, fr, pre, P, o_v)
     off, mag = off + o1, mag + m1
-  return _at_x(c, fr[c.g.x_id], pre, P, off, mag, o_v, eps)
+  return P, off, mag
+
+
+def position(c, steps, fr, pre, o_v, eps):
+  """Lower bounds (2C,) of ±v at one output position (h, w) of v."""
+  P, off, mag = pulled(c, steps, fr, pre, identity(c, steps[0].z), o_v)
+  return at_x(c, fr[c.g.x_id], pre, P, off, mag, o_v, eps)
 
 
 def peak(g: Graph, steps, fr) -> int:
@@ -334,21 +343,26 @@ def peak(g: Graph, steps, fr) -> int:
 
 
 def refine(c, rl, v: int, eps):
-  """(lower, upper) of variable v by the patches backward pass (see the
-  module doc): the same bounds as `bounds.refine`'s dense pass."""
-  g = c.g
-  steps = chain(g, c.plan.kinds, c.plan.rounds, v)
-  fr = frames(g, steps, v)
-  pre = _prepare(c, rl, steps, fr)
-  H, W, C = image(g.shapes[v])[1]
+  """(lower, upper) of variable v by the patches backward pass along its
+  chain (see the module doc): the same bounds as `bounds.refine`'s dense pass."""
+  steps = chain(c.g, c.plan.kinds, c.plan.rounds, v)
+  fr = frames(c.g, steps, v)
+  pre = prepare(c, rl, steps, fr)
+  return over_positions(c, v, lambda o: position(c, steps, fr, pre, o, eps),
+                        peak(c.g, steps, fr))
+
+
+def over_positions(c, v: int, one, elements: int):
+  """(lower, upper) of v from one(origin) -> (2C,) lower bounds of ±v at each
+  position, in chunks of at most patch_budget // elements positions."""
+  H, W, C = image(c.g.shapes[v])[1]
   hh, ww = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
   origins = jnp.asarray(np.stack([hh.ravel(), ww.ravel()], -1), jnp.int32)
-  per = max(1, c.opts.patch_budget // peak(g, steps, fr))
-  one = lambda o: _position(c, steps, fr, pre, o, eps)
+  per = max(1, c.opts.patch_budget // max(1, int(elements)))
   if per >= H * W:
     low = jax.vmap(one)(origins)
   else:  # chunks of positions in sequence: memory bounded by patch_budget
     low = lax.map(one, origins, batch_size=per)
   low = jnp.where(jnp.isnan(low), -jnp.inf, low)  # an overflow: no bound, not NaN
   lo, up = low[:, :C], -low[:, C:]
-  return lo.reshape(g.shapes[v]), up.reshape(g.shapes[v])
+  return lo.reshape(c.g.shapes[v]), up.reshape(c.g.shapes[v])

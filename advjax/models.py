@@ -17,6 +17,7 @@ The certified-training literature's MNIST nets: 'wong-small' (Wong et al.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Any, Sequence
 
@@ -273,6 +274,28 @@ def alexnet(torchvision: bool = False, num_classes: int = 1000,
 NAMES = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)", "FC100-100-10", "FC200-200-10",
          "FC123-456-10", "AE400-10", "conv", "alexnet", "alexnet-torchvision",
          "wong-small", "4C3F")
+
+
+# Trained nets committed with the package (advjax/pretrained/<name>/: float32
+# params.msgpack, meta.json with its training config, SHA-256 and measured figures).
+PRETRAINED = ("lmt-wong-small",)
+
+
+def pretrained(name: str) -> tuple[Model, Params]:
+  """A committed trained net: (model, params), `model.apply(params, x)` with x
+  of shape (B, 28, 28, 1) in [0, 1] (no normalisation), so that a certified
+  figure can be checked without retraining (issue 29). Its meta.json says how
+  it was trained and what it measured.
+
+  Raises:
+    ValueError: an unknown name (the message lists `PRETRAINED`).
+    checkpoint.CheckpointError: a damaged file (its SHA-256 is checked).
+  """
+  if name not in PRETRAINED:
+    raise ValueError(f"no pretrained net {name!r}; choose one of {PRETRAINED}.")
+  from advjax import checkpoint  # pylint: disable=import-outside-toplevel  (it imports models)
+  model, params, _ = checkpoint.load(os.path.join(os.path.dirname(__file__), "pretrained", name))
+  return model, params
 
 
 def get_model(name: str, dropout: float = 0.0) -> Model:

@@ -38,8 +38,18 @@ VARIANTS = {
     # the paper's conv net: its dense layer after the flatten refined by the
     # dense pass too (256 rows × 25,088: ~51 MB per example)
     "crown+patches+fc": certify.CertifyOptions(patches=True, crown_budget=1 << 23),
+    # the bracket's conv rows (experiments.certify: conv_units) and with patches
+    "crown+units": certify.CertifyOptions(lipschitz_units=True),
+    "crown+patches+fc+units": certify.CertifyOptions(patches=True, crown_budget=1 << 23,
+                                                     lipschitz_units=True),
+    # α-CROWN's output slopes on top; a plain CROWN (box ignored) beside it
+    "alpha+patches+fc": certify.CertifyOptions(method="alpha-crown", patches=True,
+                                               crown_budget=1 << 23),
+    "plain+patches+fc": certify.CertifyOptions(patches=True, crown_budget=1 << 23,
+                                               box=False),
 }
-CONV = ("crown", "crown+patches", "crown+patches+fc")
+CONV = ("crown+units", "crown+patches+fc", "crown+patches+fc+units", "alpha+patches+fc",
+        "plain+patches+fc")
 WONG = ("crown", "crown+patches", "dense", "plain")
 
 

@@ -6,14 +6,15 @@ images spread over them, the same batch against two loops over single images:
 of the same compiled function (`certify.batch`), and of the public
 `certify.radius` (what a user without the batched path writes); the batched path
 with `chunk` examples vmapped together. FC100-100-10 at 1,000 images (also with
-rtol=0.01), the conv net at 100 (rtol=0.01, as experiments.certify runs it).
+rtol=0.01), the conv net at 100 (rtol=0.01, as experiments.certify runs it) and
+with patches at 10 (issue 28: ~10 s per image).
 
-Command: python -m experiments.certify_speed [OUT.json]   (after experiments.train_models;
+Command: python -m experiments.certify_speed [OUT.json] [--only TAG]   (after train_models;
          MNIST from $ADVJAX_DATA_DIR; about 5 min on 2 quiet CPU cores)
 """
 
+import argparse
 import json
-import sys
 import time
 
 import jax
@@ -58,22 +59,34 @@ def measure(opts, model, x, y, n_loop: int, chunks=(8,)) -> dict:
   return out
 
 
+# (tag, checkpoint, options, images, images in the loops, chunk sizes)
+ROWS = (
+    ("FC100-100-10 crown", "FC100-100-10", certify.CertifyOptions(), 1000, 50, (8,)),
+    ("FC100-100-10 crown rtol 0.01", "FC100-100-10", certify.CertifyOptions(rtol=0.01),
+     1000, 50, (8,)),
+    ("conv crown rtol 0.01", "conv", certify.CertifyOptions(rtol=0.01), 100, 10, (4,)),
+    # issue 28: CROWN through the convolutions in patches, fc1 by the dense pass
+    ("conv crown+patches+fc rtol 0.01", "conv",
+     certify.CertifyOptions(rtol=0.01, patches=True, crown_budget=1 << 23), 10, 3, (2,)),
+)
+
+
 def main() -> None:
+  ap = argparse.ArgumentParser()
+  ap.add_argument("out", nargs="?", help="write the rows to this JSON file")
+  ap.add_argument("--only", default="", help="the rows whose tag contains this")
+  a = ap.parse_args()
   te = data.load("mnist", "test")
   y = te.y.astype(np.int32)
   out = {}
-  fc = checkpoint.load("runs/models/seed0/FC100-100-10")
-  for tag, o in (("FC100-100-10 crown", certify.CertifyOptions()),
-                 ("FC100-100-10 crown rtol 0.01", certify.CertifyOptions(rtol=0.01))):
-    out[tag] = measure(o, (fc[0].apply, fc[1]), te.x[:1000], y[:1000], 50)
+  for tag, name, o, n, n_loop, chunks in ROWS:
+    if a.only not in tag:
+      continue
+    m, p, _ = checkpoint.load(f"runs/models/seed0/{name}")
+    out[tag] = measure(o, (m.apply, p), te.x[:n], y[:n], n_loop, chunks=chunks)
     print(tag, json.dumps(out[tag]), flush=True)
-  cv = checkpoint.load("runs/models/seed0/conv")
-  tag = "conv crown rtol 0.01"
-  out[tag] = measure(certify.CertifyOptions(rtol=0.01), (cv[0].apply, cv[1]), te.x[:100],
-                     y[:100], 10, chunks=(4,))
-  print(tag, json.dumps(out[tag]), flush=True)
-  if len(sys.argv) > 1:
-    with open(sys.argv[1], "w") as f:
+  if a.out:
+    with open(a.out, "w") as f:
       json.dump(out, f, indent=1)
 
 

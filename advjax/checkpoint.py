@@ -13,7 +13,6 @@ checksums existed load without the check.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import subprocess
@@ -21,21 +20,11 @@ import tempfile
 from typing import Any
 
 import jax
-import numpy as np
 from flax import serialization
 
 from advjax import __version__
-from advjax import models
-
-PARAMS = "params.msgpack"
-META = "meta.json"
-REQUIRED = ("model", "num_params")  # what load needs from meta.json
-CHECKSUMS = "sha256"  # meta.json key: {file name: hex sha256}
-
-
-class CheckpointError(ValueError):
-  """A checkpoint is missing, corrupt or belongs to another model."""
-
+from advjax import models, params_file
+from advjax.params_file import CHECKSUMS, META, PARAMS, CheckpointError, read_meta, sha256
 
 @functools.lru_cache(maxsize=None)
 def code_version() -> str:
@@ -104,11 +93,6 @@ def atomic_json(path: str, obj: Any) -> None:
   atomic_write(path, json.dumps(obj, indent=2, default=_json_default).encode())
 
 
-def sha256(data: bytes) -> str:
-  """Hex sha256 of `data`, as recorded in meta.json."""
-  return hashlib.sha256(data).hexdigest()
-
-
 def save(folder: str, model: models.Model, params: Any,
          meta: dict[str, Any] | None = None, dropout: float = 0.0) -> None:
   """Writes params and metadata (model name, dropout, code version, sha256 of
@@ -123,52 +107,6 @@ def save(folder: str, model: models.Model, params: Any,
   atomic_json(os.path.join(folder, META), meta)
 
 
-def read_meta(folder: str) -> dict[str, Any]:
-  """The checkpoint's metadata."""
-  path = os.path.join(folder, META)
-  if not os.path.exists(path):
-    raise CheckpointError(f"{path} not found: {folder!r} is not an advjax "
-                          "checkpoint (train one with experiments/train_models.py).")
-  try:
-    with open(path) as f:
-      meta = json.load(f)
-  except json.JSONDecodeError as e:
-    raise CheckpointError(f"{path} is corrupt ({e}).") from e
-  missing = [k for k in REQUIRED if not isinstance(meta, dict) or k not in meta]
-  if missing:
-    raise CheckpointError(f"{path} lacks the keys {missing}: it was not written by "
-                          "advjax.checkpoint.save; re-save the checkpoint.")
-  sums = meta.get(CHECKSUMS, {})
-  if not (isinstance(sums, dict) and all(isinstance(v, str) for v in sums.values())):
-    raise CheckpointError(f"{path}: {CHECKSUMS!r} must map file names to hex "
-                          "digests; the file was edited by hand: re-save the checkpoint.")
-  return meta
-
-
-def _verify(path: str, raw: bytes, meta: dict[str, Any]) -> None:
-  """Raises unless `raw` (the bytes of `path`) has the sha256 in meta.json.
-  Checkpoints from before checksums have none to verify."""
-  want = meta.get(CHECKSUMS, {}).get(os.path.basename(path))
-  if want is not None and sha256(raw) != want:
-    raise CheckpointError(
-        f"{path}: sha256 {sha256(raw)[:12]}… differs from {want[:12]}… in "
-        f"{META}: the file is damaged or not the one saved with it; re-copy the "
-        "checkpoint or retrain it.")
-
-
-def _check_shapes(template: Any, params: Any, where: str) -> None:
-  """Raises naming the first parameter whose shape differs from the model's."""
-  want = {jax.tree_util.keystr(k): np.shape(v)
-          for k, v in jax.tree_util.tree_leaves_with_path(template)}
-  got = {jax.tree_util.keystr(k): np.shape(v)
-         for k, v in jax.tree_util.tree_leaves_with_path(params)}
-  for k in sorted(set(want) | set(got)):
-    if want.get(k) != got.get(k):
-      raise CheckpointError(f"{where}: parameter {k} has shape {got.get(k)} but "
-                            f"the model expects {want.get(k)}; wrong checkpoint "
-                            "for this model.")
-
-
 def load(folder: str, model: models.Model | None = None
          ) -> tuple[models.Model, Any, dict[str, Any]]:
   """Loads (model, params, meta); `model` defaults to the one named in meta.
@@ -178,24 +116,7 @@ def load(folder: str, model: models.Model | None = None
   """
   meta = read_meta(folder)
   model = model or models.get_model(meta["model"], dropout=meta.get("dropout", 0.))
-  template = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-  path = os.path.join(folder, PARAMS)
-  if not os.path.exists(path):
-    raise CheckpointError(f"{path} not found; the checkpoint is incomplete.")
-  with open(path, "rb") as f:
-    raw = f.read()
-  _verify(path, raw, meta)
-  try:
-    tree = serialization.msgpack_restore(raw)
-  except Exception as e:  # msgpack raises several types for corrupt bytes.
-    raise CheckpointError(f"{path} is corrupt ({e}); retrain or re-copy it.") from e
-  _check_shapes(template, tree, path)
-  params = jax.tree_util.tree_map(np.asarray, serialization.from_state_dict(template, tree))
-  for k, v in jax.tree_util.tree_leaves_with_path(params):
-    if not np.all(np.isfinite(v)):
-      raise CheckpointError(f"{path}: parameter {jax.tree_util.keystr(k)} holds "
-                            f"{int((~np.isfinite(v)).sum())} NaN/inf values; the "
-                            "training diverged or the file is damaged: retrain it.")
+  params = params_file.restore(folder, jax.eval_shape(model.init, jax.random.PRNGKey(0)), meta)
   return model, params, meta
 
 

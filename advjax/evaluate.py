@@ -52,3 +52,32 @@ def error_matrix(predictors: dict[str, Callable], sets: dict[str, tuple]
   """Error of every column predictor on every row set (x, y): Tables 2 and 4."""
   return {row: {col: error_rate(p, x, y) for col, p in predictors.items()}
           for row, (x, y) in sets.items()}
+
+
+def check_bracket(rho, d, where: str) -> None:
+  """Refuses certified radii above a known adversarial distance (a bug, never
+  a result): AssertionError naming the first examples."""
+  rho, d = np.asarray(rho), np.asarray(d)
+  bad = np.flatnonzero(rho > d)
+  if len(bad):
+    raise AssertionError(f"{where}: certified radius above the attack's distance at examples "
+                         f"{bad[:5].tolist()} (ρ {rho[bad[:5]]}, d {d[bad[:5]]})")
+
+
+def median_ratio(rho, d, correct) -> float | None:
+  """The median per-example ρ/d over correctly classified examples the attack
+  broke (d finite and > 0): where the bracket's lower end lies; None if none."""
+  rho, d = np.asarray(rho, np.float64), np.asarray(d, np.float64)
+  ok = np.asarray(correct) & np.isfinite(d) & (d > 0)
+  return float(np.median(rho[ok] / d[ok])) if ok.any() else None
+
+
+def certified_accuracy(rho, correct, eps: float) -> float:
+  """The fraction of examples classified correctly with a radius ≥ ε."""
+  return float(np.mean(np.asarray(correct) & (np.asarray(rho) >= eps)))
+
+
+def attacked_accuracy(d, correct, eps: float) -> float:
+  """The fraction classified correctly that the attack did not break within ε
+  (d > ε; d = inf where it failed): an upper bound on robust accuracy."""
+  return float(np.mean(np.asarray(correct) & (np.asarray(d) > eps)))

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advjax import batching, evaluate
+from advjax import batching, evaluate, params_file
 
 Params = Any
 KINDS = ("dense", "conv", "sigmoid", "relu", "minmax", "maxpool", "lrn", "flatten",
@@ -289,13 +289,15 @@ def pretrained(name: str) -> tuple[Model, Params]:
 
   Raises:
     ValueError: an unknown name (the message lists `PRETRAINED`).
-    checkpoint.CheckpointError: a damaged file (its SHA-256 is checked).
+    params_file.CheckpointError: a damaged file (its SHA-256 is checked).
   """
   if name not in PRETRAINED:
     raise ValueError(f"no pretrained net {name!r}; choose one of {PRETRAINED}.")
-  from advjax import checkpoint  # pylint: disable=import-outside-toplevel  (it imports models)
-  model, params, _ = checkpoint.load(os.path.join(os.path.dirname(__file__), "pretrained", name))
-  return model, params
+  folder = os.path.join(os.path.dirname(__file__), "pretrained", name)
+  meta = params_file.read_meta(folder)
+  model = get_model(meta["model"])
+  return model, params_file.restore(folder, jax.eval_shape(model.init, jax.random.PRNGKey(0)),
+                                    meta)
 
 
 def get_model(name: str, dropout: float = 0.0) -> Model:

@@ -16,7 +16,7 @@ import types
 import jax
 import numpy as np
 
-from advjax import attack, criteria, inputs, models
+from advjax import attack, criteria, evaluate, inputs, models
 from advjax.certify.options import CertifyOptions
 from advjax.runs import driver, jobs
 from experiments import common
@@ -83,20 +83,17 @@ def _certify(cfg, name, method, model, params, x, y, cache, d):
   opts, folder = _options(cfg, name, method)
   res, secs = _timed(jobs.certify(opts), pb, os.path.join(cache, folder), cfg)
   rho = res["l2"]
-  bad = np.flatnonzero(rho > d)
-  if len(bad):  # a certificate above a known adversarial example: stop
-    raise AssertionError(f"{name} {method}: radius above the attack's distance at "
-                         f"examples {bad[:5].tolist()} (ρ {rho[bad[:5]]}, d {d[bad[:5]]})")
+  evaluate.check_bracket(rho, d, f"{name} {method}")  # a violation stops the run
   return rho, secs, folder
 
 
 def _row(cfg, rho, d, correct, m: int, secs) -> dict:
   """The statistics of one set of radii against the attack's distances."""
-  ok = correct & np.isfinite(d) & (d > 0)
   return {"mean_l2": float(rho[correct].mean()), "median_l2": float(np.median(rho[correct])),
           "mean_rms": criteria.per_pixel(float(rho[correct].mean()), (m,)),
-          "median_ratio": float(np.median(rho[ok] / d[ok])),
-          "certified_accuracy": {str(e): float((correct & (rho >= e)).mean()) for e in cfg.eps},
+          "median_ratio": evaluate.median_ratio(rho, d, correct),
+          "certified_accuracy": {str(e): evaluate.certified_accuracy(rho, correct, e)
+                                 for e in cfg.eps},
           "seconds": secs, "images_per_s": None if not secs else round(len(rho) / secs, 1),
           "curve": _curve(rho, correct)}
 
@@ -111,7 +108,7 @@ def bracket(cfg: config.Config, name: str, model, params, x, y, seed: int) -> di
          "attack_mean_l2": float(adv["l2"][hit].mean()),
          "attack_mean_rms": float(adv["distortion"][hit].mean()),
          "attack_success": float(adv["success"][correct].mean()),
-         "attacked_accuracy": {str(e): float((correct & (d > e)).mean()) for e in cfg.eps},
+         "attacked_accuracy": {str(e): evaluate.attacked_accuracy(d, correct, e) for e in cfg.eps},
          "attack_curve": _curve(d, correct, strict=True), "methods": {}, "violations": 0}
   m, radii = int(np.prod(x.shape[1:])), {}
   methods = config.YARDSTICK_METHODS if name == config.YARDSTICK else cfg.methods

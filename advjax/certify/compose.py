@@ -77,7 +77,7 @@ def _map(one, origins, per: int):
 def lower_rows(c, rl, lower, y: int, f_y) -> Lower:
   """G± of every element of y (its pass along `lower`), padded by frame f_y."""
   fr = patches.frames(c.g, lower, y)
-  pre = patches.prepare(c, rl, lower, fr)
+  pre = patches.layer_arrays(c, rl, lower, fr)
   eye = patches.identity(c, y)
   H, W, C = image(c.g.shapes[y])[1]
   hh, ww = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
@@ -123,7 +123,7 @@ def refine(c, rl, v: int, eps):
   fr = patches.frames(g, steps, v)
   f_y = fr[upper[-1].y]
   G = lower_rows(c, rl, lower, upper[-1].y, f_y)
-  pre = patches.prepare(c, rl, upper, fr)
+  pre = patches.layer_arrays(c, rl, upper, fr)
   R = 2 * image(g.shapes[v])[1][2]
   kx = int(np.prod(G.window))
   elements = R * max(int(np.prod(f_y.K)) * max(kx, image(g.shapes[upper[-1].y])[1][2]),

@@ -213,7 +213,7 @@ def _f0(c, s: Step):
   return _img(c, bind(n, args, c.x0.dtype)[0], s.z)
 
 
-def prepare(c, rl, steps, fr) -> dict:
+def layer_arrays(c, rl, steps, fr) -> dict:
   """Every full-layer array a pass gathers from, padded for its frame."""
   dtype, pre = c.x0.dtype, {}
   for s in steps:
@@ -347,7 +347,7 @@ def refine(c, rl, v: int, eps):
   chain (see the module doc): the same bounds as `bounds.refine`'s dense pass."""
   steps = chain(c.g, c.plan.kinds, c.plan.rounds, v)
   fr = frames(c.g, steps, v)
-  pre = prepare(c, rl, steps, fr)
+  pre = layer_arrays(c, rl, steps, fr)
   return over_positions(c, v, lambda o: position(c, steps, fr, pre, o, eps),
                         peak(c.g, steps, fr))
 

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from advjax import checkpoint, data, inputs
+from advjax import checkpoint, data, evaluate, inputs
 from advjax.certify import CertifyOptions
 from advjax.runs import driver, jobs
 from experiments.configs import certified_training as config
@@ -45,11 +45,10 @@ for name, opts in (("cell: max(lipschitz, crown+floor)", None),
   else:
     rho = driver.execute(jobs.certify(opts), pb, os.path.join(folder, f"crown+floor+patches-{N}"),
                          batch_size=25, progress=True)["l2"]
-  assert np.all(rho <= d), "a radius above the attack's distance"
-  ok = (pred == y) & np.isfinite(d) & (d > 0)
-  out[name] = {"certified@1.58": float(np.mean((pred == y) & (rho >= 1.58))),
-               "certified@1.0": float(np.mean((pred == y) & (rho >= 1.0))),
-               "median_ratio": float(np.median(rho[ok] / d[ok])),
+  evaluate.check_bracket(rho, d, name)
+  out[name] = {"certified@1.58": evaluate.certified_accuracy(rho, pred == y, 1.58),
+               "certified@1.0": evaluate.certified_accuracy(rho, pred == y, 1.0),
+               "median_ratio": evaluate.median_ratio(rho, d, pred == y),
                "seconds": round(time.time() - t, 1)}
   print(name, out[name], flush=True)
 json.dump({"n": N, **out}, open(os.path.join(os.path.dirname(__file__), f"patches_check_{N}.json"), "w"), indent=1)

@@ -300,3 +300,26 @@ def test_cli_certify_resumes_refuses_another_job_and_stays_below_the_attack(
   adv = attack.lbfgs((model.apply, params), ds.x, label=z["label"])
   ok = np.asarray(adv.success)
   assert ok.all() and np.all(z["l2"][ok] <= np.asarray(adv.l2)[ok]), (z["l2"], adv.l2)
+
+
+def test_the_bracket_statistics_are_defined_once_and_refuse_a_violation():
+  """evaluate's bracket statistics (every certify experiment calls them): the
+  median ρ/d skips misclassified and unbroken examples, accuracies count
+  correct examples only, and a radius above d stops a run."""
+  rho = np.array([0.5, 1.0, 0.2, 0.3])
+  d = np.array([1.0, np.inf, 0.4, 0.6])
+  correct = np.array([True, True, True, False])
+  assert evaluate.median_ratio(rho, d, correct) == 0.5  # (0.5, 0.5): d inf and wrong skipped
+  assert evaluate.median_ratio(rho, d, np.zeros(4, bool)) is None
+  assert evaluate.certified_accuracy(rho, correct, 0.5) == 0.5
+  assert evaluate.attacked_accuracy(d, correct, 0.5) == 0.5
+  evaluate.check_bracket(rho, d, "ok")
+  with pytest.raises(AssertionError, match=r"net: certified radius above .* \[1\]"):
+    evaluate.check_bracket(np.array([0.1, 2.0]), np.array([1.0, 1.0]), "net")
+  root = os.path.join(os.path.dirname(__file__), "..")
+  again = []
+  for top in ("advjax", "experiments"):  # no inline copy left in a library or experiment file
+    for d, _, files in os.walk(os.path.join(root, top)):
+      again += [f for f in files if f.endswith(".py") and f != "evaluate.py" and re.search(
+          r"rho >= e\b|median\(rho\[ok\] / d|rho > d\)", open(os.path.join(d, f)).read())]
+  assert again == [], again

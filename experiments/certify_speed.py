@@ -7,7 +7,7 @@ of the same compiled function (`certify.batch`), and of the public
 `certify.radius` (what a user without the batched path writes); the batched path
 with `chunk` examples vmapped together. FC100-100-10 at 1,000 images (also with
 rtol=0.01), the conv net at 100 (rtol=0.01, as experiments.certify runs it) and
-with patches at 10 (issue 28: ~10 s per image).
+with patches at 10 (issue 28: ~6 s per image).
 
 Command: python -m experiments.certify_speed [OUT.json] [--only TAG]   (after train_models;
          MNIST from $ADVJAX_DATA_DIR; about 5 min on 2 quiet CPU cores)

@@ -16,10 +16,11 @@ from scipy import optimize
 from advjax import certify, models
 from advjax.attack import targets
 from advjax.attack import lbfgs
-from advjax.certify import CertifyOptions
+from advjax.certify import CertifyOptions, search
 
 SHAPE = (6, 6, 1)
 OPTS = CertifyOptions(alpha_steps=4)
+TIE = 1 - 2 * search.RESOLUTION  # a bound above another: its radius, up to the search
 
 
 class MLP(nn.Module):
@@ -197,10 +198,10 @@ def test_orderings_on_relu_mlp():
   model, x = _model("relu")
   run = lambda m, **kw: certify.radius(model, x, method=m, options=OPTS._replace(**kw)).l2
   ibp, crown, alpha = run("ibp"), run("crown"), run("alpha-crown")
-  assert np.mean(crown) >= np.mean(ibp) and np.all(crown >= ibp)
-  assert np.all(alpha >= crown) and np.mean(alpha) > np.mean(crown)
+  assert np.mean(crown) >= np.mean(ibp) and np.all(crown >= ibp * TIE)
+  assert np.all(alpha >= crown * TIE) and np.mean(alpha) > np.mean(crown)
   nobox = run("crown", box=False)
-  assert np.all(crown >= nobox) and np.mean(crown) > np.mean(nobox)
+  assert np.all(crown >= nobox * TIE) and np.mean(crown) > np.mean(nobox)
 
 
 @pytest.mark.parametrize("fn,name", [(jnp.sin, "sin"), (lambda h: jnp.sort(h, -1), "sort")])
@@ -292,7 +293,8 @@ def test_conv_maxpool_crown_ibp_lipschitz_floor_and_rtol():
   assert np.all(np.asarray(floor.margin)[f > 0] >= 0)
   assert np.all(np.asarray(fast.l2) <= crown * (1 + 1e-6))
   assert np.all(np.asarray(fast.l2) >= crown / 1.02)
-  assert np.all(np.asarray(fast.evaluations) < np.asarray(run("crown").evaluations))
+  full = np.asarray(run("crown").evaluations)  # the secant search may converge as soon
+  assert np.all(np.asarray(fast.evaluations) <= full) and fast.evaluations.sum() < full.sum()
   for r in (ibp, crown, lip, f, np.asarray(fast.l2)):
     assert np.all(np.isfinite(r)) and np.all(r >= 0) and np.all(r <= adv), (r, adv)
 

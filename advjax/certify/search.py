@@ -5,10 +5,12 @@ batch; `batch` is the jitted core on already validated arrays (what a job
 driver shards). Per example, a radius ε is *certified* when the lower bound
 of every margin z_l − z_j (j ≠ l) over {x + r : ‖r‖₂ ≤ ε, x + r in the box} is
 > 0. All examples search ε together in one jitted loop of at most `steps` trials: a
-first guess from the linearised distance min_j m_j / ‖∇m_j‖, ×8 up or ÷8
-down until bracketed, then bisection in log ε; the reported radius is the
-last certified ε (the bracket's lower end), never a midpoint, and 0 when the
-clean point is misclassified. 'exact' and 'lipschitz' have closed forms.
+first guess from the linearised distance min_j m_j / ‖∇m_j‖, ×8 up until a
+trial fails, then the worst margin bound's root inside the bracket by
+safeguarded interpolation (quadratic, secant, Illinois chord; bisection in
+log ε where the bound has jumps); the reported radius is the last certified
+ε (the bracket's lower end), never an estimate, and 0 when the clean point
+is misclassified. 'exact' and 'lipschitz' have closed forms.
 With `lipschitz_floor`, the Lipschitz radius (sound for the ball, hence for
 ball ∩ box) is the search's certified starting point, so the radius reported
 is max(Lipschitz, the method's own), a max of two sound lower bounds.
@@ -43,19 +45,82 @@ class _Search(NamedTuple):
   lo: jax.Array       # largest certified ε so far
   hi: jax.Array       # smallest uncertified ε so far (inf: none yet)
   margin: jax.Array   # the worst margin bound at lo
+  f_hi: jax.Array     # the worst margin bound at hi (< 0)
+  last: jax.Array     # (ε, worst margin bound) of the latest trial
+  prev: jax.Array     # the same of the one before (nan: none)
+  third: jax.Array    # (ε, bound) of the end the latest trial replaced (nan: none)
+  stall: jax.Array    # trials in a row whose step in log ε was not half the one before
+  step: jax.Array     # |log ε| step of the latest trial (inf: none yet)
+  fails: jax.Array    # trials in a row that failed
   n: jax.Array        # trials that counted
+
+
+STALL = 3  # trials in a row that may fail to halve the bracket before bisecting
+# Trials stay a factor 1 + RESOLUTION from the bracket's ends: at rtol 0 the radii of
+# two bounds, one above the other everywhere, are ordered up to this factor.
+RESOLUTION = 1e-5
+
+
+def _inside(s: _Search, rtol: float):
+  """The next ε inside the bracket lo < hi (lo = 0: the clean point, with the
+  clean margin), first of: the root of the quadratic through the bound at lo,
+  hi and the end last replaced (`_quadratic_root`); after a certified trial,
+  the root of the secant of the last two (the bound is close to concave in ε,
+  so from the left it lands just past the root); the root of the bracket's
+  chord (regula falsi, Illinois-weighted, just below it). Kept a factor
+  1 + max(rtol/3, RESOLUTION) inside either end, and above hi/1024. A geometric
+  step (hi/8 from lo = 0, else the geometric mean) where the values are
+  unusable, and for good once STALL trials in a row did not step half as far
+  (in log ε) as the one before: a bound with jumps, where only bisection
+  works. Soundness does not depend on any of this: the radius is a trial."""
+  lo_e, lo_f = s.lo, s.margin
+  def root(e0, f0, e1, f1):
+    ok = jnp.isfinite(f0) & jnp.isfinite(f1) & (f0 != f1) & jnp.isfinite(e0) & jnp.isfinite(e1)
+    return jnp.where(ok, e1 - f1 * (e1 - e0) / jnp.where(ok, f1 - f0, 1.0), jnp.nan)
+  pad = 1 + max(rtol / 3, RESOLUTION)  # never a trial on an end (it would stop the search)
+  down, up = jnp.maximum(s.lo * pad, s.hi / 1024), s.hi / pad
+  sec = root(s.prev[0], s.prev[1], s.last[0], s.last[1])
+  # Illinois: lo kept k > 1 times in a row weighs 2^(1-k), so the chord moves off hi
+  chord = root(lo_e, lo_f * 0.5 ** jnp.maximum(s.fails - 1, 0), s.hi, s.f_hi)
+  use_sec = (s.last[0] == s.lo) & (sec > down) & (sec < up)  # the last trial certified
+  quad = _quadratic_root(s)
+  use_quad = (quad > down) & (quad < up)
+  e = jnp.where(use_quad, quad, jnp.where(use_sec, sec, jnp.clip(chord, down, up)))
+  usable = jnp.isfinite(e) & (lo_f > 0) & (s.f_hi < 0) & (s.stall < STALL)
+  step = jnp.where(s.lo > 0, jnp.sqrt(s.lo * s.hi), s.hi / 8)
+  return jnp.where(usable, e, step)
+
+
+def _quadratic_root(s: _Search):
+  """The root inside (lo, hi) of the quadratic through the bound at lo, hi and
+  the end last replaced (nan where there is none): one root, as the quadratic
+  changes sign once between lo and hi."""
+  e3, f3 = s.third[0], s.third[1]
+  w = s.hi - s.lo
+  ok = (jnp.isfinite(e3) & jnp.isfinite(f3) & jnp.isfinite(w) & (e3 != s.lo) & (e3 != s.hi)
+        & (s.margin > 0) & (s.f_hi < 0))
+  safe = lambda v: jnp.where(ok & (v != 0), v, 1.0)
+  d1 = (s.f_hi - s.margin) / safe(w)
+  d2 = ((f3 - s.margin) / safe(e3 - s.lo) - d1) / safe(e3 - s.hi)
+  beta = d1 - d2 * w  # q(lo + u) = margin + beta·u + d2·u²
+  root = jnp.sqrt(jnp.maximum(beta ** 2 - 4 * d2 * s.margin, 0.0))
+  u = -2 * s.margin / safe(jnp.where(beta < 0, beta - root, beta + root))
+  ok = ok & (beta ** 2 >= 4 * d2 * s.margin) & (u > 0) & (u < w)
+  return jnp.where(ok, s.lo + u, jnp.nan)
 
 
 def search(check, eps_box, guess, steps: int, margin0, lo0=0.0, rtol: float = 0.0):
   """(last certified ε, its worst margin bound, trials) of one example.
 
-  lo0 > 0 is an ε already certified (the Lipschitz floor, with margin bound
-  margin0 there): the search starts from it and only looks above it. The loop
-  stops early once no lane moves or every bracket is within 1 + rtol."""
+  From `guess` (or lo0) ×8 up until a trial fails; below it, the margin
+  bound's root by safeguarded secant steps (`_inside`). lo0 > 0 is an ε
+  already certified (the Lipschitz floor, with margin bound margin0 there):
+  the search starts from it and only looks above it. The loop stops early once
+  no lane moves or every bracket is within 1 + rtol. The radius is the last
+  certified ε, whatever the order of the trials."""
   def trial(s):
     grow = jnp.where(s.lo > 0, 8 * s.lo, guess)
-    shrink = jnp.where(s.lo > 0, jnp.sqrt(s.lo * s.hi), s.hi / 8)
-    return jnp.minimum(jnp.where(jnp.isinf(s.hi), grow, shrink), eps_box)
+    return jnp.minimum(jnp.where(jnp.isinf(s.hi), grow, _inside(s, rtol)), eps_box)
 
   def finished(s):
     e = trial(s)
@@ -67,11 +132,26 @@ def search(check, eps_box, guess, steps: int, margin0, lo0=0.0, rtol: float = 0.
     e, done = trial(s), finished(s)
     ok, w = check(e)
     ok, fail = ok & ~done, ~ok & ~done
-    return k + 1, _Search(jnp.where(ok, e, s.lo), jnp.where(fail, e, s.hi),
-                          jnp.where(ok, w, s.margin), s.n + (~done).astype(jnp.int32))
+    lo, hi = jnp.where(ok, e, s.lo), jnp.where(fail, e, s.hi)
+    step = jnp.abs(jnp.log(e) - jnp.log(s.last[0]))  # inf after the clean point
+    cut = ~jnp.isfinite(s.hi) | ~jnp.isfinite(s.step) | (step <= s.step / 2)
+    moved = ok | fail
+    return k + 1, _Search(
+        lo, hi, jnp.where(ok, w, s.margin), jnp.where(fail, w, s.f_hi),
+        jnp.where(moved, jnp.stack([e, w]), s.last), jnp.where(moved, s.last, s.prev),
+        jnp.where(ok, jnp.stack([s.lo, s.margin]),
+                  jnp.where(fail & jnp.isfinite(s.hi), jnp.stack([s.hi, s.f_hi]), s.third)),
+        jnp.where(moved, jnp.where(cut & (s.stall < STALL), 0, s.stall + 1), s.stall),
+        jnp.where(moved, step, s.step),
+        jnp.where(ok, 0, s.fails + fail.astype(jnp.int32)),
+        s.n + (~done).astype(jnp.int32))
 
   lo0 = jnp.minimum(jnp.asarray(lo0, eps_box.dtype), eps_box)
-  s0 = _Search(lo0, jnp.full_like(eps_box, jnp.inf), margin0, jnp.zeros((), jnp.int32))
+  margin0 = jnp.asarray(margin0, eps_box.dtype)
+  nan = jnp.full((2,), jnp.nan, eps_box.dtype)
+  s0 = _Search(lo0, jnp.full_like(eps_box, jnp.inf), margin0, jnp.full_like(eps_box, -jnp.inf),
+               jnp.stack([lo0, margin0]), nan, nan, jnp.zeros((), jnp.int32),
+               jnp.full_like(eps_box, jnp.inf), *[jnp.zeros((), jnp.int32)] * 2)
   _, s = jax.lax.while_loop(lambda c: (c[0] < steps) & ~finished(c[1]), body,
                             (jnp.zeros((), jnp.int32), s0))
   return s.lo, s.margin, s.n

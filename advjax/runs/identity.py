@@ -60,6 +60,20 @@ def certify_options(opts: Any) -> dict:
   return {k: v for k, v in d.items() if not (k in CERTIFY_LEGACY and v == CERTIFY_LEGACY[k])}
 
 
+# The ε search's rule (`certify.search`); records without it were searched by
+# bisection in log ε and give other radii (within rtol), so they do not resume.
+CERTIFY_SEARCH = "secant"
+
+
+def certify_job(opts: Any) -> dict:
+  """The identity parts of a certify job: its options and, where a search
+  finds the radius, the search's rule."""
+  d = {"options": certify_options(opts)}
+  if d["options"]["method"] not in ("exact", "lipschitz"):
+    d["search"] = CERTIFY_SEARCH
+  return d
+
+
 def migrate(job: dict) -> dict:
   """A recorded job identity in today's form (schema 1: the attack was the only
   job, its options recorded as they were)."""

@@ -153,7 +153,7 @@ def certify(options: cert.CertifyOptions | None = None, *, targeted: bool = Fals
     label = adapt.labels_or_prediction(apply, params, x, label)
     return cert.batch(apply, params, x, label, lo, hi, options, seen.get("lip"))
   fields = tuple(f for f in cert.CertifyResult._fields if f != "method")
-  return Job("certify", fn, fields, {"options": identity.certify_options(options)})
+  return Job("certify", fn, fields, identity.certify_job(options))
 
 
 register(Method("lbfgs", "attack", attack, AttackOptions,

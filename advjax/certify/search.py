@@ -55,7 +55,7 @@ class _Search(NamedTuple):
   n: jax.Array        # trials that counted
 
 
-STALL = 3  # trials in a row that may fail to halve the bracket before bisecting
+STALL = 3  # trials in a row that may step more than half the step before, before bisecting
 # Trials stay a factor 1 + RESOLUTION from the bracket's ends: at rtol 0 the radii of
 # two bounds, one above the other everywhere, are ordered up to this factor.
 RESOLUTION = 1e-5
@@ -113,7 +113,7 @@ def search(check, eps_box, guess, steps: int, margin0, lo0=0.0, rtol: float = 0.
   """(last certified ε, its worst margin bound, trials) of one example.
 
   From `guess` (or lo0) ×8 up until a trial fails; below it, the margin
-  bound's root by safeguarded secant steps (`_inside`). lo0 > 0 is an ε
+  bound's root by safeguarded interpolation (`_inside`). lo0 > 0 is an ε
   already certified (the Lipschitz floor, with margin bound margin0 there):
   the search starts from it and only looks above it. The loop stops early once
   no lane moves or every bracket is within 1 + rtol. The radius is the last

@@ -89,6 +89,7 @@ def test_already_target_returns_zero():
   assert float(res.l2[0]) > 0 and int(res.solves[0]) > 0
 
 
+@pytest.mark.slow  # over 1.5 s on 2 cores (session 11)
 def test_same_shape_compiles_once():
   x, pred = tiny_data(4, seed=5)
   attack.lbfgs(logits_fn, x, (pred + 1) % K)

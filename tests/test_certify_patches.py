@@ -156,6 +156,7 @@ def test_patches_equal_the_dense_pass_and_a_dense_matrix_reference(name):
         assert float(jnp.mean(p[1] - p[0])) > 1e-3  # not a degenerate test
 
 
+@pytest.mark.slow  # over 1.5 s on 2 cores (session 11)
 def test_composition_applies_where_the_chain_is_separable():
   """`compose.split` takes the second convolution of the nets whose layer
   below is a ReLU or a non-overlapping max pool, and no other variable."""

@@ -46,6 +46,7 @@ def test_the_radius_is_certified_and_within_rtol_of_the_root(shape, rtol):
   assert n <= limit, (shape, n, limit)
 
 
+@pytest.mark.slow  # over 1.5 s on 2 cores (session 11)
 def test_smooth_margins_take_fewer_trials_than_bisection():
   """Against the old bisection's count (12 here; on trained nets 10.8-11.8
   trials fell to 5.8-7, BUILD_NOTES §5b): linear in 3, concave (the shape of
@@ -55,6 +56,7 @@ def test_smooth_margins_take_fewer_trials_than_bisection():
   assert n["linear"] <= 3 and 3 * n["concave"] <= b and n["convex"] <= b, (n, b)
 
 
+@pytest.mark.slow  # over 1.5 s on 2 cores (session 11)
 def test_a_certified_start_is_kept_and_only_improved():
   """lo0 (the Lipschitz floor) is certified: the radius is never below it."""
   f = SHAPES["concave"]

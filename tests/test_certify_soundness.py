@@ -176,6 +176,7 @@ def test_bfloat16_relu_net_below_its_own_flips_every_method():
     certify.radius(run, x, options=OPTS._replace(lipschitz_floor=True))
 
 
+@pytest.mark.slow  # over 1.5 s on 2 cores (session 11)
 def test_narrow_overflow_is_not_certified():
   """float16 overflows above 65504: a logit that may overflow inside the set
   certifies nothing there (no NaN, no radius past the overflow)."""

@@ -188,6 +188,7 @@ def test_ddn_never_takes_a_nan_point_and_failed_rows_are_x():
   assert ok.any() and np.isfinite(np.asarray(nan_model(jnp.asarray(other.x_adv)))[ok]).all()
 
 
+@pytest.mark.slow  # over 1.5 s on 2 cores (session 11)
 def test_batch_dependent_models_are_refused():
   W = jax.random.normal(jax.random.PRNGKey(0), (36, K))
   def batchnorm_train(p, z):  # normalised by the batch's own statistics

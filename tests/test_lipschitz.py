@@ -61,6 +61,7 @@ def test_conv_norm_matches_dense_svd(kshape, ishape, stride, pad, dil):
   assert fft.upper_method.startswith("fft") and fft.upper >= truth * (1 - 1e-12)
 
 
+@pytest.mark.slow  # over 1.5 s on 2 cores (session 11)
 def test_conv_fn_matches_flax_conv():
   """The linear map whose norm we take is the model's conv without bias."""
   x = np.random.RandomState(0).randn(1, 9, 8, 3).astype(np.float32)
@@ -85,6 +86,7 @@ def test_polyphase_normalisation_is_one_over_stride(stride):
     assert abs(exact / stride - sv[0]) > 0.1 * sv[0]  # the Δ⁻² version
 
 
+@pytest.mark.slow  # over 1.5 s on 2 cores (session 11)
 def test_screened_fft_bound_is_certified_and_tight():
   """Gram sides over 64: Cholesky screening instead of eigenvalues per
   frequency; never below the exact circular norm, at most sqrt(1 + rtol) above."""

@@ -54,6 +54,7 @@ def test_features_and_sigmoid_range():
     m.features(p, x, "fc9")
 
 
+@pytest.mark.slow  # over 1.5 s on 2 cores (session 11)
 def test_decay_per_layer_and_penalty():
   m = models.get_model("FC100-100-10")
   assert [L.decay for L in m.param_layers()] == [1e-5, 1e-5, 1e-6]

@@ -97,6 +97,7 @@ def test_frozen_layer_stays_fixed(toy):
   assert _same(p0["code"], p1["code"]) and not _same(p0["logits"], p1["logits"])
 
 
+@pytest.mark.slow  # over 1.5 s on 2 cores (session 11)
 def test_autoencoder_pretraining_lowers_loss(toy):
   r = autoencoder.pretrain(toy, train.TrainConfig(epochs=5, batch_size=32),
                                  hidden=16, progress=False)

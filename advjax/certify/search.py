@@ -46,13 +46,18 @@ class _Search(NamedTuple):
   hi: jax.Array       # smallest uncertified ε so far (inf: none yet)
   margin: jax.Array   # the worst margin bound at lo
   f_hi: jax.Array     # the worst margin bound at hi (< 0)
-  last: jax.Array     # (ε, worst margin bound) of the latest trial
-  prev: jax.Array     # the same of the one before (nan: none)
+  prev: jax.Array     # (ε, worst margin bound) of the trial before the latest (nan: none)
   third: jax.Array    # (ε, bound) of the end the latest trial replaced (nan: none)
   stall: jax.Array    # trials in a row whose step in log ε was not half the one before
   step: jax.Array     # |log ε| step of the latest trial (inf: none yet)
   fails: jax.Array    # trials in a row that failed
   n: jax.Array        # trials that counted
+
+
+def _last(s: _Search):
+  """(ε, worst margin bound) of the latest trial: hi after a failure, else lo."""
+  failed = s.fails > 0
+  return jnp.where(failed, s.hi, s.lo), jnp.where(failed, s.f_hi, s.margin)
 
 
 STALL = 3  # trials in a row that may step more than half the step before, before bisecting
@@ -79,10 +84,10 @@ def _inside(s: _Search, rtol: float):
     return jnp.where(ok, e1 - f1 * (e1 - e0) / jnp.where(ok, f1 - f0, 1.0), jnp.nan)
   pad = 1 + max(rtol / 3, RESOLUTION)  # never a trial on an end (it would stop the search)
   down, up = jnp.maximum(s.lo * pad, s.hi / 1024), s.hi / pad
-  sec = root(s.prev[0], s.prev[1], s.last[0], s.last[1])
+  sec = root(s.prev[0], s.prev[1], *_last(s))
   # Illinois: lo kept k > 1 times in a row weighs 2^(1-k), so the chord moves off hi
   chord = root(lo_e, lo_f * 0.5 ** jnp.maximum(s.fails - 1, 0), s.hi, s.f_hi)
-  use_sec = (s.last[0] == s.lo) & (sec > down) & (sec < up)  # the last trial certified
+  use_sec = (s.fails == 0) & (sec > down) & (sec < up)  # the last trial certified
   quad = _quadratic_root(s)
   use_quad = (quad > down) & (quad < up)
   e = jnp.where(use_quad, quad, jnp.where(use_sec, sec, jnp.clip(chord, down, up)))
@@ -133,12 +138,12 @@ def search(check, eps_box, guess, steps: int, margin0, lo0=0.0, rtol: float = 0.
     ok, w = check(e)
     ok, fail = ok & ~done, ~ok & ~done
     lo, hi = jnp.where(ok, e, s.lo), jnp.where(fail, e, s.hi)
-    step = jnp.abs(jnp.log(e) - jnp.log(s.last[0]))  # inf after the clean point
+    step = jnp.abs(jnp.log(e) - jnp.log(_last(s)[0]))  # inf after the clean point
     cut = ~jnp.isfinite(s.hi) | ~jnp.isfinite(s.step) | (step <= s.step / 2)
     moved = ok | fail
     return k + 1, _Search(
         lo, hi, jnp.where(ok, w, s.margin), jnp.where(fail, w, s.f_hi),
-        jnp.where(moved, jnp.stack([e, w]), s.last), jnp.where(moved, s.last, s.prev),
+        jnp.where(moved, jnp.stack(_last(s)), s.prev),
         jnp.where(ok, jnp.stack([s.lo, s.margin]),
                   jnp.where(fail & jnp.isfinite(s.hi), jnp.stack([s.hi, s.f_hi]), s.third)),
         jnp.where(moved, jnp.where(cut & (s.stall < STALL), 0, s.stall + 1), s.stall),
@@ -150,7 +155,7 @@ def search(check, eps_box, guess, steps: int, margin0, lo0=0.0, rtol: float = 0.
   margin0 = jnp.asarray(margin0, eps_box.dtype)
   nan = jnp.full((2,), jnp.nan, eps_box.dtype)
   s0 = _Search(lo0, jnp.full_like(eps_box, jnp.inf), margin0, jnp.full_like(eps_box, -jnp.inf),
-               jnp.stack([lo0, margin0]), nan, nan, jnp.zeros((), jnp.int32),
+               nan, nan, jnp.zeros((), jnp.int32),
                jnp.full_like(eps_box, jnp.inf), *[jnp.zeros((), jnp.int32)] * 2)
   _, s = jax.lax.while_loop(lambda c: (c[0] < steps) & ~finished(c[1]), body,
                             (jnp.zeros((), jnp.int32), s0))

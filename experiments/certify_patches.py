@@ -43,9 +43,12 @@ VARIANTS = {
     "crown+units": certify.CertifyOptions(lipschitz_units=True),
     "crown+patches+fc+units": certify.CertifyOptions(patches=True, crown_budget=1 << 23,
                                                      lipschitz_units=True),
-    # α-CROWN's output slopes on top; a plain CROWN (box ignored) beside it
+    # α-CROWN on top: its slopes in every pass (the default), or in the
+    # output's pass only; a plain CROWN (box ignored) beside them
     "alpha+patches+fc": certify.CertifyOptions(method="alpha-crown", patches=True,
                                                crown_budget=1 << 23),
+    "alpha-out+patches+fc": certify.CertifyOptions(method="alpha-crown", patches=True,
+                                                   crown_budget=1 << 23, alpha_scope="output"),
     "plain+patches+fc": certify.CertifyOptions(patches=True, crown_budget=1 << 23,
                                                box=False),
 }

@@ -198,8 +198,11 @@ def test_orderings_on_relu_mlp():
   model, x = _model("relu")
   run = lambda m, **kw: certify.radius(model, x, method=m, options=OPTS._replace(**kw)).l2
   ibp, crown, alpha = run("ibp"), run("crown"), run("alpha-crown")
+  out = run("alpha-crown", alpha_scope="output")  # α in the output's pass only
   assert np.mean(crown) >= np.mean(ibp) and np.all(crown >= ibp * TIE)
-  assert np.all(alpha >= crown * TIE) and np.mean(alpha) > np.mean(crown)
+  for a in (alpha, out):
+    assert np.all(a >= crown * TIE) and np.mean(a) > np.mean(crown)
+  assert np.any(alpha > out * (1 + 1e-3))  # the intermediate layers' slopes count
   nobox = run("crown", box=False)
   assert np.all(crown >= nobox * TIE) and np.mean(crown) > np.mean(nobox)
 
@@ -233,6 +236,8 @@ def test_refusals():
     certify.radius(model, x, method="lipschitz")
   with pytest.raises(ValueError, match="method"):
     certify.radius(model, x, method="nope")
+  with pytest.raises(ValueError, match="alpha_scope='both'"):
+    certify.radius(model, x, method="alpha-crown", options=OPTS._replace(alpha_scope="both"))
 
 
 @pytest.mark.slow
@@ -417,3 +422,9 @@ def test_options_added_later_keep_older_certificates_identity():
   assert not {"rtol", "lipschitz_floor", "lipschitz_units"} & set(base)
   for kw in (dict(rtol=0.01), dict(lipschitz_floor=True), dict(lipschitz_units=True)):
     assert identity.certify_options(CertifyOptions(**kw)) != base, kw
+  # α's scope: the old α-CROWN (output pass only) keeps its identity, the joint
+  # one (the default now) is another job; CROWN's identity ignores the scope
+  alpha = CertifyOptions(method="alpha-crown")
+  old = identity.certify_options(alpha._replace(alpha_scope="output"))
+  assert "alpha_scope" not in old and identity.certify_options(alpha) != old
+  assert base == identity.certify_options(CertifyOptions(alpha_scope="output"))

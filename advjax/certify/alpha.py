@@ -3,11 +3,15 @@
 Any slope α ∈ [0, 1] gives a valid lower line of an unstable ReLU, so every
 choice of slopes gives sound bounds. Starting from CROWN's adaptive slopes, a
 few Adam steps (optax) maximise Σ_j min(bound_j, 0), the part of the margins
-not yet certified. One α per unit, shared by all margins; the intermediate
-layers keep their CROWN bounds (α enters the output's backward pass only,
-which keeps each step one backward pass: cheaper than Xu et al.'s full
-optimisation, and still never looser than CROWN). The result per margin is
-the largest bound over all iterates (each is sound).
+not yet certified. One α per unit, shared by all margins and by every
+backward pass (auto_LiRPA's `share_alphas`; Xu et al. keep one per unit and
+start node). With `alpha_scope='all'` (the default) the slopes enter every
+pass: an intermediate layer's bounds are recomputed from them at each step,
+so they are optimised jointly for the output, as α-CROWN does, at the cost of
+the whole forward pass per step; 'output' keeps the intermediate layers'
+CROWN bounds and puts α in the output's pass only (one backward pass per
+step). The result per margin is the largest bound over all iterates (each is
+sound), so it is never below CROWN's.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ def margins(c: bounds.Ctx, eps):
     return low0
 
   def low(a):
+    if c.opts.alpha_scope == "all":  # every pass, the intermediate bounds' too
+      iv_a, rl_a, _ = bounds.forward(c, eps, a)
+      return bounds.final(c, iv_a, rl_a, eps, fold=False)
     lines = {k: bounds.act_lines(c, k, iv, a[k]) for k in a}
     return bounds.final(c, iv, {**rl, **lines}, eps, fold=False)
 

@@ -168,9 +168,11 @@ def _act(c: Ctx, k: int, iv, slope):
   return lines, (lo, hi), default
 
 
-def forward(c: Ctx, eps):
+def forward(c: Ctx, eps, alphas: dict | None = None):
   """Intervals of every bounded variable and the relaxation of every
-  non-affine node at radius ε: (intervals, relaxations, default ReLU slopes)."""
+  non-affine node at radius ε: (intervals, relaxations, default ReLU slopes).
+  `alphas` (node -> lower slopes, α-CROWN) replace the default slopes of those
+  ReLUs in every pass above them, the intermediate layers' included."""
   g, dtype = c.g, c.x0.dtype
   tol = c.opts.slack
   lo_x, hi_x = c.x0 - eps, c.x0 + eps
@@ -193,7 +195,7 @@ def forward(c: Ctx, eps):
         w = eps * c.lu[o] * (1 + tol) + tol * _scale(l, u)
         l, u = jnp.maximum(l, c.clean[o] - w), jnp.minimum(u, c.clean[o] + w)
     elif kind == "act":
-      rl[k], (l, u), slopes[k] = _act(c, k, iv, None)
+      rl[k], (l, u), slopes[k] = _act(c, k, iv, (alphas or {}).get(k))
     elif kind == "max":
       z = next(i for i in n.ins if _b(g, i))
       rl[k] = pool.relax(n, *iv[z], c.opts.slack)

@@ -8,6 +8,7 @@ import jax
 
 METHODS = ("lipschitz", "ibp", "crown", "alpha-crown", "exact")
 DTYPES = ("float64", "float32")
+ALPHA_SCOPES = ("all", "output")
 # Outward rounding slack relative to the magnitude of every bound's terms:
 # float64 unit roundoff is 1.1e-16, so 1e-7 leaves a factor of 10⁹ for the
 # length of sums and for cancellation; float32 (6e-8) gets only ~10³.
@@ -42,6 +43,10 @@ class CertifyOptions(NamedTuple):
       (~51 MB per example in float64).
     alpha_steps: Adam steps on the ReLU slopes ('alpha-crown').
     alpha_lr: their learning rate.
+    alpha_scope: 'all' (the slopes enter every backward pass, so the
+      intermediate layers' bounds are optimised with them, as α-CROWN does;
+      a whole forward pass per step) or 'output' (the output's pass only,
+      the intermediate bounds CROWN's; one backward pass per step).
     exact_steps: most active-set steps of 'exact' (it stops when converged).
     chunk: examples vmapped together; chunks run in sequence (`lax.map`).
       None: 1 on the CPU backend (vmapped batches ran ~2x slower there: the
@@ -83,6 +88,7 @@ class CertifyOptions(NamedTuple):
   crown_budget: int = 1 << 20
   alpha_steps: int = 10
   alpha_lr: float = 0.1
+  alpha_scope: str = "all"
   exact_steps: int = 256
   chunk: int | None = None
   rtol: float = 0.0
@@ -111,6 +117,8 @@ class CertifyOptions(NamedTuple):
       raise ValueError(f"method={self.method!r}; choose one of {METHODS}.")
     if self.dtype not in DTYPES:
       raise ValueError(f"dtype={self.dtype!r}; choose one of {DTYPES}.")
+    if self.alpha_scope not in ALPHA_SCOPES:
+      raise ValueError(f"alpha_scope={self.alpha_scope!r}; choose one of {ALPHA_SCOPES}.")
     for f in ("steps", "concretize_steps", "intermediate_steps", "crown_budget",
               "alpha_steps", "exact_steps", "chunk", "patch_budget"):
       v = getattr(self, f)

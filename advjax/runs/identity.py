@@ -51,12 +51,14 @@ def options(opts: Any) -> dict:
 
 # Certificate options added after radii were first recorded, at their old behaviour.
 CERTIFY_LEGACY = {"lipschitz_floor": False, "rtol": 0.0, "lipschitz_units": False,
-                  "patches": False, "patch_budget": 1 << 22}
+                  "patches": False, "patch_budget": 1 << 22, "alpha_scope": "output"}
 
 
 def certify_options(opts: Any) -> dict:
   """`CertifyOptions` as a dict equal across advjax versions for the same behaviour."""
   d = opts._asdict() if hasattr(opts, "_asdict") else dict(opts)
+  if d.get("method") != "alpha-crown":  # the slopes' scope changes α-CROWN only
+    d.pop("alpha_scope", None)
   return {k: v for k, v in d.items() if not (k in CERTIFY_LEGACY and v == CERTIFY_LEGACY[k])}
 
 

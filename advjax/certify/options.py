@@ -7,6 +7,8 @@ from typing import NamedTuple
 import jax
 
 METHODS = ("lipschitz", "ibp", "crown", "alpha-crown", "exact")
+# the methods whose radius is the ε search's (`search.search`); the others have closed forms
+SEARCHED = ("ibp", "crown", "alpha-crown")
 DTYPES = ("float64", "float32")
 ALPHA_SCOPES = ("all", "output")
 # Outward rounding slack relative to the magnitude of every bound's terms:

@@ -38,7 +38,7 @@ import numpy as np
 
 from advjax import adapt, criteria, inputs
 from advjax.certify import alpha, bounds, exact, interpret, lipschitz, rounding
-from advjax.certify.options import CertifyOptions, CertifyResult
+from advjax.certify.options import SEARCHED, CertifyOptions, CertifyResult
 
 
 class _Search(NamedTuple):
@@ -266,8 +266,7 @@ def batch(apply, params, x, label, lo, hi, options: CertifyOptions = CertifyOpti
     exact.check_affine(g, plan)
   if opts.method == "lipschitz" and lip is None:
     raise ValueError("method='lipschitz' needs lip=certify.lipschitz.constants(apply, params).")
-  use_lip = (opts.lipschitz_floor or opts.lipschitz_units) and opts.method in (
-      "ibp", "crown", "alpha-crown")
+  use_lip = (opts.lipschitz_floor or opts.lipschitz_units) and opts.method in SEARCHED
   where = rounding.first(g, plan)
   if (use_lip or opts.method == "lipschitz") and where is not None:
     raise ValueError(

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from advjax import adapt
+from advjax.certify.options import SEARCHED
 
 SCHEMA = 2
 
@@ -71,7 +72,7 @@ def certify_job(opts: Any) -> dict:
   """The identity parts of a certify job: its options and, where a search
   finds the radius, the search's rule."""
   d = {"options": certify_options(opts)}
-  if d["options"]["method"] not in ("exact", "lipschitz"):
+  if d["options"]["method"] in SEARCHED:
     d["search"] = CERTIFY_SEARCH
   return d
 

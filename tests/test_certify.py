@@ -118,7 +118,10 @@ def _toy(acts, seed):
   W = [jax.random.normal(k[0], (2, 6)) * 3, jax.random.normal(k[1], (6, 6)),
        jax.random.normal(k[2], (6, 3))]
   b = [jnp.linspace(-1, 1, 6), jnp.linspace(0.5, -0.5, 6), jnp.zeros(3)]
-  f = [{"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh}[a] for a in acts]
+  f = [{"relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh,
+        # max-pooling 2 wide, stride 1, SAME (padded), over the 6 units after a ReLU
+        "maxpool": lambda h: nn.max_pool(jax.nn.relu(h)[..., None], (2,), (1,), "SAME")[..., 0]
+        }[a] for a in acts]
 
   def net(x):
     h = f[0](x @ W[0] + b[0])
@@ -127,10 +130,11 @@ def _toy(acts, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("acts", [("relu", "relu"), ("sigmoid", "tanh")])
+@pytest.mark.parametrize("acts", [("relu", "relu"), ("sigmoid", "tanh"), ("relu", "maxpool")])
 def test_below_dense_grid_on_2d_nets(acts):
-  """No grid point of the box closer than the radius has another label."""
-  net = _toy(acts, 0 if acts[0] == "relu" else 1)
+  """No grid point of the box closer than the radius has another label (α-CROWN
+  on max-pooling: its optimised upper lines of the windows)."""
+  net = _toy(acts, {"relu": 0, "tanh": 1, "maxpool": 2}[acts[1]])
   g = np.linspace(0, 1, 301, dtype=np.float32)
   grid = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
   pred = np.asarray(jnp.argmax(net(jnp.asarray(grid)), -1))

@@ -1,9 +1,12 @@
-"""α-CROWN: the ReLUs' lower slopes optimised by gradient (Xu et al., ICLR 2021).
+"""α-CROWN: the ReLUs' lower slopes optimised by gradient (Xu et al., ICLR 2021),
+and the max-pool windows' upper lines with them.
 
-Any slope α ∈ [0, 1] gives a valid lower line of an unstable ReLU, so every
-choice of slopes gives sound bounds. Starting from CROWN's adaptive slopes, a
-few Adam steps (optax) maximise Σ_j min(bound_j, 0), the part of the margins
-not yet certified. One α per unit, shared by all margins and by every
+Any slope α ∈ [0, 1] gives a valid lower line of an unstable ReLU, and any
+weights in [0, 1] a valid upper line of an undominated max-pool window (a
+convex mix of DeepPoly's constant and two linear lines, `pool.upper_lines`),
+so every choice gives sound bounds. Starting from CROWN's adaptive slopes and
+DeepPoly's pool lines, a few Adam steps (optax) maximise Σ_j min(bound_j, 0),
+the part of the margins not yet certified. One α per unit, shared by all margins and by every
 backward pass (auto_LiRPA's `share_alphas`; Xu et al. keep one per unit and
 start node). With `alpha_scope='all'` (the default) the slopes enter every
 pass: an intermediate layer's bounds are recomputed from them at each step,
@@ -27,14 +30,14 @@ def margins(c: bounds.Ctx, eps):
   """Lower bounds of the margins at radius ε with optimised ReLU slopes."""
   iv, rl, slopes = bounds.forward(c, eps)
   low0 = bounds.final(c, iv, rl, eps)
-  if not c.plan.relus or c.opts.alpha_steps == 0:
+  if not slopes or c.opts.alpha_steps == 0:
     return low0
 
   def low(a):
     if c.opts.alpha_scope == "all":  # every pass, the intermediate bounds' too
       iv_a, rl_a, _ = bounds.forward(c, eps, a)
       return bounds.final(c, iv_a, rl_a, eps, fold=False)
-    lines = {k: bounds.act_lines(c, k, iv, a[k]) for k in a}
+    lines = {k: bounds.relaxation(c, k, iv, a[k]) for k in a}
     return bounds.final(c, iv, {**rl, **lines}, eps, fold=False)
 
   def loss(a):

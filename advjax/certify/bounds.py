@@ -141,9 +141,13 @@ def _consts(c: Ctx, n) -> list:
   return [None if _b(c.g, i) else as_dtype(read(c.env, i), c.x0.dtype) for i in n.ins]
 
 
-def act_lines(c: Ctx, k: int, iv, slope):
-  """The widened lines of activation node k with a given ReLU slope."""
-  return _act(c, k, iv, slope)[0]
+def relaxation(c: Ctx, k: int, iv, alpha):
+  """The relaxation of node k (an activation or a window max) with α's
+  parameters: a ReLU's lower slopes or a pool's upper-line weights."""
+  n = c.g.nodes[k]
+  if c.plan.kinds[k] == "max":
+    return pool.relax(n, *iv[next(i for i in n.ins if _b(c.g, i))], c.opts.slack, alpha)
+  return _act(c, k, iv, alpha)[0]
 
 
 def _act(c: Ctx, k: int, iv, slope):
@@ -170,9 +174,9 @@ def _act(c: Ctx, k: int, iv, slope):
 
 def forward(c: Ctx, eps, alphas: dict | None = None):
   """Intervals of every bounded variable and the relaxation of every
-  non-affine node at radius ε: (intervals, relaxations, default ReLU slopes).
-  `alphas` (node -> lower slopes, α-CROWN) replace the default slopes of those
-  ReLUs in every pass above them, the intermediate layers' included."""
+  non-affine node at radius ε: (intervals, relaxations, α's defaults: ReLU
+  slopes and pool weights). `alphas` (node -> those, α-CROWN) replace the
+  defaults in every pass above them, the intermediate layers' included."""
   g, dtype = c.g, c.x0.dtype
   tol = c.opts.slack
   lo_x, hi_x = c.x0 - eps, c.x0 + eps
@@ -198,7 +202,8 @@ def forward(c: Ctx, eps, alphas: dict | None = None):
       rl[k], (l, u), slopes[k] = _act(c, k, iv, (alphas or {}).get(k))
     elif kind == "max":
       z = next(i for i in n.ins if _b(g, i))
-      rl[k] = pool.relax(n, *iv[z], c.opts.slack)
+      rl[k] = pool.relax(n, *iv[z], c.opts.slack, (alphas or {}).get(k))
+      slopes[k] = pool.default_weights(rl[k])
       l, u = pool.interval(n, *iv[z])
     elif kind == "pair":  # max/min of two x-dependent operands (MinMax)
       (la, ua), (lb, ub) = iv[n.ins[0]], iv[n.ins[1]]

@@ -43,7 +43,8 @@ class CertifyOptions(NamedTuple):
       'crown'/'alpha-crown' then read '...+intervals' (a looser bound). The
       paper's conv net: 2²³ lets fc1 (256 rows × 25,088) take the dense pass
       (~51 MB per example in float64).
-    alpha_steps: Adam steps on the ReLU slopes ('alpha-crown').
+    alpha_steps: Adam steps on the ReLU slopes and the max-pool upper lines
+      ('alpha-crown').
     alpha_lr: their learning rate.
     alpha_scope: 'all' (the slopes enter every backward pass, so the
       intermediate layers' bounds are optimised with them, as α-CROWN does;

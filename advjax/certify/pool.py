@@ -119,12 +119,12 @@ def pull(node: Node, lam, r: PoolRelax, in_shape, dtype):
   free = jnp.where(r.dom, 0.0, neg)  # rows on undominated windows' upper lines
   coef = pos + jnp.where(r.dom, neg, 0.0)
   if r.upper is None:  # DeepPoly: every row through z_j alone
-    const = free * r.top
+    const = free * jnp.where(r.dom, 0.0, r.top)  # no 0·∞ on a dominated window
     sel = lambda z: jnp.sum(r.onehot * patches(node, z, 0.0), 0)
   else:  # per element: z_j's coefficient and the upper line's
     a, b = r.upper
     coef = coef[:, None] * r.onehot + free[:, None] * a
-    const = free * b
+    const = free * jnp.where(r.dom, 0.0, b)
     sel = lambda z: patches(node, z, 0.0)
   _, back = jax.vjp(sel, jnp.zeros(in_shape, dtype))
   lam_in, = jax.vmap(back)(coef)

@@ -295,20 +295,21 @@ def test_pool_upper_lines_hold_at_every_point():
   k = next(i for i, n in enumerate(g.nodes) if n.prim.name.startswith("reduce_window"))
   node = g.nodes[k]
   rng = np.random.RandomState(0)
-  for trial in range(6):
-    l = rng.randn(1, 4, 4, 2) * (0.1 if trial % 2 else 1.0)  # near ties, then spread
-    u = l + rng.rand(1, 4, 4, 2) * (0.05 if trial == 2 else 1.0)
-    r = pool.relax(node, jnp.asarray(l), jnp.asarray(u), 1e-7)
-    w = jnp.asarray(rng.rand(2, *r.top.shape))
-    w = w.at[0].set(jnp.where(rng.rand(*r.top.shape) < 0.2, 1.0, w[0] * (trial / 5)))
-    a, b = pool.upper_lines(r, pool.patches(node, l, -jnp.inf), pool.patches(node, u, -jnp.inf),
-                            1e-7, w)
-    corners = rng.randint(0, 2, (200, 1, 4, 4, 2))
-    z = np.concatenate([l + corners * (u - l), l + rng.rand(200, 1, 4, 4, 2) * (u - l)])
-    for zi in z:
-      y = np.asarray(jnp.max(pool.patches(node, jnp.asarray(zi), -jnp.inf), 0))
-      line = np.asarray(jnp.sum(a * pool.patches(node, jnp.asarray(zi), 0.0), 0) + b)
-      assert np.all(y <= line), (trial, np.max(y - line))
-    top = np.asarray(w[0]) == 1.0
-    np.testing.assert_array_equal(np.asarray(b)[top], np.asarray(r.top)[top])
-    assert not np.any(np.asarray(a)[:, top])
+  with jax.enable_x64(True):  # as the certificate computes (float64 bounds)
+    for trial in range(6):
+      l = rng.randn(1, 4, 4, 2) * (0.1 if trial % 2 else 1.0)  # near ties, then spread
+      u = l + rng.rand(1, 4, 4, 2) * (0.05 if trial == 2 else 1.0)
+      r = pool.relax(node, jnp.asarray(l), jnp.asarray(u), 1e-7)
+      w = jnp.asarray(rng.rand(2, *r.top.shape))
+      w = w.at[0].set(jnp.where(rng.rand(*r.top.shape) < 0.2, 1.0, w[0] * (trial / 5)))
+      a, b = pool.upper_lines(r, pool.patches(node, l, -jnp.inf), pool.patches(node, u, -jnp.inf),
+                              1e-7, w)
+      corners = rng.randint(0, 2, (200, 1, 4, 4, 2))
+      z = np.concatenate([l + corners * (u - l), l + rng.rand(200, 1, 4, 4, 2) * (u - l)])
+      for zi in z:
+        y = np.asarray(jnp.max(pool.patches(node, jnp.asarray(zi), -jnp.inf), 0))
+        line = np.asarray(jnp.sum(a * pool.patches(node, jnp.asarray(zi), 0.0), 0) + b)
+        assert np.all(y <= line), (trial, np.max(y - line))
+      top = np.asarray(w[0]) == 1.0
+      np.testing.assert_array_equal(np.asarray(b)[top], np.asarray(r.top)[top])
+      assert not np.any(np.asarray(a)[:, top])

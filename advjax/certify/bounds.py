@@ -51,14 +51,12 @@ class Plan(NamedTuple):
   Attributes:
     kinds: per node, None (x-independent) or its `rules.category`.
     refine: variables tightened by a backward pass of their own.
-    relus: nodes with a free lower slope (max/min with a constant).
     affine_x: variables that are affine functions of x (no rounding on the way).
     rounds: node index -> the `rounding.Format` its result is rounded to
       (nodes that compute in a float narrower than float32).
   """
   kinds: tuple
   refine: frozenset
-  relus: tuple
   affine_x: frozenset
   rounds: dict
   patched: frozenset = frozenset()  # refined by `patches` (option patches)
@@ -119,9 +117,7 @@ def make_plan(g: Graph, opts) -> Plan:
       patched.add(v)
     else:
       left += 1
-  relus = tuple(k for k, (n, kind) in enumerate(zip(g.nodes, kinds))
-                if kind == "act" and n.prim.name in ("max", "min"))
-  return Plan(tuple(kinds), frozenset(refine), relus, frozenset(affine_x), rounds,
+  return Plan(tuple(kinds), frozenset(refine), frozenset(affine_x), rounds,
               frozenset(patched), left)
 
 

@@ -53,14 +53,17 @@ def options(opts: Any) -> dict:
 # Certificate options added after radii were first recorded, at their old behaviour.
 CERTIFY_LEGACY = {"lipschitz_floor": False, "rtol": 0.0, "lipschitz_units": False,
                   "patches": False, "patch_budget": 1 << 22, "alpha_scope": "output"}
+# Options added later that change some methods only: left out of the others'
+# identity, so their records resume (the slopes' scope changes α-CROWN only).
+CERTIFY_USED_BY = {"alpha_scope": ("alpha-crown",)}
 
 
 def certify_options(opts: Any) -> dict:
   """`CertifyOptions` as a dict equal across advjax versions for the same behaviour."""
   d = opts._asdict() if hasattr(opts, "_asdict") else dict(opts)
-  if d.get("method") != "alpha-crown":  # the slopes' scope changes α-CROWN only
-    d.pop("alpha_scope", None)
-  return {k: v for k, v in d.items() if not (k in CERTIFY_LEGACY and v == CERTIFY_LEGACY[k])}
+  m = d.get("method")
+  return {k: v for k, v in d.items() if m in CERTIFY_USED_BY.get(k, (m,))
+          and not (k in CERTIFY_LEGACY and v == CERTIFY_LEGACY[k])}
 
 
 # The ε search's rule (`certify.search`); records without it were searched by

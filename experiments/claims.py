@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from advjax.certify import search
+
 RESULTS = os.path.join("experiments", "results")
 
 
@@ -263,7 +265,7 @@ def alpha_pool_lines_lift_conv_crown(r: dict) -> tuple[bool, str]:
   for s, v in r["conv_alpha"].items():
     a = np.array(v["alpha-out+patches+fc"]["rho"])
     c = np.array(v["crown+patches+fc"]["rho"])
-    q[s] = (float(np.median(a / c)), bool(np.all(a >= c * (1 - 2e-5))))
+    q[s] = (float(np.median(a / c)), bool(np.all(a >= c * search.TIE)))
   held = len(q) >= 3 and all(m >= 1.03 and ok for m, ok in q.values())
   return held, ", ".join(f"seed {s} ×{m:.3f}{'' if ok else ' (an image below)'}"
                          for s, (m, ok) in q.items()) or "no rows"

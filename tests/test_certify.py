@@ -20,7 +20,7 @@ from advjax.certify import CertifyOptions, search
 
 SHAPE = (6, 6, 1)
 OPTS = CertifyOptions(alpha_steps=4)
-TIE = 1 - 2 * search.RESOLUTION  # a bound above another: its radius, up to the search
+TIE = search.TIE  # a bound above another: its radius, up to the search
 
 
 class MLP(nn.Module):

@@ -96,7 +96,7 @@ def _check(prog, draw, runs):
   for hi, low in pairs + [(("crown", True, "float64"), ("ibp", True, "float64"))]:
     if hi in radii and low in radii:  # a tighter bound, a larger radius, where both converged
       both = done[hi] & done[low]     # (`steps` trials may stop two searches apart)
-      assert np.all((radii[hi] >= radii[low] * (1 - 2 * search.RESOLUTION)) | ~both), (
+      assert np.all((radii[hi] >= radii[low] * search.TIE) | ~both), (
           prog, draw, hi, radii[hi], low, radii[low])
       TALLY.update(compared=int(both.sum()))
   TALLY.update(nets=1, examples=len(x), radii=len(x) * len(runs),

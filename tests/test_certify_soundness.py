@@ -202,7 +202,7 @@ def test_alpha_crown_never_below_crown_and_finite(box):
     crown = certify.radius((net, p), x, method="crown", options=o)
     alpha = certify.radius((net, p), x, method="alpha-crown", options=o)
     assert np.all(np.isfinite(alpha.margin)) and np.all(np.isfinite(alpha.l2))
-    assert np.all(np.asarray(alpha.l2) >= np.asarray(crown.l2) * (1 - 2 * search.RESOLUTION)), seed
+    assert np.all(np.asarray(alpha.l2) >= np.asarray(crown.l2) * search.TIE), seed
     assert np.all(np.asarray(alpha.l2) <= _grid_distance(lambda v: net(p, v), x))
 
 

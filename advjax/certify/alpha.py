@@ -37,7 +37,7 @@ def margins(c: bounds.Ctx, eps):
     if c.opts.alpha_scope == "all":  # every pass, the intermediate bounds' too
       iv_a, rl_a, _ = bounds.forward(c, eps, a)
       return bounds.final(c, iv_a, rl_a, eps, fold=False)
-    lines = {k: bounds.relaxation(c, k, iv, a[k]) for k in a}
+    lines = {k: bounds.relaxation(c, k, iv, a[k])[0] for k in a}
     return bounds.final(c, iv, {**rl, **lines}, eps, fold=False)
 
   def loss(a):

@@ -138,12 +138,15 @@ def _consts(c: Ctx, n) -> list:
 
 
 def relaxation(c: Ctx, k: int, iv, alpha):
-  """The relaxation of node k (an activation or a window max) with α's
-  parameters: a ReLU's lower slopes or a pool's upper-line weights."""
+  """(lines, out interval, α's default) of node k, an activation or a window
+  max, with α's parameters (a ReLU's lower slopes or a pool's upper-line
+  weights; None: the defaults)."""
   n = c.g.nodes[k]
   if c.plan.kinds[k] == "max":
-    return pool.relax(n, *iv[next(i for i in n.ins if _b(c.g, i))], c.opts.slack, alpha)
-  return _act(c, k, iv, alpha)[0]
+    z = next(i for i in n.ins if _b(c.g, i))
+    lines = pool.relax(n, *iv[z], c.opts.slack, alpha)
+    return lines, pool.interval(n, *iv[z]), pool.default_weights(lines)
+  return _act(c, k, iv, alpha)
 
 
 def _act(c: Ctx, k: int, iv, slope):
@@ -194,13 +197,8 @@ def forward(c: Ctx, eps, alphas: dict | None = None):
       elif c.lu is not None and o in c.lu:  # the layer norms' per-unit bound
         w = eps * c.lu[o] * (1 + tol) + tol * _scale(l, u)
         l, u = jnp.maximum(l, c.clean[o] - w), jnp.minimum(u, c.clean[o] + w)
-    elif kind == "act":
-      rl[k], (l, u), slopes[k] = _act(c, k, iv, (alphas or {}).get(k))
-    elif kind == "max":
-      z = next(i for i in n.ins if _b(g, i))
-      rl[k] = pool.relax(n, *iv[z], c.opts.slack, (alphas or {}).get(k))
-      slopes[k] = pool.default_weights(rl[k])
-      l, u = pool.interval(n, *iv[z])
+    elif kind in ("act", "max"):
+      rl[k], (l, u), slopes[k] = relaxation(c, k, iv, (alphas or {}).get(k))
     elif kind == "pair":  # max/min of two x-dependent operands (MinMax)
       (la, ua), (lb, ub) = iv[n.ins[0]], iv[n.ins[1]]
       rl[k] = pair.lines(n.prim.name, la, ua, lb, ub, c.opts.slack)

@@ -64,6 +64,7 @@ STALL = 3  # trials in a row that may step more than half the step before, befor
 # Trials stay a factor 1 + RESOLUTION from the bracket's ends: at rtol 0 the radii of
 # two bounds, one above the other everywhere, are ordered up to this factor.
 RESOLUTION = 1e-5
+TIE = 1 - 2 * RESOLUTION  # radii of a bound above another everywhere: ≥ TIE × the other's
 
 
 def _inside(s: _Search, rtol: float):

@@ -51,6 +51,9 @@ VARIANTS = {
                                                    crown_budget=1 << 23, alpha_scope="output"),
     "plain+patches+fc": certify.CertifyOptions(patches=True, crown_budget=1 << 23,
                                                box=False),
+    # the same CROWN computed in float32 (its rounding bounded by the slack): ~2× faster
+    "crown+patches+fc32": certify.CertifyOptions(patches=True, crown_budget=1 << 23,
+                                                 dtype="float32"),
 }
 CONV = ("crown+units", "crown+patches+fc", "crown+patches+fc+units", "alpha+patches+fc",
         "plain+patches+fc")

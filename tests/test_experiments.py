@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from advjax import checkpoint, data, evaluate, protocol
+from advjax.certify import CertifyOptions
 from experiments import (adv_search, adv_training, certify, claims, common, configs,
                          figures, reproduce, table1, table2, table34, tables, train_models)
 from experiments.configs import certify as c_cert
@@ -233,6 +234,21 @@ def test_certify_brackets_the_minimal_distortion(quick):
   mlp = out["models"]["FC100-100-10"]["methods"]
   assert mlp["crown"]["mean_l2"] >= mlp["ibp"]["mean_l2"] and "exact" not in mlp
   assert os.path.exists(res / "bracket_FC100-100-10.png")
+
+
+def test_certify_conv_options():
+  """The conv net's CROWN: per-unit Lipschitz cuts by default; with
+  conv_patches, patches + fc1's dense pass in conv_dtype (its own cache folder);
+  every other net and method as given."""
+  cfg = c_cert.get_config()
+  assert certify._options(cfg, "conv", "crown") == (
+      CertifyOptions(rtol=cfg.conv_rtol, lipschitz_units=True), "crown+units")
+  p = dataclasses.replace(cfg, conv_patches=True, conv_dtype="float32")
+  opts, folder = certify._options(p, "conv", "crown")
+  assert (opts.patches, opts.crown_budget, opts.dtype, folder) == (
+      True, 1 << 23, "float32", "crown+patches+fc32")
+  assert certify._options(p, "conv", "ibp")[1] == "ibp+units"
+  assert certify._options(p, "FC100-100-10", "crown") == (CertifyOptions(), "crown")
 
 
 @pytest.mark.slow

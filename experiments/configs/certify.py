@@ -63,6 +63,12 @@ class Config(common.ExperimentConfig):
     conv_units: the conv net's IBP and CROWN cut every pre-activation's
       interval by its per-unit Lipschitz bound (`lipschitz_units`; without
       it CROWN fell below the global Lipschitz bound there).
+    conv_patches: the conv net's CROWN runs through its convolutions in
+      patches and fc1 by its own dense pass (`patches=True`,
+      `crown_budget=2**23`, issue 28: ~2× the median ρ/d of `conv_units`, ~15×
+      its time), in `conv_dtype`; its cache folder reads 'crown+patches+fc'.
+    conv_dtype: the float of that CROWN ('float32': its rounding in the
+      slack, ~2× faster per trial, ~1% smaller radii than 'float64').
     more_seeds: further training seeds (checkpoints runs/models/seed<s>/) of
       `more_seeds_models` (every net; the conv net's seeds 1–2 take ≈ 19 min
       each to train), reported as mean ± sd over all seeds beside the first
@@ -82,6 +88,8 @@ class Config(common.ExperimentConfig):
   paper_on_affine: bool = True
   conv_rtol: float = 0.01
   conv_units: bool = True
+  conv_patches: bool = False
+  conv_dtype: str = "float64"
   yardstick: bool = True
   yardstick_epochs: int = 3
   more_seeds: tuple[int, ...] = (1, 2)

@@ -284,7 +284,10 @@ def check_finite(apply, params, x, index=None) -> None:
                      "no attack or certificate can succeed on it.")
 
 
-def problem(model: Any, x, bounds=(0.0, 1.0), *, target=None, label=None,
+BOX = (0.0, 1.0)  # the default box of every public entry point: pixels in [0, 1]
+
+
+def problem(model: Any, x, bounds=BOX, *, target=None, label=None,
             check_logits: bool = True) -> Problem:
   """Validates a job's inputs (§4.1): x (N, ...) in the box, the box (one input's
   shape or per example), the model (K >= 2 logits, batch-independent, finite on

@@ -182,7 +182,7 @@ def solve_batch(apply, params, K: int, options: AttackOptions, x, lo, hi, target
   return best
 
 
-def lbfgs(model: Any, x, target=None, *, bounds=(0.0, 1.0),
+def lbfgs(model: Any, x, target=None, *, bounds=inputs.BOX,
           options: AttackOptions = AttackOptions(), label=None,
           untargeted: str = "all", key: jax.Array | None = None) -> AttackResult:
   """The box-constrained L-BFGS attack (Szegedy et al. §4.1) on a batch.

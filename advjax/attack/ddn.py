@@ -159,7 +159,7 @@ batch_jit = jax.jit(batch, static_argnums=(0, 1, 7))
 _D = DDNOptions()  # the defaults, written once (in DDNOptions)
 
 
-def ddn(model: Any, x, target=None, *, bounds=(0.0, 1.0), steps: int = _D.steps,
+def ddn(model: Any, x, target=None, *, bounds=inputs.BOX, steps: int = _D.steps,
         gamma: float = _D.gamma, init_epsilon: float = _D.init_epsilon,
         alpha: float = _D.alpha, label=None) -> DDNResult:
   """DDN (Rony et al. 2019), the first-order pass of the §4.1 attack's default.

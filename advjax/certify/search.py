@@ -307,7 +307,7 @@ def _constants_or_none(apply, params):
   return lip
 
 
-def radius(model, x, label=None, *, bounds=(0.0, 1.0), method: str = "crown",
+def radius(model, x, label=None, *, bounds=inputs.BOX, method: str = "crown",
            options: CertifyOptions = CertifyOptions()) -> CertifyResult:
   """Certified L2 radii of a batch (the lower end of each example's bracket).
 

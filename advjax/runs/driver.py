@@ -223,7 +223,7 @@ def save(path: str, results: dict[str, np.ndarray]) -> None:
   store.atomic_write(path, buf.getvalue())
 
 
-def run(model: Any, x, target, out_dir: str, *, bounds=(0.0, 1.0), options=None,
+def run(model: Any, x, target, out_dir: str, *, bounds=inputs.BOX, options=None,
         label=None, untargeted: str = "all", key=None, **engine) -> dict[str, np.ndarray]:
   """Attacks x (N, ...) batch by batch, appending results to out_dir (§4.1).
 

@@ -31,7 +31,7 @@ def hi(s: dict) -> float:
 
 def load(folder: str = RESULTS,
          names=("table1", "table2", "table34", "adv_training", "certify",
-                "lipschitz_training")) -> dict:
+                "lipschitz_training", "certify_conv_patches")) -> dict:
   """{name: results.json} of the given experiments under `folder`."""
   out = {"conv_patches": _conv_patches(folder), "conv_alpha": _conv_patches(folder, "alpha10_seed")}
   for n in names:
@@ -247,6 +247,19 @@ def patches_lift_the_conv_bracket(r: dict) -> tuple[bool, str]:
   return held, ", ".join(f"seed {s} {p:.4f} vs {u:.4f}" for s, (p, u) in q.items()) or "no rows"
 
 
+def patches_lift_the_1000_image_conv_bracket(r: dict) -> tuple[bool, str]:
+  """On the bracket's 1,000 test images (seed 0), CROWN through the convolutions
+  (patches, fc1's dense pass, float32) certifies at least twice the median ρ/d
+  of the committed bracket's CROWN with per-unit Lipschitz cuts, and no radius
+  is above the attack's distance (issue 28, session 13)."""
+  if "conv" not in r.get("certify_conv_patches", {}).get("models", {}):
+    return False, "no rows"
+  new, old = (r[k]["models"]["conv"] for k in ("certify_conv_patches", "certify"))
+  p, u = (m["methods"]["crown"]["median_ratio"] for m in (new, old))
+  held = new["n"] >= 1000 and p >= 2 * u and new["violations"] == 0
+  return held, f"{p:.4f} vs {u:.4f} on {new['n']} images, {new['violations']} violations"
+
+
 def conv_bracket_reaches_0_04(r: dict) -> tuple[bool, str]:
   """Issue 28's target: the best certificate's median ρ/d on the paper's conv
   net is at least 0.04 on every seed."""
@@ -274,6 +287,7 @@ def alpha_pool_lines_lift_conv_crown(r: dict) -> tuple[bool, str]:
 CLAIMS: dict[str, Callable[[dict], tuple[bool, str]]] = {
     "alpha_pool_lines_lift_conv_crown": alpha_pool_lines_lift_conv_crown,
     "patches_lift_the_conv_bracket": patches_lift_the_conv_bracket,
+    "patches_lift_the_1000_image_conv_bracket": patches_lift_the_1000_image_conv_bracket,
     "conv_bracket_reaches_0_04": conv_bracket_reaches_0_04,
     "penalty_improves_error": penalty_improves_error,
     "penalty_shrinks_bound_product": penalty_shrinks_bound_product,
@@ -318,5 +332,7 @@ EXPECTED = {"success_small_distortion": True, "decay_raises_distortion": True,
             # issue 28 (session 11, 20 images per seed, BUILD_NOTES.md §5b): patches
             # double the conv bracket on every seed; the target 0.04 is missed
             "patches_lift_the_conv_bracket": True, "conv_bracket_reaches_0_04": False,
+            # session 13: seed 0, 1,000 images, float32 (BUILD_NOTES.md §5b)
+            "patches_lift_the_1000_image_conv_bracket": True,
             # issue 28 (session 12, 10 images per seed): the pool lines lift α-CROWN
             "alpha_pool_lines_lift_conv_crown": True}

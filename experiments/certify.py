@@ -72,7 +72,7 @@ def _options(cfg, name: str, method: str) -> tuple[CertifyOptions, str]:
     return opts, method
   opts = opts._replace(rtol=cfg.conv_rtol)  # its CROWN is the slow one: stop at 1%
   if cfg.conv_patches and method == "crown":  # issue 28: no interval for a conv layer
-    opts = opts._replace(patches=True, crown_budget=1 << 23, dtype=cfg.conv_dtype)
+    opts = config.CONV_PATCHES._replace(rtol=cfg.conv_rtol, dtype=cfg.conv_dtype)
     return opts, "crown+patches+fc" + ("32" if cfg.conv_dtype == "float32" else "")
   if cfg.conv_units and method in ("ibp", "crown"):
     return opts._replace(lipschitz_units=True), method + "+units"

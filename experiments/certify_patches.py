@@ -30,30 +30,25 @@ import numpy as np
 
 from advjax import adapt, certify, checkpoint, data, evaluate, models, train
 from advjax.attack import lbfgs
+from experiments.configs.certify import CONV_PATCHES as FC
 
 VARIANTS = {
     "crown": certify.CertifyOptions(),
     "crown+patches": certify.CertifyOptions(patches=True),
     "dense": certify.CertifyOptions(crown_budget=1 << 40),
     "plain": certify.CertifyOptions(crown_budget=1 << 40, box=False),
-    # the paper's conv net: its dense layer after the flatten refined by the
-    # dense pass too (256 rows × 25,088: ~51 MB per example)
-    "crown+patches+fc": certify.CertifyOptions(patches=True, crown_budget=1 << 23),
+    # the paper's conv net: patches, and fc1 by the dense pass too (CONV_PATCHES)
+    "crown+patches+fc": FC,
     # the bracket's conv rows (experiments.certify: conv_units) and with patches
     "crown+units": certify.CertifyOptions(lipschitz_units=True),
-    "crown+patches+fc+units": certify.CertifyOptions(patches=True, crown_budget=1 << 23,
-                                                     lipschitz_units=True),
+    "crown+patches+fc+units": FC._replace(lipschitz_units=True),
     # α-CROWN on top: its slopes in every pass (the default), or in the
     # output's pass only; a plain CROWN (box ignored) beside them
-    "alpha+patches+fc": certify.CertifyOptions(method="alpha-crown", patches=True,
-                                               crown_budget=1 << 23),
-    "alpha-out+patches+fc": certify.CertifyOptions(method="alpha-crown", patches=True,
-                                                   crown_budget=1 << 23, alpha_scope="output"),
-    "plain+patches+fc": certify.CertifyOptions(patches=True, crown_budget=1 << 23,
-                                               box=False),
+    "alpha+patches+fc": FC._replace(method="alpha-crown"),
+    "alpha-out+patches+fc": FC._replace(method="alpha-crown", alpha_scope="output"),
+    "plain+patches+fc": FC._replace(box=False),
     # the same CROWN computed in float32 (its rounding bounded by the slack): ~2× faster
-    "crown+patches+fc32": certify.CertifyOptions(patches=True, crown_budget=1 << 23,
-                                                 dtype="float32"),
+    "crown+patches+fc32": FC._replace(dtype="float32"),
 }
 CONV = ("crown+units", "crown+patches+fc", "crown+patches+fc+units", "alpha+patches+fc",
         "plain+patches+fc")

@@ -8,7 +8,7 @@ bounds every step) and the existing training loop:
 
   * `Schedule`: ε ramped, never full from the start. BCP: one clean epoch,
     then linear from 0 to ε over 20 epochs while the clean loss's weight
-    falls from 1 to 0; CAP: linear from 0.01·ε; GloRo: a log ramp from
+    falls from 1 to 0; CAP: linear from 0.01·ε; GloRo: its '-log-' ramp from
     0.01·ε to 1.1·ε over the first half of training, then held (trained above
     ε, evaluated at ε). At the full ε from the first step, training stalls at
     a constant classifier.
@@ -34,18 +34,21 @@ import optax
 
 from advjax import criteria
 
-SCHEDULES = ("constant", "linear", "log")
+SCHEDULES = ("constant", "linear", "exp", "log")
 
 
 class Schedule(NamedTuple):
-  """ε's multiplier and the clean loss's weight as functions of the epoch
-  (fractional: epoch + step / steps per epoch).
+  """ε and the clean loss's weight as functions of the epoch (fractional:
+  epoch + step / steps per epoch).
 
   Attributes:
-    kind: 'constant' (1 throughout), 'linear' (start → 1 between `begin` and
-      `end`), 'log' (geometric from start to `overshoot`, then held).
+    kind: 'constant' (`overshoot`·ε throughout); from start·ε at `begin` to
+      overshoot·ε at `end`, then held: 'linear'; 'exp' (geometric); 'log'
+      (GloRo's `-log-`, `gloro/training/schedules.py`: ε_t = log((e^hi − e^lo)·t
+      + e^lo) with lo, hi in ε's units, so concave: half way it is already ~70%
+      of hi at ε = 1.58).
     begin, end: epochs where the ramp starts and reaches its top.
-    start: the multiplier at `begin` (BCP 0, CAP 0.01, GloRo 0.01).
+    start: the multiplier of ε at `begin` (BCP 0, CAP 0.01, GloRo 0.01).
     overshoot: the top (GloRo trains at 1.1·ε).
     clean_fade: the clean loss's weight falls 1 → 0 over the ramp (BCP).
   """
@@ -61,8 +64,8 @@ class Schedule(NamedTuple):
       raise ValueError(f"schedule kind {self.kind!r}: use one of {SCHEDULES}.")
     if not 0 <= self.begin <= self.end or self.start < 0 or self.overshoot <= 0:
       raise ValueError(f"need 0 <= begin <= end, start >= 0, overshoot > 0: {self}.")
-    if self.kind == "log" and self.start <= 0:
-      raise ValueError("a 'log' ramp needs start > 0 (GloRo's 0.01).")
+    if self.kind == "exp" and self.start <= 0:
+      raise ValueError("an 'exp' (geometric) ramp needs start > 0.")
     return self
 
   def progress(self, epoch):
@@ -70,14 +73,17 @@ class Schedule(NamedTuple):
     span = max(self.end - self.begin, 1e-12)
     return jnp.clip((jnp.asarray(epoch, jnp.float32) - self.begin) / span, 0.0, 1.0)
 
-  def eps_scale(self, epoch):
-    """The multiplier of ε at `epoch`."""
+  def eps_at(self, epoch, eps):
+    """The training radius at `epoch` for the radius `eps` evaluated at."""
+    hi = jnp.float32(self.overshoot * eps)
     if self.kind == "constant":
-      return jnp.float32(self.overshoot)
-    t = self.progress(epoch)
+      return hi
+    t, lo = self.progress(epoch), jnp.float32(self.start * eps)
     if self.kind == "linear":
-      return self.start + t * (self.overshoot - self.start)
-    return self.start * (self.overshoot / self.start) ** t
+      return lo + t * (hi - lo)
+    if self.kind == "exp":
+      return lo * (hi / lo) ** t
+    return jnp.log((jnp.exp(hi) - jnp.exp(lo)) * t + jnp.exp(lo))
 
   def clean_weight(self, epoch):
     """The clean cross-entropy's weight (1, or fading to 0 over the ramp)."""
@@ -89,7 +95,8 @@ CAP = Schedule("linear", begin=0, end=20, start=0.01)
 
 
 def gloro_schedule(epochs: int) -> Schedule:
-  """GloRo's '[0.01]-log-[50%:1.1]': log ramp over the first half, then 1.1."""
+  """GloRo's '[0.01]-log-[50%:1.1]': its log ramp from 0.01·ε to 1.1·ε over the
+  first half of the epochs, then held."""
   return Schedule("log", begin=0, end=epochs / 2, start=0.01, overshoot=1.1)
 
 
@@ -143,6 +150,7 @@ def gloro_loss(logits, y, below, kernel, eps, trades: float = 0.0):
 
 
 RECIPES = ("lmt", "lmt++", "gloro", "gloro-trades")
+CONV_BOUNDS = ("operator", "lmt")
 
 
 class Recipe(NamedTuple):
@@ -155,6 +163,8 @@ class Recipe(NamedTuple):
     c: LMT's constant c.
     trades: λ of the TRADES form ('gloro-trades').
     iters, refresh_iters, seed: the power iteration's (`advjax.regularise`).
+    conv_bound: a conv layer's bound in the loss: 'operator' (its operator
+      norm) or 'lmt' (LMT's code: √n·‖kernel matrix‖₂, `kernel_matrix_bound`).
   """
   kind: str = "gloro"
   eps: float = 1.58
@@ -164,10 +174,13 @@ class Recipe(NamedTuple):
   iters: int = 1
   refresh_iters: int = 10
   seed: int = 0
+  conv_bound: str = "operator"
 
   def check(self) -> "Recipe":
     if self.kind not in RECIPES:
       raise ValueError(f"recipe kind {self.kind!r}: use one of {RECIPES}.")
+    if self.conv_bound not in CONV_BOUNDS:
+      raise ValueError(f"conv_bound {self.conv_bound!r}: use one of {CONV_BOUNDS}.")
     if not self.eps > 0 or self.iters < 1 or self.refresh_iters < 0:
       raise ValueError(f"need eps > 0, iters >= 1, refresh_iters >= 0: {self}.")
     self.schedule.check()
@@ -196,6 +209,8 @@ def extra_loss(model, recipe: Recipe):
   from advjax.norms import regulariser as regularise  # pylint: disable=import-outside-toplevel
   recipe.check()
   ops = regularise.operators(model)
+  if recipe.conv_bound == "lmt":
+    ops = tuple(map(regularise.kernel_matrix_bound, ops))
   last = ops[-1].name
   advance = jax.jit(lambda p, s: regularise.update(ops, p, s, recipe.refresh_iters)[1])
 
@@ -212,7 +227,7 @@ def extra_loss(model, recipe: Recipe):
     sig, power = regularise.update(ops, params, state.power, recipe.iters)
     bounds = regularise.layer_bounds(ops, sig)
     logits = model.apply(params, x, train=rng is not None, rng=rng)
-    eps = recipe.eps * recipe.schedule.eps_scale(state.epoch)
+    eps = recipe.schedule.eps_at(state.epoch, recipe.eps)
     w = recipe.schedule.clean_weight(state.epoch)
     clean = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     rob = robust_loss(recipe, logits, y, bounds, params[last]["kernel"], eps)

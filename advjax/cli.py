@@ -319,7 +319,7 @@ def attack(args: argparse.Namespace) -> int:
   model, params, x, y, index = _select(args)
   target = None
   if args.targets == "random":
-    target = np.asarray(attack_lib.random_targets(key, y, model.num_classes))
+    target = attack_lib.seeded_targets(args.seed, y, model.num_classes)  # as the experiments
   pb = inputs.problem((model.apply, params), x, tuple(args.bounds), target=target, label=y,
                       check_logits=False)
   return _execute(args, job, pb, index,

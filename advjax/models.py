@@ -208,15 +208,17 @@ def _conv(lam: float = 1e-5) -> Model:
   return Model("conv", layers, (28, 28, 1), 10)
 
 
-def _wong_small() -> Model:
+def _wong_small(act: str = "relu", init: str = "default", name: str = "wong-small") -> Model:
   """Wong et al. (2018)'s small MNIST conv net (LMT's and CAP's): conv 16@4×4
-  stride 2 pad 1, ReLU, conv 32@4×4 stride 2 pad 1, ReLU, dense 100, ReLU, 10."""
+  stride 2 pad 1, ReLU, conv 32@4×4 stride 2 pad 1, ReLU, dense 100, ReLU, 10.
+  With MinMax and orthogonal init it is GloRo's `minmax_cnn_2C2F` ('2C2F':
+  its 'same' padding of a 4×4 stride-2 window on 28 or 14 pixels is 1 each side)."""
   L, pad = Layer, ((1, 1), (1, 1))
-  layers = (L("conv1", "conv", 16, (4, 4), 2, pad), L("relu1", "relu"),
-            L("conv2", "conv", 32, (4, 4), 2, pad), L("relu2", "relu"),
-            L("flatten", "flatten"), L("fc1", "dense", 100), L("relu3", "relu"),
-            L("logits", "dense", 10))
-  return Model("wong-small", layers, (28, 28, 1), 10)
+  layers = (L("conv1", "conv", 16, (4, 4), 2, pad, init=init), L(f"{act}1", act),
+            L("conv2", "conv", 32, (4, 4), 2, pad, init=init), L(f"{act}2", act),
+            L("flatten", "flatten"), L("fc1", "dense", 100, init=init), L(f"{act}3", act),
+            L("logits", "dense", 10, init=init))
+  return Model(name, layers, (28, 28, 1), 10)
 
 
 def _4c3f(act: str = "minmax") -> Model:
@@ -273,12 +275,12 @@ def alexnet(torchvision: bool = False, num_classes: int = 1000,
 
 NAMES = ("FC10(1e-4)", "FC10(1e-2)", "FC10(1)", "FC100-100-10", "FC200-200-10",
          "FC123-456-10", "AE400-10", "conv", "alexnet", "alexnet-torchvision",
-         "wong-small", "4C3F")
+         "wong-small", "2C2F", "4C3F")
 
 
 # Trained nets committed with the package (advjax/pretrained/<name>/: float32
 # params.msgpack, meta.json with its training config, SHA-256 and measured figures).
-PRETRAINED = ("lmt-wong-small",)
+PRETRAINED = ("gloro-2c2f", "lmt-wong-small")
 
 
 def pretrained(name: str) -> tuple[Model, Params]:
@@ -324,6 +326,7 @@ def get_model(name: str, dropout: float = 0.0) -> Model:
     raise ValueError(f"dropout is supported for FC<h1>-<h2>-10 nets only, not {name!r}.")
   builders = {"AE400-10": lambda: _ae(1e-6), "conv": _conv,
               "wong-small": _wong_small, "4C3F": _4c3f,
+              "2C2F": lambda: _wong_small("minmax", "orthogonal", "2C2F"),
               "alexnet": alexnet,
               "alexnet-torchvision": lambda: alexnet(torchvision=True)}
   if base not in builders:

@@ -26,7 +26,7 @@ import numpy as np
 
 from advjax import evaluate, models
 from advjax import data as data_lib
-from advjax.attack import AttackOptions, lbfgs, random_targets
+from advjax.attack import AttackOptions, lbfgs, seeded_targets
 from advjax.runs import driver
 
 Pair = tuple  # (models.Model, params)
@@ -53,10 +53,7 @@ def correct(pairs: Sequence[Pair], ds: data_lib.Dataset, n: int, seed: int) -> n
   return np.sort(order[ok[order]][:n])
 
 
-def targets(seed: int, y, num_classes: int) -> np.ndarray:
-  """One uniformly random wrong label per image (the paper's protocol)."""
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), len(y))
-  return np.asarray(random_targets(key, np.asarray(y), num_classes))
+targets = seeded_targets  # one uniformly random wrong label per image (the paper's protocol)
 
 
 def adversarial_set(model: models.Model, params, ds: data_lib.Dataset, n: int,

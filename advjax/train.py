@@ -32,6 +32,8 @@ from advjax import data as data_lib
 from advjax import models
 
 STATE = "state.msgpack"
+LR_SCHEDULES = ("constant", "cosine", "decay_after_half")
+LR_FINAL = 1e-6  # GloRo's final learning rate ('decay_after_half_to_0.000001')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +48,10 @@ class TrainConfig:
   batch_size: int = 128
   seed: int = 0
   frozen: tuple[str, ...] = ()  # layer names whose parameters stay fixed
-  schedule: str = "constant"  # or 'cosine': lr decays to 0 over all steps
+  # 'constant'; 'cosine' (lr decays to 0 over all steps); 'decay_after_half'
+  # (GloRo's 'decay_after_half_to_0.000001': lr held for half the steps, then
+  # decayed exponentially to LR_FINAL at the last step)
+  schedule: str = "constant"
   steps_per_epoch: int = 0  # for 'cosine'; 0 means n_train // batch_size
 
 
@@ -65,12 +70,18 @@ def loss_fn(model: models.Model, params, x, y, rng=None) -> jax.Array:
 def make_optimizer(cfg: TrainConfig, params, n: int = 0
                    ) -> optax.GradientTransformation:
   """The optimiser of `cfg` (n: training-set size, for the schedule's length)."""
-  lr = cfg.lr
+  lr, steps = cfg.lr, cfg.epochs * (cfg.steps_per_epoch or max(1, n // cfg.batch_size))
   if cfg.schedule == "cosine":
-    steps = cfg.epochs * (cfg.steps_per_epoch or max(1, n // cfg.batch_size))
     lr = optax.cosine_decay_schedule(cfg.lr, steps)
+  elif cfg.schedule == "decay_after_half":
+    if not cfg.lr > LR_FINAL:
+      raise ValueError(f"schedule 'decay_after_half' decays to {LR_FINAL}: need lr above it.")
+    half = steps // 2
+    lr = optax.join_schedules(
+        [optax.constant_schedule(cfg.lr),
+         optax.exponential_decay(cfg.lr, max(steps - half, 1), LR_FINAL / cfg.lr)], [half])
   elif cfg.schedule != "constant":
-    raise ValueError(f"schedule {cfg.schedule!r}: use 'constant' or 'cosine'.")
+    raise ValueError(f"schedule {cfg.schedule!r}: use one of {LR_SCHEDULES}.")
   if cfg.optimizer == "adam":
     opt = optax.adam(lr)
   elif cfg.optimizer == "sgd":

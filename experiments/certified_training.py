@@ -112,6 +112,21 @@ def run(cfg: config.Config, workdir: str) -> dict:
   return results()
 
 
+def publish(cfg: config.Config, cell_name: str, seed: int, name: str, info: dict) -> str:
+  """Copies a finished cell's float32 weights to advjax/pretrained/<name>/ (for
+  `models.pretrained`), its meta.json with the training config, the SHA-256, the
+  cell's measured row and `info` (what, input, reproduce, status); returns the folder."""
+  src = os.path.join(cfg.runs_dir, "certified_training", f"seed{seed}",
+                     cell_name.replace(" ", "_"))
+  model, params, meta = checkpoint.load(src)
+  row = common.read_json(os.path.join(src, "row.json"))
+  measured = {k: v for k, v in row.items() if k in FIELDS or "@" in k}
+  dest = os.path.join(os.path.dirname(models.__file__), "pretrained", name)
+  checkpoint.save(dest, model, params, dict(
+      meta, pretrained=dict(info, name=name, measured=measured, n_images=cfg.n_images)))
+  return dest
+
+
 def figure(results: dict, path: str) -> None:
   """Clean against certified accuracy at ε = 1.58, the published anchors ★."""
   plt = plots.plt
@@ -120,6 +135,10 @@ def figure(results: dict, path: str) -> None:
     if "certified@1.58" in f:
       ax.plot(100 * f["certified@1.58"]["mean"], 100 * f["clean_acc"]["mean"], "o", label=name)
   for name, (clean, cert) in config.ANCHORS.items():
+    if clean is None:  # certified accuracy published alone: a vertical line
+      ax.axvline(cert, color="k", ls=":", lw=0.8)
+      ax.annotate(name, (cert, 0.02), xycoords=("data", "axes fraction"), fontsize=7)
+      continue
     ax.plot(cert, clean, "k*", ms=8)
     ax.annotate(name, (cert, clean), fontsize=7, xytext=(3, 3), textcoords="offset points")
   ax.set(xlabel="certified accuracy at L2 ε = 1.58 (%)", ylabel="clean accuracy (%)",
@@ -141,7 +160,8 @@ def markdown(results: dict, cfg: config.Config) -> str:
     lines.append(f"| {name} | {f['clean_acc']['n']} | {fmt(f, 'clean_acc', 100)} | "
                  f"{fmt(f, 'median_ratio', 1, 3)} | {fmt(f, 'seconds_per_epoch', 1, 0)} | {acc} |")
   dead = results.get("collapsed") or []
-  anchors = "; ".join(f"{k} {a:.2f}% / {c:.2f}%" for k, (a, c) in config.ANCHORS.items())
+  anchors = "; ".join(f"{k} {'–' if a is None else f'{a:.2f}%'} / {c:.2f}%"
+                      for k, (a, c) in config.ANCHORS.items())
   return ("Accuracies (%) over the first test images (certified: correct and ρ ≥ ε, ρ the "
           "max of the cell's certificates; attacked: correct and d > ε); clean accuracy "
           "on all test images.\n\n" + "\n".join(lines)

@@ -7,7 +7,8 @@ of the same compiled function (`certify.batch`), and of the public
 `certify.radius` (what a user without the batched path writes); the batched path
 with `chunk` examples vmapped together. FC100-100-10 at 1,000 images (also with
 rtol=0.01), the conv net at 100 (rtol=0.01, as experiments.certify runs it) and
-with patches at 10 (issue 28: ~6 s per image).
+with patches at 10 (issue 28: ~6 s per image); the committed LMT-trained
+wong-small at 100, its convolutions as intervals and in patches.
 
 Command: python -m experiments.certify_speed [OUT.json] [--only TAG]   (after train_models;
          MNIST from $ADVJAX_DATA_DIR; about 5 min on 2 quiet CPU cores)
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advjax import adapt, certify, checkpoint, data
+from advjax import adapt, certify, checkpoint, data, models
 from experiments.configs.certify import CONV_PATCHES
 
 
@@ -72,7 +73,22 @@ ROWS = (
     # the same in float32 (its rounding in the slack): a trial's passes ~2× faster
     ("conv crown+patches+fc float32 rtol 0.01", "conv",
      CONV_PATCHES._replace(rtol=0.01, dtype="float32"), 10, 3, (2,)),
+    # issue 28: the certified-training nets (committed, `models.pretrained`):
+    # wong-small's convolutions as intervals, then through them in patches
+    ("lmt-wong-small crown rtol 0.01", "pretrained:lmt-wong-small",
+     certify.CertifyOptions(rtol=0.01), 100, 10, (4,)),
+    ("lmt-wong-small crown+patches rtol 0.01", "pretrained:lmt-wong-small",
+     certify.CertifyOptions(rtol=0.01, patches=True), 100, 10, (4,)),
 )
+
+
+def load(name: str):
+  """(model, params): a committed pretrained net ('pretrained:NAME') or seed 0's
+  checkpoint from train_models."""
+  if name.startswith("pretrained:"):
+    return models.pretrained(name.split(":", 1)[1])
+  m, p, _ = checkpoint.load(f"runs/models/seed0/{name}")
+  return m, p
 
 
 def main() -> None:
@@ -86,7 +102,7 @@ def main() -> None:
   for tag, name, o, n, n_loop, chunks in ROWS:
     if a.only not in tag:
       continue
-    m, p, _ = checkpoint.load(f"runs/models/seed0/{name}")
+    m, p = load(name)
     out[tag] = measure(o, (m.apply, p), te.x[:n], y[:n], n_loop, chunks=chunks)
     print(tag, json.dumps(out[tag]), flush=True)
   if a.out:

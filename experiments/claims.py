@@ -31,12 +31,16 @@ def hi(s: dict) -> float:
 
 def load(folder: str = RESULTS,
          names=("table1", "table2", "table34", "adv_training", "certify",
-                "lipschitz_training", "certify_conv_patches")) -> dict:
+                "lipschitz_training", "certify_conv_patches", "certified_training")) -> dict:
   """{name: results.json} of the given experiments under `folder`."""
   out = {"conv_patches": _conv_patches(folder), "conv_alpha": _conv_patches(folder, "alpha10_seed")}
   for n in names:
     with open(os.path.join(folder, n, "results.json")) as f:
       out[n] = json.load(f)
+    cfg = os.path.join(folder, n, "config.json")
+    if os.path.exists(cfg):  # the run's config: its sizes (n_images, seeds)
+      with open(cfg) as f:
+        out[n]["run_config"] = json.load(f)["config"]
   return out
 
 
@@ -284,7 +288,63 @@ def alpha_pool_lines_lift_conv_crown(r: dict) -> tuple[bool, str]:
                          for s, (m, ok) in q.items()) or "no rows"
 
 
+LMT_RUNS = ("certified_training_first", "certified_training_sweep", "certified_training_4c3f")
+
+
+def _lmt_rows(folder: str = RESULTS) -> list:
+  """Every LMT row trained for issue 29 (results.json under LMT_RUNS' subfolders)."""
+  rows = []
+  for run in LMT_RUNS:
+    base = os.path.join(folder, run)
+    for d in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+      f = os.path.join(base, d, "results.json")
+      if os.path.exists(f):
+        with open(f) as fh:
+          rows += [x for x in json.load(fh)["rows"] if x["cell"].startswith("LMT")]
+  return rows
+
+
+def _gloro(r: dict) -> dict:
+  """The GloRo 2C2F cell's summary (mean, sd, n over seeds) in certified_training."""
+  return r.get("certified_training", {}).get("summary", {}).get("GloRo 1.58 2C2F", {})
+
+
+def gloro_beats_bcp_at_1_58(r: dict) -> tuple[bool, str]:
+  """Issue 29's target: GloRo's recipe certifies ≥ 48.2% (BCP's) at L2 1.58 with
+  ≥ 92.5% clean accuracy: the mean over 3 seeds, the 10,000 test images."""
+  g = _gloro(r)
+  if not g:
+    return False, "no rows"
+  c, a, n = g["certified@1.58"]["mean"], g["clean_acc"]["mean"], g["clean_acc"]["n"]
+  m = r["certified_training"].get("run_config", {}).get("n_images", 0)
+  held = n >= 3 and m >= 10000 and c >= 0.482 and a >= 0.925
+  return held, f"{c:.2%} certified, {a:.2%} clean, {n} seeds, {m} images"
+
+
+def gloro_beats_every_lmt_run(r: dict) -> tuple[bool, str]:
+  """GloRo's recipe (mean − sd over seeds) certifies more at L2 1.58 than every LMT
+  net trained here (the forms, c's sweep, 4C3F: results under LMT_RUNS)."""
+  g, lmt = _gloro(r), _lmt_rows()
+  if not g or not lmt:
+    return False, "no rows"
+  best = max(lmt, key=lambda x: x["certified@1.58"])
+  return (lo(g["certified@1.58"]) > best["certified@1.58"],
+          f"GloRo {lo(g['certified@1.58']):.1%} (mean − sd) vs the best LMT "
+          f"({best['cell']}) {best['certified@1.58']:.1%}")
+
+
+def bracket_meets_on_gloro_nets(r: dict) -> tuple[bool, str]:
+  """Issue 29's aim: on the GloRo-trained nets the median ρ/d is ≥ 0.7 on every seed."""
+  rows = [x for x in r.get("certified_training", {}).get("rows", [])
+          if x["cell"] == "GloRo 1.58 2C2F"]
+  held = len(rows) >= 3 and all(x["median_ratio"] >= 0.7 for x in rows)
+  return held, ", ".join(f"seed {x['seed']} {x['median_ratio']:.3f}" for x in rows) or "no rows"
+
+
 CLAIMS: dict[str, Callable[[dict], tuple[bool, str]]] = {
+    "gloro_beats_bcp_at_1_58": gloro_beats_bcp_at_1_58,
+    "gloro_beats_every_lmt_run": gloro_beats_every_lmt_run,
+    "bracket_meets_on_gloro_nets": bracket_meets_on_gloro_nets,
     "alpha_pool_lines_lift_conv_crown": alpha_pool_lines_lift_conv_crown,
     "patches_lift_the_conv_bracket": patches_lift_the_conv_bracket,
     "patches_lift_the_1000_image_conv_bracket": patches_lift_the_1000_image_conv_bracket,
@@ -335,4 +395,7 @@ EXPECTED = {"success_small_distortion": True, "decay_raises_distortion": True,
             # session 13: seed 0, 1,000 images, float32 (BUILD_NOTES.md §5b)
             "patches_lift_the_1000_image_conv_bracket": True,
             # issue 28 (session 12, 10 images per seed): the pool lines lift α-CROWN
-            "alpha_pool_lines_lift_conv_crown": True}
+            "alpha_pool_lines_lift_conv_crown": True,
+            # issue 29 (session 14): GloRo's command on 2C2F, 3 seeds, 10,000 images
+            "gloro_beats_bcp_at_1_58": True, "gloro_beats_every_lmt_run": True,
+            "bracket_meets_on_gloro_nets": True}

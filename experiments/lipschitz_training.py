@@ -144,6 +144,8 @@ def figure(results: dict, cfg: config.Config, path: str) -> None:
                   color=colours[i % len(colours)], label=name)
     if e == max(cfg.eps):
       for name, (clean, cert) in config.ANCHORS.items():
+        if clean is None:  # certified accuracy published alone
+          continue
         ax.plot(cert, 100 - clean, "k*", ms=8)
         ax.annotate(name, (cert, 100 - clean), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
@@ -172,7 +174,8 @@ def markdown(results: dict, cfg: config.Config) -> str:
     lines.append(f"| {name} | {f['test_err']['n']} | {fmt(f, 'test_err', 100)} | "
                  f"{fmt(f, 'mean_l2')} ({fmt(f, 'mean_rms', 1, 4)}) | {fmt(f, 'mean_radius')} | "
                  f"{acc} | {fmt(f, 'bound_product', 1, 1)} | {fmt(f, 'empirical_lower', 1, 1)} |")
-  anchors = "; ".join(f"{k} {a:.2f}% / {c:.2f}%" for k, (a, c) in config.ANCHORS.items())
+  anchors = "; ".join(f"{k} {'–' if a is None else f'{a:.2f}%'} / {c:.2f}%"
+                      for k, (a, c) in config.ANCHORS.items())
   return ("Accuracies (%) over the first test images (certified: correct and ρ ≥ ε; "
           "attacked: correct and d > ε); radii over correct images.\n\n"
           + "\n".join(lines) + f"\n\nAnchors (clean / certified at ε = 1.58): {anchors}.\n"

@@ -14,17 +14,37 @@ Y = jnp.asarray([0, 2])  # the second is misclassified (margin −0.5)
 
 def test_schedules_ramp_as_published():
   bcp = certtrain.BCP
-  assert float(bcp.eps_scale(0.5)) == 0.0 and float(bcp.clean_weight(0.5)) == 1.0
-  assert float(bcp.eps_scale(11)) == pytest.approx(0.5)
+  assert float(bcp.eps_at(0.5, 1.0)) == 0.0 and float(bcp.clean_weight(0.5)) == 1.0
+  assert float(bcp.eps_at(11, 1.58)) == pytest.approx(0.79)
   assert float(bcp.clean_weight(11)) == pytest.approx(0.5)
-  assert float(bcp.eps_scale(30)) == 1.0 and float(bcp.clean_weight(30)) == 0.0
+  assert float(bcp.eps_at(30, 1.0)) == 1.0 and float(bcp.clean_weight(30)) == 0.0
+  assert float(certtrain.CAP.eps_at(0, 1.58)) == pytest.approx(0.0158)
+  geo = certtrain.Schedule("exp", 0, 150, start=0.01, overshoot=1.1)
+  assert float(geo.eps_at(75, 1.0)) == pytest.approx(0.01 * 110.0 ** 0.5, rel=1e-5)
+  with pytest.raises(ValueError, match="exp"):
+    certtrain.Schedule("exp", 0, 10, start=0.0).check()
+
+
+def test_gloro_ramp_is_its_log_interpolation():
+  """GloRo's '[0.01]-log-[50%:1.1]' at ε = 1.58 over 300 epochs, by hand from
+  `_log_interp(lo, hi, 150)[i] = log((e^hi − e^lo)/150·i + e^lo)` with lo, hi
+  already multiplied by ε (`_parse_section`), held at hi from epoch 150."""
   g = certtrain.gloro_schedule(300)
-  assert float(g.eps_scale(0)) == pytest.approx(0.01)
-  assert float(g.eps_scale(75)) == pytest.approx(0.01 * (110.0) ** 0.5, rel=1e-5)
-  assert float(g.eps_scale(150)) == pytest.approx(1.1) and float(g.eps_scale(299)) == pytest.approx(1.1)
-  assert float(certtrain.CAP.eps_scale(0)) == pytest.approx(0.01)
-  with pytest.raises(ValueError, match="log"):
-    certtrain.Schedule("log", 0, 10, start=0.0).check()
+  lo, hi = 0.01 * 1.58, 1.1 * 1.58
+  for i in (0, 1, 30, 75, 149):
+    want = math.log((math.exp(hi) - math.exp(lo)) / 150 * i + math.exp(lo))
+    assert float(g.eps_at(i, 1.58)) == pytest.approx(want, rel=1e-5), i
+  assert float(g.eps_at(75, 1.58)) > 0.69 * hi  # concave: not the geometric 0.095·hi
+  assert float(g.eps_at(150, 1.58)) == pytest.approx(hi)
+  assert float(g.eps_at(299, 1.58)) == pytest.approx(hi)
+
+
+def test_recipe_checks_name_the_field():
+  with pytest.raises(ValueError, match="recipe kind"):
+    certtrain.Recipe("crown-ibp").check()
+  with pytest.raises(ValueError, match="conv_bound"):
+    certtrain.Recipe(conv_bound="exact").check()
+  assert certtrain.Recipe(conv_bound="lmt").check().conv_bound == "lmt"
 
 
 def test_lmt_clips_the_shift_by_the_margin():

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import attack, cli, criteria, evaluate, inputs, reference
+from advjax import attack, cli, criteria, evaluate, inputs, protocol, reference
 from advjax.attack import ddn
 from advjax.runs import driver
 from advjax.runs import jobs, store
@@ -278,7 +278,7 @@ def test_cli_ddn_equals_ddn(tmp_path, cli_job):  # noqa: F811
   z = np.load(out)
   model, params, _ = checkpoint.load(cli_job[2])
   ds = data.load("mnist", "test", cli_job[4])
-  t = np.asarray(attack.random_targets(jax.random.PRNGKey(0), ds.y, 10))
+  t = protocol.targets(0, ds.y, 10)  # the CLI's --seed draws the experiments' targets
   direct = ddn.ddn((model.apply, params), ds.x, t, steps=20)
   np.testing.assert_allclose(z["x_adv"], direct.x_adv, atol=1e-6)
   np.testing.assert_array_equal(z["success"], direct.success)

@@ -36,6 +36,30 @@ def test_power_iteration_converges_to_svd_dense_and_conv():
   assert float(sig[0]) == pytest.approx(np.linalg.svd(dense, compute_uv=False)[0], rel=1e-3)
 
 
+def test_lmt_kernel_matrix_bound_is_sqrt_n_times_the_matrix_norm():
+  """LMT's conv bound: √n·‖W (kh·kw·c_in, c_out)‖₂, n the most windows an input
+  element lies in; never below the conv's operator norm (its dense matrix)."""
+  rng = np.random.default_rng(3)
+  for shape, stride, pad, n in (((4, 4, 1, 3), 2, ((1, 1), (1, 1)), 4),  # wong-small's
+                                ((3, 3, 2, 3), 1, "SAME", 9), ((1, 1, 2, 3), 1, "VALID", 1),
+                                ((3, 3, 2, 2), 1, "VALID", 1)):  # a 3×3 input: one window
+    K = rng.normal(size=shape).astype(np.float32)
+    hw = (3, 3) if n == 1 and shape[0] == 3 else (8, 8)
+    conv = regulariser.Operator("c", "conv", hw + (shape[2],), K.shape, stride, pad, 0.5)
+    op = regulariser.kernel_matrix_bound(conv)
+    mat = np.linalg.svd(K.reshape(-1, shape[-1]), compute_uv=False)[0]
+    assert op.kind == "matrix" and op.factor == pytest.approx(0.5 * math.sqrt(n))
+    sig, _ = regulariser.update((op,), {"c": {"kernel": K}}, regulariser.init((op,)), 200)
+    assert float(sig[0]) == pytest.approx(mat, rel=1e-4)
+    f = conv_geometry.conv_fn(K, stride, pad, input_hw=hw)
+    dense = np.asarray(jax.jacfwd(lambda v, f=f: f(v).ravel())(
+        jnp.zeros(hw + (shape[2],)))).reshape(-1, int(np.prod(hw)) * shape[2])
+    exact = np.linalg.svd(dense, compute_uv=False)[0]
+    assert math.sqrt(n) * mat >= exact * (1 - 1e-5)
+  dense_op = _dense_op(np.ones((3, 2), np.float32))
+  assert regulariser.kernel_matrix_bound(dense_op) == dense_op
+
+
 def test_persistent_vectors_track_sigma_with_one_iteration_per_step():
   rng = np.random.default_rng(2)
   W = rng.normal(size=(30, 20)).astype(np.float32)

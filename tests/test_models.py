@@ -107,3 +107,17 @@ def test_certified_training_nets_and_minmax():
   assert c4.apply(pc, jnp.zeros((2, 28, 28, 1))).shape == (2, 10)
   with pytest.raises(ValueError, match="even"):
     models.minmax(jnp.ones((2, 3)))
+  # GloRo's minmax_cnn_2C2F: wong-small's layers ('same' padding is 1 each side),
+  # MinMax, orthogonal kernels.
+  g = models.get_model("2C2F")
+  pg = g.init(jax.random.PRNGKey(1))
+  assert models.num_params(pg) == models.num_params(pw)
+  assert [L.kind for L in g.layers] == [("minmax" if L.kind == "relu" else L.kind)
+                                        for L in wong.layers]
+  K = np.asarray(pg["fc1"]["kernel"])  # (1568, 100): orthonormal columns
+  np.testing.assert_allclose(K.T @ K, np.eye(100), atol=1e-5)
+  xi = jnp.asarray(np.random.default_rng(1).random((2, 28, 28, 1)), jnp.float32)
+  same = jax.lax.conv_general_dilated(xi, pg["conv1"]["kernel"], (2, 2), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(g.features(pg, xi, "minmax1"),
+                             models.minmax(same + pg["conv1"]["bias"]), rtol=1e-5, atol=1e-6)

@@ -117,6 +117,26 @@ def test_bad_training_data(toy):
     train.make_optimizer(train.TrainConfig(optimizer="rmsprop"), {})
 
 
+def test_decay_after_half_is_gloros_learning_rate():
+  """GloRo's 'decay_after_half_to_0.000001': held for half the steps, then
+  geometric down to 1e-6 at the last step (a plain SGD step shows the rate)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  cfg = train.TrainConfig(optimizer="sgd", momentum=0.0, lr=1e-3, epochs=10, batch_size=10,
+                          schedule="decay_after_half")
+  opt = train.make_optimizer(cfg, {"w": jnp.zeros(())}, n=100)  # 100 steps
+  state, rates = opt.init({"w": jnp.zeros(())}), []
+  for _ in range(100):
+    upd, state = opt.update({"w": jnp.ones(())}, state)
+    rates.append(-float(upd["w"]))
+  np.testing.assert_allclose(rates[:50], 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(rates[75], 1e-3 * (1e-3) ** 0.5, rtol=1e-4)
+  assert rates[99] == pytest.approx(1e-3 * (1e-3) ** (49 / 50), rel=1e-4)
+  with pytest.raises(ValueError, match="decay_after_half"):
+    train.make_optimizer(dataclasses.replace(cfg, lr=1e-7), {}, n=100)
+  with pytest.raises(ValueError, match="cosine"):
+    train.make_optimizer(dataclasses.replace(cfg, schedule="step"), {}, n=100)
+
+
 def _flip_last_float_bit(path):
   """Flips the lowest bit of the last byte: a float's mantissa, so msgpack
   still parses and the value stays finite; only a checksum can tell."""

@@ -17,8 +17,8 @@ from advjax.attack.box_lbfgs import AttackResult, lbfgs, solve_batch
 from advjax.attack.options import (PAPER, AttackOptions, Boundary, FirstOrder, Search,
                                    Solve, Untargeted)
 from advjax.attack.search import penalty
-from advjax.attack.targets import random_targets
+from advjax.attack.targets import random_targets, seeded_targets
 
 __all__ = ["AttackOptions", "AttackResult", "Boundary", "DDNOptions", "DDNResult",
            "FirstOrder", "PAPER", "Search", "Solve", "Untargeted", "lbfgs",
-           "penalty", "random_targets", "solve_batch"]
+           "penalty", "random_targets", "seeded_targets", "solve_batch"]

@@ -1,6 +1,7 @@
 """Which labels the §4.1 attack aims at: random targets, untargeted strategies.
 
-* `random_targets`: a uniformly random wrong label (the paper's protocol).
+* `random_targets`: a uniformly random wrong label (the paper's protocol);
+  `seeded_targets` draws them from an integer seed (the experiments', the CLI's).
 * `untargeted`: the labels an untargeted mode moves away from or towards
   ('logits': the runner-up; 'random': a random wrong label).
 * `screen`: the labels nearest to x by DeepFool's linearised distance, taken
@@ -15,6 +16,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from advjax import adapt, criteria
 
@@ -30,6 +32,14 @@ def random_targets(key: jax.Array, labels, num_classes: int) -> jax.Array:
   labels = jnp.asarray(labels, jnp.int32)
   off = jax.random.randint(key, labels.shape, 1, num_classes)
   return (labels + off) % num_classes
+
+
+def seeded_targets(seed: int, labels, num_classes: int) -> np.ndarray:
+  """The protocol's random wrong labels for an integer seed (the experiments'
+  and the CLI's `--seed`): `random_targets` with fold_in(PRNGKey(seed), n)."""
+  labels = np.asarray(labels)
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), len(labels))
+  return np.asarray(random_targets(key, labels, num_classes))
 
 
 def check_mode(untargeted: str, key) -> None:

@@ -62,7 +62,7 @@ class RegConfig(NamedTuple):
 class Operator(NamedTuple):
   """One linear layer's map and the constant factor of the layers after it."""
   name: str
-  kind: str  # 'dense' or 'conv'
+  kind: str  # 'dense', 'conv' or 'matrix' (a conv's kernel as a matrix: `kernel_matrix_bound`)
   input_shape: tuple[int, ...]  # no batch axis
   kernel_shape: tuple[int, ...]
   stride: int
@@ -114,10 +114,30 @@ def operators(model: models.Model) -> tuple[Operator, ...]:
   return tuple(ops)
 
 
+def kernel_matrix_bound(op: Operator) -> Operator:
+  """LMT's conv bound (its authors' `Convolution2D`): ‖conv‖₂ ≤ √n·‖W‖₂, W the
+  kernel as a (kh·kw·c_in, c_out) matrix and n = ⌈min(kh, H_padded − kh + 1)/sh⌉ ×
+  ⌈min(kw, W_padded − kw + 1)/sw⌉, the most windows one input element lies in
+  (‖conv v‖² = Σ_windows ‖W patch‖² ≤ ‖W‖²·n·‖v‖²). Looser than the operator
+  norm; the op is returned as a 'matrix' operator (a dense layer unchanged)."""
+  if op.kind != "conv":
+    return op
+  kh, kw, cin, _ = op.kernel_shape
+  sh, sw = (op.stride, op.stride) if isinstance(op.stride, int) else tuple(op.stride)
+  pads = (jax.lax.padtype_to_pads(op.input_shape[:2], (kh, kw), (sh, sw), op.padding)
+          if isinstance(op.padding, str) else op.padding)
+  hp, wp = (op.input_shape[i] + sum(pads[i]) for i in (0, 1))
+  n = math.ceil(min(kh, hp - kh + 1) / sh) * math.ceil(min(kw, wp - kw + 1) / sw)
+  return op._replace(kind="matrix", input_shape=(kh * kw * cin,),
+                     factor=op.factor * math.sqrt(n))
+
+
 def _forward(op: Operator, W, v):
   """A v: the layer's linear map (no bias) on one input v."""
   if op.kind == "dense":
     return v @ W
+  if op.kind == "matrix":  # a conv kernel as its (kh·kw·c_in, c_out) matrix
+    return v @ W.reshape(-1, W.shape[-1])
   f = spectral.conv_fn(np.zeros(op.kernel_shape, np.float32), op.stride, op.padding,
                        input_hw=op.input_shape[:2])
   return f(v, kernel=W)
@@ -127,6 +147,8 @@ def _adjoint(op: Operator, W, u):
   """Aᵀ u, by transposing the linear map (the conv's is a transposed conv)."""
   if op.kind == "dense":
     return W @ u
+  if op.kind == "matrix":
+    return W.reshape(-1, W.shape[-1]) @ u
   spec = jax.ShapeDtypeStruct(op.input_shape, u.dtype)
   return jax.linear_transpose(lambda v: _forward(op, W, v), spec)(u)[0]
 

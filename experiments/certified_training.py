@@ -160,8 +160,7 @@ def markdown(results: dict, cfg: config.Config) -> str:
     lines.append(f"| {name} | {f['clean_acc']['n']} | {fmt(f, 'clean_acc', 100)} | "
                  f"{fmt(f, 'median_ratio', 1, 3)} | {fmt(f, 'seconds_per_epoch', 1, 0)} | {acc} |")
   dead = results.get("collapsed") or []
-  anchors = "; ".join(f"{k} {'–' if a is None else f'{a:.2f}%'} / {c:.2f}%"
-                      for k, (a, c) in config.ANCHORS.items())
+  anchors = config.anchors_text()
   return ("Accuracies (%) over the first test images (certified: correct and ρ ≥ ε, ρ the "
           "max of the cell's certificates; attacked: correct and d > ε); clean accuracy "
           "on all test images.\n\n" + "\n".join(lines)

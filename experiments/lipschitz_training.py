@@ -174,8 +174,7 @@ def markdown(results: dict, cfg: config.Config) -> str:
     lines.append(f"| {name} | {f['test_err']['n']} | {fmt(f, 'test_err', 100)} | "
                  f"{fmt(f, 'mean_l2')} ({fmt(f, 'mean_rms', 1, 4)}) | {fmt(f, 'mean_radius')} | "
                  f"{acc} | {fmt(f, 'bound_product', 1, 1)} | {fmt(f, 'empirical_lower', 1, 1)} |")
-  anchors = "; ".join(f"{k} {'–' if a is None else f'{a:.2f}%'} / {c:.2f}%"
-                      for k, (a, c) in config.ANCHORS.items())
+  anchors = config.anchors_text()
   return ("Accuracies (%) over the first test images (certified: correct and ρ ≥ ε; "
           "attacked: correct and d > ε); radii over correct images.\n\n"
           + "\n".join(lines) + f"\n\nAnchors (clean / certified at ε = 1.58): {anchors}.\n"

@@ -54,6 +54,12 @@ ANCHORS = {"LMT": (86.48, 40.55), "CAP": (88.39, 43.95), "BCP": (92.54, 48.20),
 COLLAPSED = 0.2  # clean accuracy below this: a collapsed net
 
 
+def anchors_text() -> str:
+  """The anchors as one line of a results.md: 'LMT 86.48% / 40.55%; …'."""
+  return "; ".join(f"{k} {'–' if a is None else f'{a:.2f}%'} / {c:.2f}%"
+                   for k, (a, c) in ANCHORS.items())
+
+
 class Cell(NamedTuple):
   """One recipe on one net (hashable; its name is its folder)."""
   name: str

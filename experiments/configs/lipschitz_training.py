@@ -52,6 +52,7 @@ from experiments.configs import QUICK_ATTACK, adv_search, adv_training, certifie
 TITLE = "Penalising the layer bounds (§4.3's suggestion) and LMT: both ends of the bracket"
 
 ANCHORS = certified_training.ANCHORS  # the published MNIST figures at L2 ε = 1.58
+anchors_text = certified_training.anchors_text
 
 
 class Variant(NamedTuple):

@@ -78,10 +78,14 @@ def measure(cfg: config.Config, cell: config.Cell, model, params, te, folder: st
   return row
 
 
+def cell_folder(cfg: config.Config, name: str, s: int) -> str:
+  """Where the cell `name` trains at seed s: <runs>/certified_training/seed<s>/<name>."""
+  return os.path.join(cfg.runs_dir, "certified_training", f"seed{s}", name.replace(" ", "_"))
+
+
 def run_cell(cfg: config.Config, cell: config.Cell, s: int, tr, te) -> dict:
   """Trains and measures one cell, or reads its finished row."""
-  folder = os.path.join(cfg.runs_dir, "certified_training", f"seed{s}",
-                        cell.name.replace(" ", "_"))
+  folder = cell_folder(cfg, cell.name, s)
   path = os.path.join(folder, "row.json")
   if not os.path.exists(path):
     model, params, meta = fit(cfg, cell, s, tr, folder)
@@ -116,8 +120,7 @@ def publish(cfg: config.Config, cell_name: str, seed: int, name: str, info: dict
   """Copies a finished cell's float32 weights to advjax/pretrained/<name>/ (for
   `models.pretrained`), its meta.json with the training config, the SHA-256, the
   cell's measured row and `info` (what, input, reproduce, status); returns the folder."""
-  src = os.path.join(cfg.runs_dir, "certified_training", f"seed{seed}",
-                     cell_name.replace(" ", "_"))
+  src = cell_folder(cfg, cell_name, seed)
   model, params, meta = checkpoint.load(src)
   row = common.read_json(os.path.join(src, "row.json"))
   measured = {k: v for k, v in row.items() if k in FIELDS or "@" in k}

@@ -229,16 +229,20 @@ def a_variant_beats_the_lmt_anchor(r: dict) -> tuple[bool, str]:
   return c > 0.4055 and e < 0.1352, f"best {best}: {c:.1%} certified at 1.58, {e:.2%} error"
 
 
-def _conv_patches(folder: str = RESULTS, prefix: str = "conv_seed") -> dict:
-  """{seed: the conv row of experiments.certify_patches} (<prefix><s>/)."""
-  base, out = os.path.join(folder, "certify_patches"), {}
+def _results_under(base: str):
+  """(subfolder name, its results.json) for each subfolder of `base` that has one."""
   for d in sorted(os.listdir(base)) if os.path.isdir(base) else []:
     f = os.path.join(base, d, "results.json")
-    if d.startswith(prefix) and d[len(prefix):].isdigit() and os.path.exists(f):
+    if os.path.exists(f):
       with open(f) as fh:
-        out[int(d[len(prefix):])] = next(
-            row for row in json.load(fh)["rows"] if row["net"] == "conv")
-  return out
+        yield d, json.load(fh)
+
+
+def _conv_patches(folder: str = RESULTS, prefix: str = "conv_seed") -> dict:
+  """{seed: the conv row of experiments.certify_patches} (<prefix><s>/)."""
+  return {int(d[len(prefix):]): next(row for row in res["rows"] if row["net"] == "conv")
+          for d, res in _results_under(os.path.join(folder, "certify_patches"))
+          if d.startswith(prefix) and d[len(prefix):].isdigit()}
 
 
 def patches_lift_the_conv_bracket(r: dict) -> tuple[bool, str]:
@@ -293,15 +297,8 @@ LMT_RUNS = ("certified_training_first", "certified_training_sweep", "certified_t
 
 def _lmt_rows(folder: str = RESULTS) -> list:
   """Every LMT row trained for issue 29 (results.json under LMT_RUNS' subfolders)."""
-  rows = []
-  for run in LMT_RUNS:
-    base = os.path.join(folder, run)
-    for d in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-      f = os.path.join(base, d, "results.json")
-      if os.path.exists(f):
-        with open(f) as fh:
-          rows += [x for x in json.load(fh)["rows"] if x["cell"].startswith("LMT")]
-  return rows
+  return [x for run in LMT_RUNS for _, res in _results_under(os.path.join(folder, run))
+          for x in res["rows"] if x["cell"].startswith("LMT")]
 
 
 def _gloro(r: dict) -> dict:

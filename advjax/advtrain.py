@@ -221,7 +221,8 @@ def fit(model_name: str, v: Variant, ds: data_lib.Dataset, cfg: train.TrainConfi
           "pools": [p._asdict() for p in v.pools], "dropout": v.dropout}
   if os.path.exists(os.path.join(folder, checkpoint.META)):
     model, params, meta = checkpoint.load(folder)
-    checkpoint.check_matches(folder, meta, want, repr(v.name))
+    checkpoint.check_matches(folder, meta, want, repr(v.name),
+                             checkpoint.defaults_of({"config": cfg}))
     return model, params, meta
   model = models.get_model(model_name, dropout=v.dropout)
   ex = extra_loss(model, v.pools, ds, cfg.batch_size) if v.pools else None

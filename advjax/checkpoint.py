@@ -12,6 +12,7 @@ checksums existed load without the check.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -120,30 +121,65 @@ def load(folder: str, model: models.Model | None = None
   return model, params, meta
 
 
-def mismatch(meta: dict[str, Any], want: dict[str, Any]) -> dict[str, tuple]:
+def mismatch(meta: dict[str, Any], want: dict[str, Any],
+             defaults: dict[str, Any] | None = None) -> dict[str, tuple]:
   """{key: (recorded, wanted)} for every key of `want` (as JSON reads it back)
   whose value recorded in a checkpoint's meta differs; nested dicts by their
-  differing fields ('config.lr')."""
-  want = json.loads(json.dumps(want, default=_json_default))
+  differing fields ('config.lr'). A key the checkpoint lacks counts as its
+  value in `defaults` (shaped like `want`) where that has it: a field added to
+  a config later, at the default that keeps the old behaviour, does not refuse
+  the nets trained before it."""
+  normal = lambda d: json.loads(json.dumps(d, default=_json_default))
+  want, defaults = normal(want), normal(defaults or {})
 
-  def diff(got: dict, want: dict, prefix: str) -> dict:
+  def diff(got: dict, want: dict, known: dict, prefix: str) -> dict:
     out = {}
     for k, v in want.items():
-      g = got.get(k)
+      g = got.get(k, known.get(k) if isinstance(known, dict) else None)
+      sub = known.get(k, {}) if isinstance(known, dict) else {}
       if isinstance(v, dict) and isinstance(g, dict):
-        out.update(diff(g, v, f"{prefix}{k}."))
+        out.update(diff(g, v, sub, f"{prefix}{k}."))
       elif g != v:
-        out[prefix + k] = (g, v)
+        out[prefix + k] = (got.get(k), v)
     return out
-  return diff(meta, want, "")
+  return diff(meta, want, defaults, "")
+
+
+def defaults_of(x: Any) -> Any:
+  """The `defaults` argument of `check_matches` for a config value: each field of
+  a dataclass or NamedTuple at its default (a nested record by its own fields'
+  defaults), dicts key by key; None where nothing has a default."""
+  if dataclasses.is_dataclass(x) and not isinstance(x, type):
+    out = {}
+    for f in dataclasses.fields(x):
+      if f.default is not dataclasses.MISSING:
+        out[f.name] = f.default
+      elif f.default_factory is not dataclasses.MISSING:
+        out[f.name] = f.default_factory()
+      out[f.name] = _record_defaults(getattr(x, f.name), out.get(f.name))
+    return out
+  if isinstance(x, tuple) and hasattr(x, "_fields"):
+    return {k: _record_defaults(getattr(x, k), x._field_defaults.get(k)) for k in x._fields}
+  if isinstance(x, dict):
+    return {k: defaults_of(v) for k, v in x.items()}
+  return None
+
+
+def _record_defaults(value: Any, default: Any) -> Any:
+  """A field's default as `check_matches` compares it (a record as a dict)."""
+  if dataclasses.is_dataclass(value) or (isinstance(value, tuple) and hasattr(value, "_fields")):
+    return defaults_of(value)
+  if dataclasses.is_dataclass(default) or isinstance(default, tuple) and hasattr(default, "_fields"):
+    return defaults_of(default)
+  return default
 
 
 def check_matches(folder: str, meta: dict[str, Any], want: dict[str, Any],
-                  what: str = "a model") -> None:
+                  what: str = "a model", defaults: dict[str, Any] | None = None) -> None:
   """Refuses a finished checkpoint trained with other settings than `want`
   (CheckpointError naming each field as (checkpoint, now)): a renamed or
-  retuned run must not reuse an old net."""
-  diff = mismatch(meta, want)
+  retuned run must not reuse an old net. `defaults`: see `mismatch`."""
+  diff = mismatch(meta, want, defaults)
   if diff:
     raise CheckpointError(f"{folder} holds {what} trained with another config (field: "
                           f"(checkpoint, now)): {diff}; use another runs folder "

@@ -32,7 +32,8 @@ def fit(cfg: config.Config, cell: config.Cell, s: int, tr, folder: str):
                        "model": cell.model})
   if os.path.exists(os.path.join(folder, checkpoint.META)):
     model, params, meta = checkpoint.load(folder)
-    checkpoint.check_matches(folder, meta, want, repr(cell.name))
+    checkpoint.check_matches(folder, meta, want, repr(cell.name),
+                             checkpoint.defaults_of({"config": tc, "recipe": recipe}))
     return model, params, meta
   model = models.get_model(cell.model)
   t0 = time.time()

@@ -48,7 +48,8 @@ def fit(cfg: config.Config, v, s: int, tr, folder: str):
       {"config": tc, "n_train": len(tr.x), "reg": reg, "pools": pools, "dropout": v.dropout})
   if os.path.exists(os.path.join(folder, checkpoint.META)):
     model, params, meta = checkpoint.load(folder)
-    checkpoint.check_matches(folder, meta, want, repr(v.name))
+    checkpoint.check_matches(folder, meta, want, repr(v.name),
+                             checkpoint.defaults_of({"config": tc, "reg": reg}))
     return model, params, meta
   model = models.get_model(v.model, dropout=v.dropout)
   if pools:

@@ -63,7 +63,7 @@ def check_finished(folder: str, meta: dict, job: config.Job, sets: dict,
          "dataset": data.get("dataset", "mnist")}
   want = {**dataclasses.asdict(job.cfg), "training images": len(sets["all"].x),
           "dataset": dataset}
-  checkpoint.check_matches(folder, got, want, repr(job.model))
+  checkpoint.check_matches(folder, got, want, repr(job.model), checkpoint.defaults_of(job.cfg))
 
 
 def run_job(job: config.Job, sets: dict, folder: str, progress: bool,

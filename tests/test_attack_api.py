@@ -87,6 +87,28 @@ def test_new_weights_compile_nothing(case, kind):
   assert np.asarray(other.x_adv).min() >= 0 and np.asarray(other.x_adv).max() <= 1
 
 
+def test_equal_models_built_twice_share_one_compilation():
+  """A bound method counts by its object's value: the apply of two equal
+  advjax Models (or of a Flax module built again) is one static jit key, so
+  the attack and a certificate compile once (Python compares bound methods by
+  identity: the experiments' tables compiled the attack once per model object);
+  other models and plain functions keep their own."""
+  from advjax import adapt  # pylint: disable=import-outside-toplevel
+  key = lambda fn: adapt.wrap((fn, None), SHAPE).apply
+  a, b = models.get_model("FC10(1e-4)"), models.get_model("FC10(1e-4)")
+  assert a is not b and key(a.apply) == key(b.apply)
+  assert hash(key(a.apply)) == hash(key(b.apply))
+  assert key(a.apply) != key(models.get_model("FC10(1e-3)").apply)
+  assert key(_Linen().apply) == key(_Linen().apply)
+  assert key(lambda p, x: x) != key(lambda p, x: x)
+  x = jnp.zeros((2, 28, 28, 1))
+  pa = a.init(jax.random.PRNGKey(0))
+  adapt.logits(key(a.apply), pa, x)
+  n0 = adapt.logits._cache_size()  # pylint: disable=protected-access
+  adapt.logits(key(b.apply), jax.tree_util.tree_map(lambda v: v + 1, pa), x)
+  assert adapt.logits._cache_size() == n0, "an equal model compiled again"
+
+
 def _shifted(lo, hi):
   """The tiny model seen on inputs in [lo, hi] (it is defined on [0, 1])."""
   return lambda z: logits_fn((z - lo) / (hi - lo))

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from advjax import autoencoder, checkpoint, data, models, train
+from advjax import autoencoder, certtrain, checkpoint, data, models, train
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +205,24 @@ def test_a_checkpoint_must_match_its_config(tmp_path):
                      r"'n_train': \(20, 30\)"):
     checkpoint.check_matches(str(tmp_path), meta, {"config": dataclasses.asdict(other),
                                                    "n_train": 30}, "'FC10'")
+
+
+def test_a_field_added_later_matches_at_its_default(tmp_path):
+  """A checkpoint written before a config field existed (its meta lacks it)
+  matches a config holding that field at its default, given the defaults;
+  at another value, or without the defaults, it is refused."""
+  cfg = train.TrainConfig(epochs=2)
+  old = json.loads(json.dumps(dataclasses.asdict(cfg)))
+  del old["schedule"]  # written before TrainConfig.schedule (session 14)
+  meta, want = {"config": old}, {"config": dataclasses.asdict(cfg)}
+  defaults = checkpoint.defaults_of({"config": cfg})
+  assert defaults["config"]["schedule"] == "constant"
+  checkpoint.check_matches(str(tmp_path), meta, want, "'FC10'", defaults)
+  with pytest.raises(checkpoint.CheckpointError, match=r"'config\.schedule': \(None, 'constant'\)"):
+    checkpoint.check_matches(str(tmp_path), meta, want, "'FC10'")
+  later = {"config": dataclasses.asdict(dataclasses.replace(cfg, schedule="decay_after_half"))}
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"'config\.schedule': \(None, 'decay_after_half'\)"):
+    checkpoint.check_matches(str(tmp_path), meta, later, "'FC10'", defaults)
+  recipe = certtrain.Recipe("lmt", 1.0)  # a NamedTuple's defaults too
+  assert checkpoint.defaults_of(recipe)["conv_bound"] == "operator"

@@ -117,6 +117,18 @@ def run(cfg: config.Config, workdir: str) -> dict:
   return results()
 
 
+def run_side(cells: tuple, folder: str, tag: str, n_images: int, seeds=(0,),
+             progress: bool = True) -> dict:
+  """A side study's cells (the scripts under experiments/results/): the committed
+  config with these cells, n_images and seeds, data from $ADVJAX_DATA_DIR, results
+  in folder/<tag> (tag gets "-seeds<s...>" unless seeds is (0,))."""
+  cfg = dataclasses.replace(config.get_config(), cells=tuple(cells), n_images=n_images,
+                            progress=progress, seeds=tuple(seeds),
+                            data_dir=os.environ["ADVJAX_DATA_DIR"])
+  tag += "" if tuple(seeds) == (0,) else "-seeds" + "".join(map(str, seeds))
+  return run(cfg, os.path.join(folder, tag))
+
+
 def publish(cfg: config.Config, cell_name: str, seed: int, name: str, info: dict) -> str:
   """Copies a finished cell's float32 weights to advjax/pretrained/<name>/ (for
   `models.pretrained`), its meta.json with the training config, the SHA-256, the

@@ -16,6 +16,7 @@ Command: python -m experiments.certify_speed [OUT.json] [--only TAG]   (after tr
 
 import argparse
 import json
+import os
 import time
 
 import jax
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from advjax import adapt, certify, checkpoint, data, models
+from experiments import common
 from experiments.configs.certify import CONV_PATCHES
 
 
@@ -82,12 +84,13 @@ ROWS = (
 )
 
 
-def load(name: str):
+def load(name: str, runs_dir: str = "runs"):
   """(model, params): a committed pretrained net ('pretrained:NAME') or seed 0's
-  checkpoint from train_models."""
+  checkpoint from train_models (the experiments' folder rule, under runs_dir)."""
   if name.startswith("pretrained:"):
     return models.pretrained(name.split(":", 1)[1])
-  m, p, _ = checkpoint.load(f"runs/models/seed0/{name}")
+  folder = common.ExperimentConfig(runs_dir=runs_dir).models_dir(0)
+  m, p, _ = checkpoint.load(os.path.join(folder, name))
   return m, p
 
 
@@ -95,6 +98,7 @@ def main() -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument("out", nargs="?", help="write the rows to this JSON file")
   ap.add_argument("--only", default="", help="the rows whose tag contains this")
+  ap.add_argument("--runs-dir", default="runs", help="train_models' runs folder (seed 0's nets)")
   a = ap.parse_args()
   te = data.load("mnist", "test")
   y = te.y.astype(np.int32)
@@ -102,7 +106,7 @@ def main() -> None:
   for tag, name, o, n, n_loop, chunks in ROWS:
     if a.only not in tag:
       continue
-    m, p = load(name)
+    m, p = load(name, a.runs_dir)
     out[tag] = measure(o, (m.apply, p), te.x[:n], y[:n], n_loop, chunks=chunks)
     print(tag, json.dumps(out[tag]), flush=True)
   if a.out:

@@ -10,7 +10,6 @@ ADVJAX_DATA_DIR=../shared/data/mnist PYTHONPATH=. python \
     experiments/results/certified_training_4c3f/run.py [EPOCHS [SEEDS [N_IMAGES]]]
 (SEEDS comma-separated, default 0; N_IMAGES default 500)
 """
-import dataclasses
 import os
 import sys
 
@@ -25,8 +24,6 @@ cell, = [c for c in config.cells(epochs) if c.name == "LMT 1.58"]
 cell = cell._replace(name=f"LMT 1.58 4C3F {epochs}ep", model="4C3F",
                      certify=(CertifyOptions(method="lipschitz"),),
                      note="the authors' recipe on BCP's comparison net (4C3F)")
-cfg = dataclasses.replace(config.get_config(), cells=(cell,), n_images=n, progress=True,
-                          seeds=seeds, data_dir=os.environ["ADVJAX_DATA_DIR"])
-tag = f"LMT_4C3F-{epochs}ep-n{n}" + ("" if seeds == (0,) else "-seeds" + "".join(map(str, seeds)))
-out = certified_training.run(cfg, os.path.join(os.path.dirname(__file__), tag))
+out = certified_training.run_side((cell,), os.path.dirname(__file__),
+                                 f"LMT_4C3F-{epochs}ep-n{n}", n, seeds)
 print(out["rows"])

@@ -17,7 +17,6 @@ ADVJAX_DATA_DIR=../shared/data/mnist PYTHONPATH=. python \\
     experiments/results/certified_training_gloro/run.py EPOCHS [MODEL [N [SEEDS]]]
 (MODEL 2C2F or 4C3F, default 2C2F; N default 500; SEEDS comma-separated, default 0)
 """
-import dataclasses
 import os
 import sys
 
@@ -34,10 +33,8 @@ cell = config.gloro_cell(f"GloRo 1.58 {model} {epochs}ep", model, epochs,
 if n <= 1000:  # CROWN measured beside the Lipschitz bound (~0.17 s per image)
   cell = cell._replace(certify=cell.certify + (
       CertifyOptions(method="crown", lipschitz_floor=True, rtol=0.01),))
-cfg = dataclasses.replace(config.get_config(), cells=(cell,), n_images=n, progress=True,
-                          seeds=seeds, data_dir=os.environ["ADVJAX_DATA_DIR"])
-tag = f"gloro_{model}-{epochs}ep-n{n}" + ("" if seeds == (0,) else "-seeds" + "".join(map(str, seeds)))
-out = certified_training.run(cfg, os.path.join(os.path.dirname(__file__), tag))
+out = certified_training.run_side((cell,), os.path.dirname(__file__),
+                                 f"gloro_{model}-{epochs}ep-n{n}", n, seeds)
 for r in out["rows"]:
   print({k: r.get(k) for k in ("cell", "seed", "clean_acc", "certified@1.58", "attacked@1.58",
                                "median_ratio", "seconds_per_epoch", "collapsed")})

@@ -14,7 +14,6 @@ never passes near the published point: certified peaks at 27.8% and clean stays 
 ADVJAX_DATA_DIR=../shared/data/mnist PYTHONPATH=. python \\
     experiments/results/certified_training_sweep/run.py C [C ...]
 """
-import dataclasses
 import os
 import sys
 
@@ -27,9 +26,8 @@ cells = tuple(base._replace(name=f"LMT c={c}", recipe=base.recipe._replace(c=flo
                             certify=(CertifyOptions(method="lipschitz"),),
                             note=f"the paper's c = {c} as the guarded radius")
               for c in sys.argv[1:])
-cfg = dataclasses.replace(config.get_config(), cells=cells, n_images=500, progress=False,
-                          data_dir=os.environ["ADVJAX_DATA_DIR"])
-out = certified_training.run(cfg, os.path.join(os.path.dirname(__file__), "lmt_c-n500"))
+out = certified_training.run_side(cells, os.path.dirname(__file__), "lmt_c-n500", 500,
+                                 progress=False)
 for r in out["rows"]:
   print(r["cell"], r["clean_acc"], r.get("certified@1.58"), r.get("attacked@1.58"),
         r.get("median_ratio"))

@@ -76,9 +76,14 @@ class _Batched:
 
 
 def _callable_key(fn: Callable) -> Any:
-  """fn, or (its function, its object) for a bound method of a hashable object."""
+  """fn, or (its function, its object) for a bound method of a dataclass whose
+  generated __eq__ compares every field (advjax Models, Flax linen modules): an
+  object with a hand-written __eq__ may leave out state its method reads, and
+  keeps the identity key (a shared compilation would bake in another's state)."""
   owner = getattr(fn, "__self__", None)
-  if inspect.ismethod(fn) and not isinstance(owner, type):
+  params = getattr(owner, "__dataclass_params__", None)
+  if inspect.ismethod(fn) and dataclasses.is_dataclass(owner) and params is not None \
+      and params.eq and not isinstance(owner, type):
     try:
       hash(owner)
       return ("method", fn.__func__, owner)

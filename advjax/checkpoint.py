@@ -169,7 +169,7 @@ def _record_defaults(value: Any, default: Any) -> Any:
   """A field's default as `check_matches` compares it (a record as a dict)."""
   if dataclasses.is_dataclass(value) or (isinstance(value, tuple) and hasattr(value, "_fields")):
     return defaults_of(value)
-  if dataclasses.is_dataclass(default) or isinstance(default, tuple) and hasattr(default, "_fields"):
+  if dataclasses.is_dataclass(default) or (isinstance(default, tuple) and hasattr(default, "_fields")):
     return defaults_of(default)
   return default
 

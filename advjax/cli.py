@@ -255,7 +255,9 @@ def _execute(args: argparse.Namespace, job, pb, index, key, summary) -> int:
   work = args.work_dir or args.output + ".parts"
   res = driver.execute(job, pb, work, index=index, batch_size=args.batch_size,
                        stop_after=args.stop_after, progress=not args.no_progress, key=key)
-  if jax.process_index() != 0:  # process 0 holds the parts and reports
+  me = jax.process_index()
+  multihost.end()  # every process together, before any of them leaves
+  if me != 0:  # process 0 holds the parts and reports
     return 0
   if not driver.is_complete(work):
     print(f"stopped early: {len(res.get('index', []))} of {len(index)} examples "

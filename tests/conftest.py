@@ -12,9 +12,9 @@ import socket
 import subprocess
 import sys
 
-# Compile time, not run time, is most of the suite (~2,500 distinct XLA programs,
-# each run briefly): XLA:CPU's older emitters compile them about a third faster
-# (certificates 11.9 → 7.5 s for four programs; the suite 805 → 583–640 s on two
+# Compile time, not run time, is most of the suite (thousands of distinct XLA
+# programs, each run briefly): XLA:CPU's older emitters compile them about a third faster
+# (certificates 11.9 → 7.5 s for four programs; the suite 805 → 583–648 s on two
 # workers) and run the small nets here as fast or ≤ 15% slower (BUILD_NOTES §6).
 # Set before jax starts its backend; child processes inherit it. The library
 # sets no flag: long runs keep XLA's default.

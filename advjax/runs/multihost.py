@@ -9,6 +9,8 @@ naming the part, instead of mixing their results in one folder.
 
 from __future__ import annotations
 
+import threading
+
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
@@ -16,6 +18,9 @@ from jax.sharding import NamedSharding
 from advjax.runs import identity
 
 PEER_TIMEOUT = 30.0  # seconds after which a silent peer stops the others
+# Set by `end`: the watchdog's errors after it are the planned shutdown, not a lost
+# peer (the watchdog is already one daemon thread per process).
+_ENDING = threading.Event()
 
 
 def _utils():
@@ -89,9 +94,9 @@ def watchdog(timeout: float = PEER_TIMEOUT, every: float = 2.0) -> None:
   """
   import os  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
-  import threading  # pylint: disable=import-outside-toplevel
   import time  # pylint: disable=import-outside-toplevel
   from jax._src import distributed  # pylint: disable=import-outside-toplevel
+  _ENDING.clear()
   client = distributed.global_state.client
   if client is None or not many():
     return
@@ -105,7 +110,7 @@ def watchdog(timeout: float = PEER_TIMEOUT, every: float = 2.0) -> None:
   def loop() -> None:
     seen = {p: (None, time.monotonic()) for p in range(n) if p != me}
     beat = 0
-    while True:
+    while not _ENDING.is_set():
       beat += 1
       try:
         client.key_value_set(f"advjax/alive/{me}", str(beat), allow_overwrite=True)
@@ -117,10 +122,23 @@ def watchdog(timeout: float = PEER_TIMEOUT, every: float = 2.0) -> None:
           last, since = seen[p]
           if v != last:
             seen[p] = (v, time.monotonic())
-          elif time.monotonic() - since > timeout:
+          elif time.monotonic() - since > timeout and not _ENDING.is_set():
             stop(f"process {p} has not responded for {timeout:.0f} s (killed or crashed?)")
       except Exception as e:  # pylint: disable=broad-except  (the coordinator is gone)
+        if _ENDING.is_set():
+          return  # the run's planned end
         stop(f"the coordinator (process 0) cannot be reached ({type(e).__name__})")
       time.sleep(every)
 
   threading.Thread(target=loop, daemon=True, name="advjax-watchdog").start()
+
+
+def end() -> None:
+  """Ends a multi-process run on purpose, on every process: stops the watchdog,
+  then `jax.distributed.shutdown`, whose barrier keeps process 0 (the
+  coordinator) up until every process has stopped talking to it. Without it a
+  peer still finishing saw the coordinator gone and exited 3 (seen once in a
+  fresh clone's suite, test_two_processes_equal_one)."""
+  _ENDING.set()
+  if many():
+    jax.distributed.shutdown()

@@ -408,10 +408,12 @@ def test_the_attack_meets_the_exact_minimum_on_a_linear_model():
   per_example = lambda p, v: apply(p, v[None])[0]
   near = np.asarray(targets.screen(per_example, z.shape[1], 1, params, jnp.asarray(x),
                                    jnp.asarray(l, jnp.int32), 0.0, 1.0)[:, 0])
+  box_distance = jax.jit(targets.box_distance)  # one compile (eager, each call compiled)
   for i in np.flatnonzero(ok):
-    dist = [np.inf if j == l[i] else np.asarray(targets.box_distance(
-        jnp.asarray((W[:, j] - W[:, l[i]])[None]), jnp.asarray([z[i, l[i]] - z[i, j]]),
-        jnp.asarray(-xf[i]), jnp.asarray(1 - xf[i])))[0] for j in range(z.shape[1])]
+    dist = np.array(box_distance(jnp.asarray((W - W[:, l[i], None]).T),
+                                  jnp.asarray(z[i, l[i]] - z[i]), jnp.asarray(-xf[i]),
+                                  jnp.asarray(1 - xf[i])))
+    dist[l[i]] = np.inf  # every other label j, one row each
     np.testing.assert_allclose(min(dist), ex[i], rtol=1e-3)  # the 1-D form, in float32
     assert near[i] == int(np.argmin(dist))
 

@@ -145,33 +145,31 @@ def mismatch(meta: dict[str, Any], want: dict[str, Any],
   return diff(meta, want, defaults, "")
 
 
+def _is_record(x: Any) -> bool:
+  """A dataclass instance or a NamedTuple."""
+  return ((dataclasses.is_dataclass(x) and not isinstance(x, type))
+          or (isinstance(x, tuple) and hasattr(x, "_fields")))
+
+
 def defaults_of(x: Any) -> Any:
   """The `defaults` argument of `check_matches` for a config value: each field of
   a dataclass or NamedTuple at its default (a nested record by its own fields'
   defaults), dicts key by key; None where nothing has a default."""
-  if dataclasses.is_dataclass(x) and not isinstance(x, type):
-    out = {}
-    for f in dataclasses.fields(x):
-      if f.default is not dataclasses.MISSING:
-        out[f.name] = f.default
-      elif f.default_factory is not dataclasses.MISSING:
-        out[f.name] = f.default_factory()
-      out[f.name] = _record_defaults(getattr(x, f.name), out.get(f.name))
-    return out
-  if isinstance(x, tuple) and hasattr(x, "_fields"):
-    return {k: _record_defaults(getattr(x, k), x._field_defaults.get(k)) for k in x._fields}
   if isinstance(x, dict):
     return {k: defaults_of(v) for k, v in x.items()}
-  return None
-
-
-def _record_defaults(value: Any, default: Any) -> Any:
-  """A field's default as `check_matches` compares it (a record as a dict)."""
-  if dataclasses.is_dataclass(value) or (isinstance(value, tuple) and hasattr(value, "_fields")):
-    return defaults_of(value)
-  if dataclasses.is_dataclass(default) or (isinstance(default, tuple) and hasattr(default, "_fields")):
-    return defaults_of(default)
-  return default
+  if not _is_record(x):
+    return None
+  if isinstance(x, tuple):
+    given = x._field_defaults
+  else:
+    given = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+             for f in dataclasses.fields(x)
+             if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+  out = {}
+  for k in (x._fields if isinstance(x, tuple) else [f.name for f in dataclasses.fields(x)]):
+    v, d = getattr(x, k), given.get(k)
+    out[k] = defaults_of(v) if _is_record(v) else defaults_of(d) if _is_record(d) else d
+  return out
 
 
 def check_matches(folder: str, meta: dict[str, Any], want: dict[str, Any],
